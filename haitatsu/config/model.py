@@ -1,0 +1,337 @@
+"""The configuration as typed, frozen values.
+
+Block and key names are the original server's (API.md section 4), so an operator's existing
+``haitatsu.pkl`` loads unchanged; our additions are optional blocks. ``Config.from_mapping`` takes
+the evaluated Pkl module (as plain JSON data) and validates every value, naming the key and the
+problem in the ``ConfigError`` it raises. Unknown keys are ignored, as the original does.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from typing import Any
+
+import attrs
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+def _nonneg(instance, attribute, value):
+    if value < 0:
+        raise ValueError("must be >= 0")
+
+
+def _endpoint(value: str, key: str) -> str:
+    """Turn ``host:port`` (or ``[v6]:port``, ``:port``) into a Twisted server endpoint string.
+
+    A value that already names an endpoint type (``tcp:``, ``ssl:``, ``unix:``, ...) is kept as it is.
+    An empty value means the listener is off.
+    """
+    value = value.strip()
+    if not value:
+        return ""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", value)
+    if m:
+        host, port = m.group(1), m.group(2)
+        return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
+    m = re.fullmatch(r"([^:\s]*):(\d+)", value)
+    if m:
+        host, port = m.group(1), m.group(2)
+        if int(port) > 65535:
+            raise ConfigError(f"{key}: port {port} is out of range")
+        if host in ("", "0.0.0.0", "*"):
+            return f"tcp:{port}"
+        return f"tcp:{port}:interface={host}"
+    if re.match(r"^[a-z0-9]+:", value):
+        return value
+    raise ConfigError(f"{key}: {value!r} is neither host:port nor a Twisted endpoint string")
+
+
+@attrs.frozen
+class ServerConfig:
+    api_addr: str = "127.0.0.1:8080"
+    public_hostname: str = "localhost"
+    instance_name: str = "haitatsu"
+    shutdown_timeout_seconds: int = attrs.field(default=10, validator=_nonneg)
+    data_dir: str = "data"
+
+
+@attrs.frozen
+class SMTPConfig:
+    inbound_addr: str = "127.0.0.1:2525"
+    max_message_size_bytes: int = attrs.field(default=0, validator=_nonneg)
+    max_inbound_recipients: int = attrs.field(default=0, validator=_nonneg)
+    idle_timeout_seconds: int = attrs.field(default=300, validator=_nonneg)
+    max_line_length: int = attrs.field(default=4000, validator=_nonneg)
+
+
+@attrs.frozen
+class IMAPConfig:
+    addr: str = "127.0.0.1:1143"
+    max_connections_per_ip: int = attrs.field(default=30, validator=_nonneg)
+    idle_timeout_seconds: int = attrs.field(default=1800, validator=_nonneg)
+
+
+@attrs.frozen
+class SubmissionConfig:
+    starttls_addr: str = ""
+    tls_addr: str = ""
+
+
+@attrs.frozen
+class RelayConfig:
+    addr: str = ""
+    username: str = ""
+    password: str = ""
+    from_host: str = ""
+    max_attempts: int = attrs.field(default=30, validator=_nonneg)
+    max_retry_minutes: int = attrs.field(default=240, validator=_nonneg)
+
+
+@attrs.frozen
+class DatabaseConfig:
+    driver: str = attrs.field(
+        default="sqlite", validator=attrs.validators.in_(["sqlite", "postgres"])
+    )
+    dsn: str = ""
+    max_connections: int = attrs.field(default=10, validator=_nonneg)
+
+
+@attrs.frozen
+class S3Config:
+    endpoint: str = ""
+    bucket: str = ""
+    access_key_id: str = ""
+    secret_access_key: str = ""
+    region: str = ""
+    use_ssl: bool = False
+
+
+@attrs.frozen
+class StorageConfig:
+    """Our addition: where the embedded default keeps blobs."""
+
+    blob_dir: str = ""
+
+
+@attrs.frozen
+class TLSConfig:
+    mode: str = attrs.field(
+        default="off",
+        validator=attrs.validators.in_(["off", "disabled", "", "manual", "acme", "storage"]),
+    )
+    cert_file: str = ""
+    key_file: str = ""
+    acme_email: str = ""
+    acme_ca: str = ""
+    acme_cache_path: str = "/var/lib/haitatsu/certmagic"
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode not in ("off", "disabled", "")
+
+
+@attrs.frozen
+class APIConfig:
+    service_token: str = ""
+
+
+@attrs.frozen
+class LimitsConfig:
+    max_message_size_bytes: int = attrs.field(default=52428800, validator=_nonneg)
+    max_inbound_recipients: int = attrs.field(default=100, validator=_nonneg)
+    max_submission_recipients: int = attrs.field(default=100, validator=_nonneg)
+    max_connections_per_ip: int = attrs.field(default=20, validator=_nonneg)
+    inbound_messages_per_minute_per_ip: int = attrs.field(default=120, validator=_nonneg)
+    default_outbound_per_hour: int = attrs.field(default=0, validator=_nonneg)
+    default_outbound_per_day: int = attrs.field(default=0, validator=_nonneg)
+    default_outbound_recipients_per_message: int = attrs.field(default=0, validator=_nonneg)
+
+
+@attrs.frozen
+class WorkersConfig:
+    enabled: bool = True
+    concurrency: int = attrs.field(default=0, validator=_nonneg)
+
+
+@attrs.frozen
+class LoggingConfig:
+    level: str = attrs.field(
+        default="info", validator=attrs.validators.in_(["debug", "info", "warn", "warning", "error"])
+    )
+    format: str = attrs.field(default="text", validator=attrs.validators.in_(["text", "json"]))
+
+
+@attrs.frozen
+class MetricsConfig:
+    enabled: bool = True
+
+
+@attrs.frozen
+class Config:
+    server: ServerConfig = ServerConfig()
+    smtp: SMTPConfig = SMTPConfig()
+    imap: IMAPConfig = IMAPConfig()
+    submission: SubmissionConfig = SubmissionConfig()
+    relay: RelayConfig = RelayConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    s3: S3Config | None = None
+    storage: StorageConfig = StorageConfig()
+    tls: TLSConfig = TLSConfig()
+    api: APIConfig = APIConfig()
+    limits: LimitsConfig = LimitsConfig()
+    workers: WorkersConfig = WorkersConfig()
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+    # -- derived values -------------------------------------------------------------------
+
+    @property
+    def max_message_size(self) -> int:
+        """The effective size limit: ``limits`` wins, ``smtp`` is the original's legacy fallback."""
+        return self.limits.max_message_size_bytes or self.smtp.max_message_size_bytes or 52428800
+
+    @property
+    def max_inbound_recipients(self) -> int:
+        return self.limits.max_inbound_recipients or self.smtp.max_inbound_recipients or 100
+
+    def endpoint(self, key: str) -> str:
+        """The Twisted endpoint string for a listener key such as ``"smtp.inbound_addr"``."""
+        block, name = key.split(".")
+        return _endpoint(getattr(getattr(self, block), name), key)
+
+    # -- building ------------------------------------------------------------------------
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> Config:
+        """Validate evaluated config data and build a ``Config``; raise ``ConfigError``."""
+        if not isinstance(data, dict):
+            raise ConfigError("the configuration must evaluate to an object")
+        config = _build(cls, data, "")
+        for key in LISTENER_KEYS:
+            config.endpoint(key)  # raises ConfigError naming the key
+        if config.database.driver == "postgres" and not config.database.dsn:
+            raise ConfigError("database.dsn: required when database.driver is \"postgres\"")
+        if config.tls.mode == "manual" and not (config.tls.cert_file and config.tls.key_file):
+            raise ConfigError("tls.cert_file, tls.key_file: required when tls.mode is \"manual\"")
+        return config
+
+
+#: Listener keys, each a ``host:port`` or an endpoint string.
+LISTENER_KEYS = (
+    "server.api_addr",
+    "smtp.inbound_addr",
+    "imap.addr",
+    "submission.starttls_addr",
+    "submission.tls_addr",
+)
+
+#: Keys whose change needs a restart; a reload that changes any of them is refused.
+RESTART_KEYS = (
+    "database",
+    "s3",
+    "storage",
+    "server.api_addr",
+    "server.public_hostname",
+    "server.instance_name",
+    "server.data_dir",
+    "smtp.inbound_addr",
+    "imap.addr",
+    "submission.starttls_addr",
+    "submission.tls_addr",
+    "tls",
+    "workers.enabled",
+)
+
+
+def restart_keys_changed(old: Config, new: Config) -> list[str]:
+    """The restart-only keys whose values differ between two configurations."""
+    changed = []
+    for key in RESTART_KEYS:
+        a, b = old, new
+        for part in key.split("."):
+            a, b = getattr(a, part), getattr(b, part)
+        if a != b:
+            changed.append(key)
+    return changed
+
+
+def _build(cls, data: dict, prefix: str):
+    kwargs = {}
+    hints = typing.get_type_hints(cls)
+    for field in attrs.fields(cls):
+        if field.name not in data:
+            continue
+        key = f"{prefix}{field.name}"
+        value = data[field.name]
+        kwargs[field.name] = _coerce(hints[field.name], value, key)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        # attrs validators raise ValueError naming the attribute; find which one.
+        for field in attrs.fields(cls):
+            if field.name in kwargs and field.validator is not None:
+                try:
+                    field.validator(None, field, kwargs[field.name])
+                except ValueError as inner:
+                    raise ConfigError(f"{prefix}{field.name}: {_why(inner)}") from None
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {e}") from None
+
+
+def _why(error: ValueError) -> str:
+    text = str(error)
+    if "must be in" in text:
+        # attrs' in_ validator: "'x' must be in [...] (got 'y')"
+        m = re.search(r"must be in (\[.*?\]|\(.*?\)) \(got (.*)\)", text)
+        if m:
+            return f"must be one of {m.group(1)}, got {m.group(2)}"
+    return text
+
+
+def _coerce(hint, value, key):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(
+        None
+    ) in args:
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+    if attrs.has(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a block, got {_kind(value)}")
+        return _build(hint, value, key + ".")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a Boolean, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an Int, got {_kind(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a Float, got {_kind(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a String, got {_kind(value)}")
+        return value
+    return value
+
+
+def _kind(value) -> str:
+    return {
+        bool: "a Boolean",
+        int: "an Int",
+        float: "a Float",
+        str: "a String",
+        list: "a Listing",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__) + f" ({value!r})"[:60]

@@ -1,0 +1,160 @@
+"""The seams of haitatsu. Every interface with two implementations or a plugin lives here.
+
+Methods documented as returning a value return a ``Deferred`` firing with it unless they say they
+are synchronous. Records are the frozen classes of ``haitatsu.storage.records``.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class StorageUnavailable(Exception):
+    """The metadata database or the blob store could not complete an operation.
+
+    Protocols answer this with a temporary failure (SMTP 451 4.3.0, IMAP ``NO [UNAVAILABLE]``,
+    HTTP 503); nothing half-written is visible afterwards.
+    """
+
+
+class OverQuota(Exception):
+    """Storing the message would take a mailbox over its quota."""
+
+
+class Conflict(Exception):
+    """A unique or foreign-key constraint refused the change."""
+
+
+class IBlobStore(Interface):
+    """Content-addressed message bodies. Keys are derived from the SHA-256 of the content."""
+
+    def put_file(path):
+        """Store the file at ``path``; fire with a ``BlobRef`` (key, sha256, size).
+
+        Identical content is stored once. The blob is durable (fsynced, or acknowledged by the
+        remote store) before the Deferred fires. Errors fire ``StorageUnavailable``.
+        """
+
+    def open(key):
+        """Fire with a readable binary file object positioned at 0, which the caller closes.
+
+        Memory use does not depend on the blob's size (a local file, or a spooled download).
+        """
+
+    def read(key, start=0, length=None):
+        """Fire with ``length`` bytes (all if None) from ``start``: for small ranges only."""
+
+    def delete(key):
+        """Remove a blob; fire with None. Missing blobs are not an error."""
+
+    def check():
+        """Fire with None if the store is reachable and writable, else fail with the reason."""
+
+
+class IChangeBus(Interface):
+    """Tells IMAP IDLE, SSE and workers that a mailbox changed. In-process for SQLite,
+    LISTEN/NOTIFY for PostgreSQL."""
+
+    def subscribe(mailbox_id, callback):
+        """Call ``callback(change: dict)`` for every change of ``mailbox_id``; return an
+        unsubscribe callable (synchronous)."""
+
+    def publish(mailbox_id, change):
+        """Announce ``change`` (a JSON-able dict with at least ``type`` and ``folder_id``)."""
+
+
+class IMailStore(Interface):
+    """Accounts, folders and messages: metadata in SQL, bodies in an ``IBlobStore``."""
+
+    blobs = Attribute("The IBlobStore holding message bodies.")
+    changes = Attribute("The IChangeBus this store publishes to after each commit.")
+
+    # -- mailboxes -----------------------------------------------------------------------
+
+    def create_mailbox(primary_address, status="active", quota_bytes=0, outbound_limits=None,
+                       spam_thresholds=None):
+        """Create a mailbox with the six system folders; fire with the ``Mailbox``.
+        ``Conflict`` if the address is taken."""
+
+    def get_mailbox(mailbox_id):
+        """Fire with the ``Mailbox`` or None."""
+
+    def find_mailbox(address):
+        """Fire with the ``Mailbox`` whose primary address equals ``address`` ignoring case,
+        or None (whatever its status)."""
+
+    def list_mailboxes(status=None, limit=50, before=None):
+        """Fire with up to ``limit`` mailboxes ordered ``created_at DESC, id DESC``, starting
+        after the ``(created_at, id)`` pair ``before`` when given."""
+
+    def update_mailbox(mailbox_id, **fields):
+        """Change ``status``, ``quota_bytes``, ``outbound_limits`` or ``spam_thresholds``;
+        fire with the ``Mailbox`` or None if missing."""
+
+    def delete_mailbox(mailbox_id):
+        """Soft delete (status ``deleted``, app passwords revoked); fire with the Mailbox or None."""
+
+    def restore_mailbox(mailbox_id):
+        """Undo a soft delete (app passwords stay revoked); fire with the Mailbox or None."""
+
+    def resolve_recipient(address):
+        """Resolve an RCPT address (API.md 5.2: exact mailbox, plus-addressing); fire with a
+        ``Recipient`` for an active mailbox, or None."""
+
+    # -- app passwords -------------------------------------------------------------------
+
+    def create_app_password(mailbox_id, name, scopes):
+        """Generate a password, store its argon2id hash; fire with ``(AppPassword, plaintext)``."""
+
+    def list_app_passwords(mailbox_id, limit=50, before=None):
+        """Fire with the mailbox's app passwords, revoked ones included, newest first."""
+
+    def revoke_app_password(password_id):
+        """Fire with the revoked ``AppPassword`` or None."""
+
+    def authenticate(address, password, scope):
+        """Fire with the active ``Mailbox`` if ``password`` is a live app password of the mailbox
+        at ``address`` carrying ``scope``; otherwise None. Updates ``last_used_at``."""
+
+    # -- folders -------------------------------------------------------------------------
+
+    def list_folders(mailbox_id):
+        """Fire with the mailbox's ``Folder`` list ordered by name (INBOX first)."""
+
+    def get_folder(mailbox_id, name):
+        """Fire with the ``Folder`` called ``name`` (INBOX matched ignoring case) or None."""
+
+    def get_folder_by_id(folder_id):
+        """Fire with the ``Folder`` or None."""
+
+    # -- messages ------------------------------------------------------------------------
+
+    def deliver(spool_path, deliveries, trace_id, auth_results=None, internal_date=None):
+        """Store the message in ``spool_path`` once and place it per ``Delivery``.
+
+        The blob is stored first, then one transaction inserts the message row, allocates UIDs
+        and MODSEQs, updates quotas and writes events. Fires with the list of
+        ``MailboxMessage`` after the commit, then publishes the changes. Fails with
+        ``StorageUnavailable`` (nothing visible) or ``OverQuota``.
+        """
+
+    def list_folder_messages(folder_id):
+        """Fire with every live ``MailboxMessage`` of the folder, ordered by UID."""
+
+    def get_messages(folder_id, uids):
+        """Fire with ``[(MailboxMessage, MessageInfo)]`` for the given UIDs, ordered by UID."""
+
+    def get_message_view(mailbox_message_id):
+        """Fire with ``(MailboxMessage, MessageInfo)`` or None (soft-deleted rows are None)."""
+
+    def list_messages(mailbox_id, folder_id=None, read=None, flagged=None, limit=50, before=None):
+        """Fire with ``[(MailboxMessage, MessageInfo)]`` of live messages, newest first."""
+
+    def store_flags(folder_id, uids, flags, mode):
+        """Set (``mode`` "="), add ("+") or remove ("-") IMAP flags on the given UIDs; fire
+        with the changed ``MailboxMessage`` list."""
+
+    def expunge(folder_id, uids=None):
+        """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):
+        moved to Trash, or soft-deleted when the folder is Trash. Fire with the removed UIDs."""
+
+    def check():
+        """Fire with None if the database is reachable and migrations are current."""

@@ -1,0 +1,183 @@
+"""Plain values the stores hand out. Protocol code reads these; only the stores write rows.
+
+Times are integers of nanoseconds since the epoch (UTC) in the database and here; ``rfc3339``
+formats them the way the REST API shows them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import attrs
+
+#: The system folders every mailbox has, with their SPECIAL-USE attributes (RFC 6154).
+SYSTEM_FOLDERS = (
+    ("INBOX", ""),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+    ("Archive", "\\Archive"),
+)
+
+#: IMAP system flags and the mailbox_message columns that hold them.
+FLAG_COLUMNS = {
+    "\\Seen": "read",
+    "\\Answered": "answered",
+    "\\Flagged": "flagged",
+    "\\Deleted": "imap_deleted",
+    "\\Draft": "draft",
+}
+
+APP_PASSWORD_SCOPES = ("imap", "smtp", "pop3")
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def rfc3339(ns: int | None) -> str | None:
+    """Format nanoseconds since the epoch as RFC 3339 with nanoseconds, like Go's default."""
+    if ns is None:
+        return None
+    seconds, frac = divmod(ns, 1_000_000_000)
+    base = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        return f"{base}.{frac:09d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+@attrs.frozen
+class Mailbox:
+    id: str
+    primary_address: str
+    status: str
+    quota_bytes: int
+    used_bytes: int
+    outbound_limits: dict
+    spam_thresholds: dict | None
+    created_at: int
+    updated_at: int
+    deleted_at: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active" and self.deleted_at is None
+
+
+@attrs.frozen
+class AppPassword:
+    id: str
+    mailbox_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: int
+    updated_at: int
+    last_used_at: int | None
+    revoked_at: int | None
+    deleted_at: int | None
+
+
+@attrs.frozen
+class Folder:
+    id: str
+    mailbox_id: str
+    name: str
+    system: bool
+    special_use: str
+    uid_validity: int
+    uid_next: int
+    highest_modseq: int
+    subscribed: bool
+    created_at: int
+    updated_at: int
+
+
+@attrs.frozen
+class Recipient:
+    """A recipient address resolved to a mailbox (API.md 5.2)."""
+
+    mailbox_id: str
+    original_rcpt: str
+    base_rcpt: str
+    plus_tag: str
+    route_id: str = ""
+
+
+@attrs.frozen
+class Delivery:
+    """One placement of a message being stored: which mailbox, which folder, which flags."""
+
+    mailbox_id: str
+    folder: str = "INBOX"
+    flags: tuple[str, ...] = ()
+    original_rcpt: str = ""
+    base_rcpt: str = ""
+    plus_tag: str = ""
+    route_id: str = ""
+
+
+@attrs.frozen
+class MessageInfo:
+    """The per-message row shared by every mailbox the message was delivered to."""
+
+    id: str
+    trace_id: str
+    rfc_message_id: str
+    blob_key: str
+    sha256: str
+    size_bytes: int
+    headers: dict
+    from_addresses: list
+    to_addresses: list
+    cc_addresses: list
+    bcc_addresses: list
+    subject: str
+    date: int | None
+    text_body_extract: str
+    html_body_extract: str
+    attachments: list
+    spam_score: float
+    auth_results: dict
+    envelope: str
+    body: str
+    bodystructure: str
+    header_size: int
+    parts: dict
+    created_at: int
+    updated_at: int
+    deleted_at: int | None
+
+
+@attrs.frozen
+class MailboxMessage:
+    """One message placed in one folder of one mailbox (the IMAP view of a message)."""
+
+    id: str
+    mailbox_id: str
+    message_id: str
+    folder_id: str
+    uid: int
+    modseq: int
+    original_rcpt: str
+    base_rcpt: str
+    plus_tag: str
+    resolved_route_id: str
+    read: bool
+    flagged: bool
+    answered: bool
+    draft: bool
+    imap_deleted: bool
+    keywords: tuple[str, ...]
+    internal_date: int
+    size_bytes: int
+    created_at: int
+    updated_at: int
+    deleted_at: int | None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The IMAP flags: system flags first, then keywords."""
+        system = tuple(flag for flag, column in FLAG_COLUMNS.items() if getattr(self, column))
+        return system + tuple(self.keywords)
