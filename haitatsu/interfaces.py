@@ -69,8 +69,9 @@ class IMailStore(Interface):
 
     # -- mailboxes -----------------------------------------------------------------------
 
-    def create_mailbox(primary_address, status="active", quota_bytes=0, outbound_limits=None,
-                       spam_thresholds=None):
+    def create_mailbox(
+        primary_address, status="active", quota_bytes=0, outbound_limits=None, spam_thresholds=None
+    ):
         """Create a mailbox with the six system folders; fire with the ``Mailbox``.
         ``Conflict`` if the address is taken."""
 
@@ -90,7 +91,7 @@ class IMailStore(Interface):
         fire with the ``Mailbox`` or None if missing."""
 
     def delete_mailbox(mailbox_id):
-        """Soft delete (status ``deleted``, app passwords revoked); fire with the Mailbox or None."""
+        """Soft delete (status ``deleted``, app passwords revoked); fire with it or None."""
 
     def restore_mailbox(mailbox_id):
         """Undo a soft delete (app passwords stay revoked); fire with the Mailbox or None."""

@@ -1,0 +1,279 @@
+"""One SQL code path, several database engines.
+
+Store code writes SQL once, with ``?`` placeholders, inside transaction functions
+(``async def fn(txn, ...)``) run by ``Database.run``. The engine object knows what differs between
+databases: how to connect, the parameter style, how to write ``IN`` lists, which errors are
+constraint violations and which are worth retrying. The PostgreSQL engine (txpostgres) plugs in
+here without a second store.
+
+SQLite never runs on the reactor thread: every statement runs in a thread pool on a connection
+checked out for the whole transaction. Writers are serialized in-process and take the write lock
+up front (``BEGIN IMMEDIATE``); readers use their own connections, which WAL lets run beside the
+writer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from importlib import resources
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from haitatsu.interfaces import Conflict, StorageUnavailable
+
+_log = Logger()
+
+
+class SQLiteEngine:
+    """The embedded default: one database file in WAL mode."""
+
+    name = "sqlite"
+    supports_returning = True
+
+    def __init__(self, path: str, readers: int = 3, busy_timeout_ms: int = 5000):
+        self.path = path
+        self.readers = readers
+        self.busy_timeout_ms = busy_timeout_ms
+
+    def connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def convert_sql(self, sql: str) -> str:
+        return sql
+
+    def in_clause(self, column: str, values) -> tuple[str, list]:
+        values = list(values)
+        if not values:
+            return "1 = 0", []
+        return f"{column} IN ({', '.join('?' * len(values))})", values
+
+    def is_constraint_error(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.IntegrityError)
+
+    def is_retryable(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    def is_database_error(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.Error)
+
+
+class Transaction:
+    """What a transaction function sees: ``await txn.execute(sql, params)`` gives rows as dicts."""
+
+    def __init__(self, database: Database, conn):
+        self._db = database
+        self._conn = conn
+        self.rowcount = -1
+
+    async def execute(self, sql: str, params=()) -> list[dict]:
+        sql = self._db.engine.convert_sql(sql)
+        rows, self.rowcount = await self._db._in_thread(_execute, self._conn, sql, tuple(params))
+        return rows
+
+    async def execute_one(self, sql: str, params=()) -> dict | None:
+        rows = await self.execute(sql, params)
+        return rows[0] if rows else None
+
+    def in_clause(self, column: str, values) -> tuple[str, list]:
+        return self._db.engine.in_clause(column, values)
+
+
+def _execute(conn, sql, params):
+    cursor = conn.execute(sql, params)
+    try:
+        rows = [dict(row) for row in cursor.fetchall()] if cursor.description else []
+        return rows, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+class Database:
+    """Runs transaction functions against an engine, off the reactor thread."""
+
+    def __init__(self, engine, reactor):
+        self.engine = engine
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=1, maxthreads=engine.readers + 1, name="haitatsu-db")
+        self._writer = None
+        self._write_lock = defer.DeferredLock()
+        self._readers: list = []
+        self._reader_sem = defer.DeferredSemaphore(engine.readers)
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def open(self):
+        if not self._started:
+            self._pool.start()
+            self._started = True
+        self._writer = await self._in_thread(self.engine.connect)
+
+    async def close(self):
+        conns = [self._writer, *self._readers]
+        self._writer, self._readers = None, []
+        for conn in conns:
+            if conn is not None:
+                await self._in_thread(conn.close)
+        if self._started:
+            self._started = False
+            await deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._pool.stop)
+
+    def _in_thread(self, fn, *args):
+        if not self._started:
+            return defer.fail(StorageUnavailable("database is closed"))
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    # -- transactions ---------------------------------------------------------------------
+
+    async def run(self, desc: str, fn, *args, readonly: bool = False, attempts: int = 3):
+        """Run ``fn(txn, *args)`` in one transaction and return its result.
+
+        Constraint violations raise ``Conflict``; other database errors raise
+        ``StorageUnavailable`` after ``attempts`` tries of the retryable ones.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                if readonly:
+                    return await self._run_read(fn, args)
+                return await self._run_write(fn, args)
+            except (Conflict, StorageUnavailable):
+                raise
+            except Exception as e:
+                if self.engine.is_constraint_error(e):
+                    raise Conflict(str(e)) from e
+                if self.engine.is_retryable(e) and attempt < attempts:
+                    _log.warn("retrying {desc} after {error}", desc=desc, error=str(e))
+                    continue
+                if self.engine.is_database_error(e):
+                    _log.error("{desc} failed: {error}", desc=desc, error=str(e))
+                    raise StorageUnavailable(f"database: {e}") from e
+                raise
+
+    async def _run_write(self, fn, args):
+        await self._write_lock.acquire()
+        try:
+            if self._writer is None:
+                raise StorageUnavailable("database is closed")
+            return await self._transaction(self._writer, "BEGIN IMMEDIATE", fn, args)
+        finally:
+            self._write_lock.release()
+
+    async def _run_read(self, fn, args):
+        await self._reader_sem.acquire()
+        try:
+            conn = self._readers.pop() if self._readers else None
+            if conn is None:
+                conn = await self._in_thread(self.engine.connect)
+            try:
+                result = await self._transaction(conn, "BEGIN", fn, args)
+            except BaseException:
+                await self._in_thread(conn.close)
+                raise
+            if self._started:
+                self._readers.append(conn)
+            else:
+                conn.close()
+            return result
+        finally:
+            self._reader_sem.release()
+
+    async def _transaction(self, conn, begin, fn, args):
+        await self._in_thread(conn.execute, begin)
+        try:
+            result = await fn(Transaction(self, conn), *args)
+        except BaseException:
+            try:
+                await self._in_thread(conn.execute, "ROLLBACK")
+            except Exception:
+                _log.failure("rollback failed")
+            raise
+        await self._in_thread(conn.execute, "COMMIT")
+        return result
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply the numbered schema files not applied yet; return the versions applied."""
+        available = schema_files(self.engine.name)
+
+        async def apply(txn):
+            await txn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            done = {
+                r["version"] for r in await txn.execute("SELECT version FROM schema_migrations")
+            }
+            applied = []
+            for version, name, text in available:
+                if version in done:
+                    continue
+                for statement in split_statements(text):
+                    await txn.execute(statement)
+                await txn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, _now_ns()),
+                )
+                applied.append(version)
+            return applied
+
+        applied = await self.run("migrate", apply)
+        for version in applied:
+            _log.info("applied schema version {version}", version=version)
+        return applied
+
+    async def schema_current(self) -> bool:
+        latest = max(v for v, _, _ in schema_files(self.engine.name))
+
+        async def read(txn):
+            row = await txn.execute_one("SELECT MAX(version) AS v FROM schema_migrations")
+            return row["v"] if row else None
+
+        return await self.run("schema_current", read, readonly=True) == latest
+
+
+def _now_ns():
+    import time
+
+    return time.time_ns()
+
+
+_SCHEMA_NAME = re.compile(r"^(\d+)_([a-z0-9_]+?)(?:\.(sqlite|postgres))?\.sql$")
+
+
+def schema_files(dialect: str) -> list[tuple[int, str, str]]:
+    """The schema deltas for ``dialect``: ``NNN_name.sql``, or ``NNN_name.<dialect>.sql`` where the
+    databases differ (a dialect file replaces the shared one of the same number)."""
+    chosen: dict[int, tuple[str, str, bool]] = {}
+    folder = resources.files("haitatsu.storage") / "schema"
+    for entry in folder.iterdir():
+        m = _SCHEMA_NAME.match(entry.name)
+        if not m:
+            continue
+        version, name, suffix = int(m.group(1)), m.group(2), m.group(3)
+        if suffix and suffix != dialect:
+            continue
+        if version in chosen and not suffix:
+            continue
+        chosen[version] = (name, entry.read_text(encoding="utf-8"), bool(suffix))
+    return [(v, chosen[v][0], chosen[v][1]) for v in sorted(chosen)]
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a schema file on semicolons that end a line; comments are dropped."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    statements = re.split(r";[ \t]*(?:\n|$)", "\n".join(lines))
+    return [s.strip() for s in statements if s.strip()]
