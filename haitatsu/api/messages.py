@@ -1,0 +1,177 @@
+"""Messages: list, get and raw (API.md 1.7).
+
+Every ``/messages/:id`` route takes the *mailbox_message* id. ``raw`` streams the stored blob
+with a producer, so serving a large message costs a buffer, not the message's size in memory.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.protocols.basic import FileSender
+
+from haitatsu.api.conventions import (
+    APIError,
+    RouteTable,
+    data,
+    omit_zero,
+    page_of,
+    page_response,
+    query,
+    timestamp,
+)
+from haitatsu.api.mailboxes import go_number
+
+routes = RouteTable()
+_log = Logger()
+
+
+def mailbox_message_json(row) -> dict:
+    return omit_zero(
+        {
+            "id": row.id,
+            "mailbox_id": row.mailbox_id,
+            "message_id": row.message_id,
+            "folder_id": row.folder_id,
+            "uid": row.uid,
+            "original_rcpt": row.original_rcpt,
+            "base_rcpt": row.base_rcpt,
+            "plus_tag": row.plus_tag,
+            "resolved_route_id": row.resolved_route_id,
+            "read": row.read,
+            "flagged": row.flagged,
+            "answered": row.answered,
+            "draft": row.draft,
+            "imap_deleted": row.imap_deleted,
+            "keywords": list(row.keywords),
+            "created_at": timestamp(row.created_at),
+            "updated_at": timestamp(row.updated_at),
+            "deleted_at": timestamp(row.deleted_at),
+        }
+    )
+
+
+def message_json(info) -> dict:
+    return omit_zero(
+        {
+            "id": info.id,
+            "trace_id": info.trace_id,
+            "rfc_message_id": info.rfc_message_id,
+            "blob_key": info.blob_key,
+            "sha256": info.sha256,
+            "size_bytes": info.size_bytes,
+            "headers": info.headers,
+            "from_addresses": list(info.from_addresses or ()),
+            "to_addresses": list(info.to_addresses or ()),
+            "cc_addresses": list(info.cc_addresses or ()),
+            "bcc_addresses": list(info.bcc_addresses or ()),
+            "subject": info.subject,
+            "date": timestamp(info.date),
+            "text_body_extract": info.text_body_extract,
+            "html_body_extract": info.html_body_extract,
+            "attachments": list(info.attachments or ()),
+            "spam_score": go_number(info.spam_score),
+            "auth_results": info.auth_results,
+            "created_at": timestamp(info.created_at),
+            "updated_at": timestamp(info.updated_at),
+            "deleted_at": timestamp(info.deleted_at),
+        }
+    )
+
+
+def message_view_json(view) -> dict:
+    """``{"mailbox_message", "message", "labels"}``; ``labels`` is null while none exist."""
+    row, info = view
+    return {
+        "mailbox_message": mailbox_message_json(row),
+        "message": message_json(info),
+        "labels": None,
+    }
+
+
+def _flag_filter(text: str) -> bool | None:
+    # The original: "true" filters on true, any other non-empty value on false.
+    if not text:
+        return None
+    return text == "true"
+
+
+@routes.route("GET", "/api/v1/mailboxes/<mailbox_id>/messages", failure="message_list_failed")
+async def list_messages(api, request, mailbox_id):
+    page = page_of(request)
+    if query(request, "q").strip():
+        raise APIError(400, "invalid_message_search", "search is not available yet")
+    if query(request, "label_id"):
+        # No message carries a label yet, so a label filter matches nothing.
+        return page_response(request, [], page, message_view_json)
+    rows = await api.store.list_messages(
+        mailbox_id,
+        folder_id=query(request, "folder_id") or None,
+        read=_flag_filter(query(request, "read")),
+        flagged=_flag_filter(query(request, "flagged")),
+        limit=page.limit + 1,
+        before=page.before,
+    )
+    return page_response(request, rows, page, message_view_json)
+
+
+@routes.route("GET", "/api/v1/messages/<message_id>", failure="message_load_failed")
+async def get_message(api, request, message_id):
+    view = await api.store.get_message_view(message_id)
+    if view is None:
+        raise APIError(404, "message_not_found", "Message not found")
+    return data(request, message_view_json(view))
+
+
+def _size(blob) -> int | None:
+    try:
+        return os.fstat(blob.fileno()).st_size
+    except (AttributeError, OSError, ValueError):
+        pass
+    try:
+        position = blob.tell()
+        blob.seek(0, os.SEEK_END)
+        size = blob.tell()
+        blob.seek(position)
+        return size
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+@routes.route("GET", "/api/v1/messages/<message_id>/raw", failure="raw_message_download_failed")
+async def raw_message(api, request, message_id):
+    view = await api.store.get_message_view(message_id)
+    if view is None:
+        raise APIError(404, "message_not_found", "Message not found")
+    info = view[1]
+    blob = await api.store.blobs.open(info.blob_key)
+    finished = request.notifyFinish()
+    gone = []
+    finished.addErrback(gone.append)
+    try:
+        request.setResponseCode(200)
+        request.setHeader(b"Content-Type", b"message/rfc822")
+        request.setHeader(
+            b"Content-Disposition", f'attachment; filename="{info.id}.eml"'.encode("ascii")
+        )
+        size = _size(blob)
+        if size is not None:
+            request.setHeader(b"Content-Length", str(size).encode("ascii"))
+        try:
+            await FileSender().beginFileTransfer(blob, request)
+            return None
+        except CancelledError:
+            raise
+        except Exception:
+            if not gone:
+                # The status line is sent already: all we can do is cut the response short,
+                # which the client sees as a body shorter than Content-Length.
+                _log.failure("streaming message {message_id} failed", message_id=message_id)
+                request.loseConnection()
+    finally:
+        blob.close()
+    # Wait for the connection to go, then end quietly: there is no response left to write.
+    await finished
+    raise CancelledError()
