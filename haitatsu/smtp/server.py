@@ -1,0 +1,595 @@
+"""The inbound SMTP server (MX): twisted.mail's ESMTP, subclassed and extended.
+
+What we take from twisted.mail: the reply writer (``sendCode``), address parsing, the idle timer
+and the command/DATA modes. What we replace, and why:
+
+* Line framing. ``LineOnlyReceiver`` drops the connection (or the rest of a packet) on an
+  over-long line and hands every line over at once, even while an earlier command is still being
+  validated. Ours keeps lines in a buffer while a command is pending and pauses the transport,
+  so pipelined commands (RFC 2920) are answered in order, each after its own validation; an
+  over-long line is discarded as it streams and answered ``500 5.5.2``.
+* The commands themselves: enhanced status codes (RFC 2034/3463), the ESMTP parameters SIZE and
+  BODY, no AUTH on the MX, recipients resolved through the store.
+* DATA: twisted hands lines to ``IMessage`` objects and answers 550 to any failure. We spool to a
+  file and answer 250 only after the store has committed the message; any failure is 451 4.3.0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+
+import ulid
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+from twisted.mail.smtp import COMMAND, DATA, ESMTP
+
+from haitatsu.interfaces import OverQuota
+from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
+from haitatsu.smtp.headers import trace_headers
+from haitatsu.smtp.spool import SpoolFile
+from haitatsu.storage.records import Delivery
+
+#: Extra EHLO keywords for a connection: ``{"X-RESTMAIL": ["v1", "https://..."]}``; a value of
+#: None (or an empty list) advertises the bare keyword.
+ExtensionsHook = Callable[[object], Mapping[str, Sequence[str] | None]]
+
+DEFAULT_MAX_LINE_LENGTH = 4000
+
+TEMPFAIL = Reply(451, "4.3.0", "temporary local problem")
+SYNTAX_ERROR = Reply(500, "5.5.2", "syntax error")
+LINE_TOO_LONG = Reply(500, "5.5.2", "line too long")
+UNKNOWN_COMMAND = Reply(500, "5.5.1", "command not recognized")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "command not implemented")
+HELO_FIRST = Reply(503, "5.5.1", "send HELO/EHLO first")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "message size exceeds fixed maximum message size")
+MESSAGE_LINE_TOO_LONG = Reply(500, "5.5.2", "message line too long")
+UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "unknown recipient")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients")
+OVER_QUOTA = Reply(452, "4.2.2", "mailbox over quota")
+NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "no valid recipients")
+
+#: Commands this server implements; everything else is 500 5.5.1 or, if listed below, 502 5.5.1.
+COMMANDS = frozenset(
+    {"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "HELP", "VRFY"}
+)
+#: Commands we know of and deliberately do not offer on the MX.
+UNIMPLEMENTED = frozenset(
+    {"EXPN", "AUTH", "STARTTLS", "BDAT", "ETRN", "TURN", "ATRN", "SEND", "SOML", "SAML"}
+)
+
+_VERB = re.compile(rb"[A-Za-z]{1,16}\Z")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_HELO_NAME = re.compile(rb"[\x21-\x7e]{1,255}\Z")
+
+
+class InboundESMTP(ESMTP):
+    """One MX session. It keeps the ``Config`` it started with, so a reload applies to the next
+    connection and never changes the rules in the middle of a transaction."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        config,
+        store,
+        clock,
+        spool_dir: str,
+        extra_extensions: ExtensionsHook | None = None,
+    ):
+        ESMTP.__init__(self)
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.spool_dir = spool_dir
+        self.extra_extensions = extra_extensions
+        self.host = config.server.public_hostname
+        self.timeout = config.smtp.idle_timeout_seconds or None
+        self.max_line_length = config.smtp.max_line_length or DEFAULT_MAX_LINE_LENGTH
+        self.max_message_size = config.max_message_size
+        self.max_recipients = config.max_inbound_recipients
+        self.remote_ip = ""
+        #: The client's reverse-DNS name, once something looks it up (a later issue).
+        self.remote_name: str | None = None
+        self.helo_name: str | None = None
+        self._buffer = bytearray()
+        self._discarding = False
+        self._busy = False
+        self._draining = False
+        self._closed = False
+        self._spool: SpoolFile | None = None
+        self._reset_transaction()
+
+    # -- connection -----------------------------------------------------------------------
+
+    def callLater(self, period, func):
+        """The idle timer runs on the injected clock (TimeoutMixin's hook)."""
+        return self.clock.callLater(period, func)
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.remote_ip = str(getattr(peer, "host", peer))
+        self._log.debug("connection from {remote_ip}", remote_ip=self.remote_ip)
+        ESMTP.connectionMade(self)
+
+    def greeting(self):
+        return f"{self.config.server.public_hostname} ESMTP Haitatsu".encode("ascii", "replace")
+
+    def timeoutConnection(self):
+        if self._busy:
+            # The client is waiting for us, not the other way round.
+            self.resetTimeout()
+            return
+        self._log.info("idle timeout for {remote_ip}", remote_ip=self.remote_ip)
+        self.reply(Reply(421, "4.4.2", f"{self.config.server.public_hostname} idle timeout"))
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self._closed = True
+        if self._spool is not None:
+            self._spool.discard()
+            self._spool = None
+        self.mode = COMMAND
+        ESMTP.connectionLost(self, reason)
+
+    def reply(self, reply: Reply) -> None:
+        self.sendCode(reply.code, reply.message)
+
+    # -- framing --------------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        """Frame lines at CRLF (bare CR and LF stay inside a line, so DATA keeps the client's
+        bytes). Lines wait in the buffer while a command is pending."""
+        self.resetTimeout()
+        self._buffer += data
+        self._drain()
+
+    def _drain(self):
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while not self._busy and not self._closed and not self.transport.disconnecting:
+                end = self._buffer.find(b"\r\n")
+                if end < 0:
+                    self._check_partial_line()
+                    return
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 2]
+                if self._discarding:
+                    self._discarding = False
+                    self.line_too_long()
+                elif end > self.max_line_length:
+                    self.line_too_long()
+                else:
+                    self.lineReceived(line)
+        finally:
+            self._draining = False
+
+    def _check_partial_line(self):
+        """Start (or continue) discarding a line that is already longer than the limit, so memory
+        stays bounded; a trailing CR is kept in case its LF arrives next."""
+        pending = len(self._buffer) - (1 if self._buffer.endswith(b"\r") else 0)
+        if self._discarding or pending > self.max_line_length:
+            self._discarding = True
+            keep = b"\r" if self._buffer.endswith(b"\r") else b""
+            self._buffer = bytearray(keep)
+
+    def lineReceived(self, line):
+        if self.mode is DATA:
+            self._data_line(line)
+        else:
+            self._command(line)
+
+    def lineLengthExceeded(self, line):
+        self.line_too_long()
+
+    def line_too_long(self):
+        if self.mode is DATA:
+            self._fail_data(MESSAGE_LINE_TOO_LONG)
+        else:
+            self.reply(LINE_TOO_LONG)
+
+    def _run_pending(self, work) -> Deferred:
+        """Run an ``async`` command step; no further line is read until it has replied."""
+        self._busy = True
+        if not self.transport.disconnecting:
+            self.transport.pauseProducing()
+        d = Deferred.fromCoroutine(work)
+        d.addErrback(self._internal_error)
+        d.addBoth(self._resume)
+        return d
+
+    def _internal_error(self, failure):
+        self._log.failure("SMTP command failed for {remote_ip}", failure, remote_ip=self.remote_ip)
+        self.reply(TEMPFAIL)
+
+    def _resume(self, result):
+        self._busy = False
+        if not self._closed and not self.transport.disconnecting:
+            self.transport.resumeProducing()
+            self.resetTimeout()
+            self._drain()
+        return result
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _command(self, line: bytes):
+        if _CONTROL.search(line):
+            self.reply(Reply(500, "5.5.2", "syntax error: control character in command"))
+            return
+        parts = line.strip(b" \t").split(None, 1)
+        if not parts or not _VERB.match(parts[0]):
+            self.reply(SYNTAX_ERROR)
+            return
+        rest = parts[1].strip(b" \t") if len(parts) == 2 else b""
+        method = self.lookupMethod(parts[0])
+        if method is None:
+            verb = parts[0].decode("ascii").upper()
+            self.reply(NOT_IMPLEMENTED if verb in UNIMPLEMENTED else UNKNOWN_COMMAND)
+            return
+        method(rest)
+
+    def lookupMethod(self, command):
+        """Only the commands we implement, plus ``ext_*`` handlers for advertised extensions
+        (a STARTTLS subclass adds both); twisted's AUTH is never reachable on the MX."""
+        verb = command.decode("ascii").upper() if isinstance(command, bytes) else command.upper()
+        if verb in COMMANDS:
+            return getattr(self, "do_" + verb)
+        if verb.encode("ascii") in self.extensions():
+            return getattr(self, "ext_" + verb, None)
+        return None
+
+    def extensions(self):
+        """EHLO keywords, in the order they are advertised."""
+        ext: dict[bytes, list[bytes] | None] = {
+            b"PIPELINING": None,
+            b"SIZE": [b"%d" % self.max_message_size],
+            b"8BITMIME": None,
+            b"ENHANCEDSTATUSCODES": None,
+        }
+        if self.extra_extensions is not None:
+            for keyword, args in self.extra_extensions(self.config).items():
+                ext[keyword.upper().encode("ascii")] = (
+                    [a.encode("ascii") for a in args] if args else None
+                )
+        return ext
+
+    def listExtensions(self):
+        lines = []
+        for keyword, args in self.extensions().items():
+            lines.append(b" ".join([keyword, *args]) if args else keyword)
+        return b"\n".join(lines)
+
+    def _helo_name(self, rest: bytes, verb: str) -> str | None:
+        name = rest.split()[0] if rest.split() else b""
+        if not _HELO_NAME.match(name):
+            self.reply(Reply(501, "5.5.4", f"{verb} requires a domain name or address literal"))
+            return None
+        return name.decode("ascii")
+
+    def _hello_line(self) -> bytes:
+        return f"{self.host.decode('ascii')} Hello {self.helo_name} [{self.remote_ip}]".encode(
+            "ascii", "replace"
+        )
+
+    def do_HELO(self, rest):
+        name = self._helo_name(rest, "HELO")
+        if name is None:
+            return
+        self.helo_name = name
+        self._reset_transaction()
+        self.sendCode(250, self._hello_line())
+
+    def do_EHLO(self, rest):
+        name = self._helo_name(rest, "EHLO")
+        if name is None:
+            return
+        self.helo_name = name
+        self._reset_transaction()
+        self.sendCode(250, self._hello_line() + b"\n" + self.listExtensions())
+
+    def do_NOOP(self, rest):
+        self.reply(Reply(250, "2.0.0", "OK"))
+
+    def do_RSET(self, rest):
+        if rest:
+            self.reply(Reply(501, "5.5.4", "RSET takes no parameters"))
+            return
+        self._reset_transaction()
+        self.reply(Reply(250, "2.0.0", "OK"))
+
+    def do_QUIT(self, rest):
+        self.reply(Reply(221, "2.0.0", f"{self.config.server.public_hostname} closing connection"))
+        self.transport.loseConnection()
+
+    def do_HELP(self, rest):
+        self.reply(
+            Reply(214, "2.0.0", "commands: " + " ".join(sorted(COMMANDS)) + "; see RFC 5321")
+        )
+
+    def do_VRFY(self, rest):
+        if not rest:
+            self.reply(Reply(501, "5.5.4", "syntax: VRFY <address>"))
+            return
+        self.reply(
+            Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+        )
+
+    def do_UNKNOWN(self, rest):
+        self.reply(UNKNOWN_COMMAND)
+
+    # -- the transaction ------------------------------------------------------------------
+
+    def _reset_transaction(self):
+        self.sender: str | None = None
+        self.recipients: list = []
+        self._rcpt_attempts = 0
+        self._data_error: Reply | None = None
+        self._data_size = 0
+        self._trace_id = ""
+
+    def do_MAIL(self, rest):
+        if self.helo_name is None:
+            self.reply(HELO_FIRST)
+            return
+        if self.sender is not None:
+            self.reply(Reply(503, "5.5.1", "sender already specified"))
+            return
+        try:
+            sender, params = parse_mail(rest, self.host)
+            self._check_mail_params(params)
+        except Refused as e:
+            self.reply(e.reply)
+            return
+        self.sender = sender
+        self.recipients = []
+        self._rcpt_attempts = 0
+        self.reply(Reply(250, "2.1.0", "sender OK"))
+
+    def _check_mail_params(self, params):
+        for key, value in params.items():
+            if key == "SIZE":
+                if value is None or not value.isdigit() or len(value) > 20:
+                    raise Refused(Reply(501, "5.5.4", "SIZE requires a number of octets"))
+                if int(value) > self.max_message_size:
+                    raise Refused(MESSAGE_TOO_BIG)
+            elif key == "BODY":
+                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                    raise Refused(Reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME"))
+            else:
+                raise Refused(Reply(555, "5.5.4", f"parameter {key} not supported"))
+
+    def do_RCPT(self, rest):
+        if self.helo_name is None:
+            self.reply(HELO_FIRST)
+            return
+        if self.sender is None:
+            self.reply(Reply(503, "5.5.1", "need MAIL before RCPT"))
+            return
+        try:
+            address, params = parse_rcpt(rest, self.host)
+        except Refused as e:
+            self.reply(e.reply)
+            return
+        if params:
+            self.reply(Reply(555, "5.5.4", f"parameter {next(iter(params))} not supported"))
+            return
+        self._rcpt_attempts += 1
+        if len(self.recipients) >= self.max_recipients:
+            self.reply(TOO_MANY_RECIPIENTS)
+            return
+        self._run_pending(self._resolve(address))
+
+    async def _resolve(self, address: str):
+        try:
+            recipient = await self.store.resolve_recipient(address)
+        except Exception:
+            self._log.failure(
+                "recipient lookup failed for {rcpt} from {remote_ip}",
+                rcpt=address,
+                remote_ip=self.remote_ip,
+            )
+            self.reply(TEMPFAIL)
+            return
+        if recipient is None:
+            self._log.info(
+                "unknown recipient {rcpt} from {remote_ip}", rcpt=address, remote_ip=self.remote_ip
+            )
+            self.reply(UNKNOWN_RECIPIENT)
+            return
+        self.recipients.append(recipient)
+        self.reply(Reply(250, "2.1.5", "recipient OK"))
+
+    def do_DATA(self, rest):
+        if rest:
+            self.reply(Reply(501, "5.5.4", "DATA takes no parameters"))
+            return
+        if self.helo_name is None:
+            self.reply(HELO_FIRST)
+            return
+        if self.sender is None:
+            self.reply(Reply(503, "5.5.1", "need MAIL before DATA"))
+            return
+        if not self.recipients:
+            self.reply(
+                NO_VALID_RECIPIENTS
+                if self._rcpt_attempts
+                else Reply(503, "5.5.1", "need RCPT before DATA")
+            )
+            return
+        trace_id = str(ulid.ULID())
+        spool = None
+        try:
+            spool = SpoolFile.create(self.spool_dir)
+            spool.write(
+                trace_headers(
+                    helo=self.helo_name,
+                    remote_ip=self.remote_ip,
+                    remote_name=self.remote_name,
+                    hostname=self.config.server.public_hostname,
+                    instance=self.config.server.instance_name,
+                    trace_id=trace_id,
+                    when=self.clock.seconds(),
+                )
+            )
+        except OSError:
+            self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
+            if spool is not None:
+                spool.discard()
+            self.reply(TEMPFAIL)
+            return
+        self._spool = spool
+        self._trace_id = trace_id
+        self._data_error = None
+        self._data_size = 0
+        self.mode = DATA
+        self.sendCode(354, b"end data with <CR><LF>.<CR><LF>")
+
+    def _data_line(self, line: bytes):
+        if line == b".":
+            self._end_data()
+            return
+        if line[:1] == b".":
+            line = line[1:]
+        if self._data_error is not None:
+            return
+        self._data_size += len(line) + 2
+        if self._data_size > self.max_message_size:
+            self._fail_data(MESSAGE_TOO_BIG)
+            return
+        try:
+            self._spool.write(line)
+            self._spool.write(b"\r\n")
+        except OSError:
+            self._log.failure("spool write failed", trace_id=self._trace_id)
+            self._fail_data(TEMPFAIL)
+
+    def _fail_data(self, reply: Reply):
+        """Stop spooling but keep reading to the final dot; ``reply`` is the answer to it."""
+        if self._data_error is None:
+            self._data_error = reply
+        if self._spool is not None:
+            self._spool.discard()
+
+    def _end_data(self):
+        self.mode = COMMAND
+        spool, self._spool = self._spool, None
+        error, size, trace_id = self._data_error, self._data_size, self._trace_id
+        recipients = self.recipients
+        self._reset_transaction()
+        if error is not None:
+            spool.discard()
+            self._log.info(
+                "rejected message {trace_id} from {remote_ip}: {code} {reason} ({size} bytes read)",
+                trace_id=trace_id,
+                remote_ip=self.remote_ip,
+                code=error.code,
+                reason=error.text,
+                size=size,
+            )
+            self.reply(error)
+            return
+        try:
+            spool.close()
+        except OSError:
+            self._log.failure("spool flush failed", trace_id=trace_id)
+            spool.discard()
+            self.reply(TEMPFAIL)
+            return
+        self._run_pending(self._deliver(spool, recipients, trace_id, size))
+
+    async def _deliver(self, spool: SpoolFile, recipients, trace_id: str, size: int):
+        deliveries = []
+        seen = set()
+        for r in recipients:
+            if r.mailbox_id in seen:
+                continue
+            seen.add(r.mailbox_id)
+            deliveries.append(
+                Delivery(
+                    mailbox_id=r.mailbox_id,
+                    folder="INBOX",
+                    original_rcpt=r.original_rcpt,
+                    base_rcpt=r.base_rcpt,
+                    plus_tag=r.plus_tag,
+                    route_id=r.route_id,
+                )
+            )
+        fields = dict(
+            trace_id=trace_id,
+            remote_ip=self.remote_ip,
+            mailbox_ids=sorted(seen),
+            size=size,
+        )
+        try:
+            placed = await self.store.deliver(
+                spool.path,
+                deliveries,
+                trace_id=trace_id,
+                auth_results={"remote_ip": self.remote_ip, "helo": self.helo_name, "tls": False},
+            )
+        except OverQuota:
+            self._log.info("tempfail {trace_id}: every mailbox over quota", **fields)
+            self.reply(OVER_QUOTA)
+            return
+        except Exception:
+            self._log.failure("tempfail {trace_id}: storing the message failed", **fields)
+            self.reply(TEMPFAIL)
+            return
+        finally:
+            spool.discard()
+        placed_ids = sorted({p.mailbox_id for p in placed})
+        if placed_ids != fields["mailbox_ids"]:
+            self._log.warn(
+                "message {trace_id} skipped over-quota mailboxes {skipped}",
+                skipped=sorted(seen - set(placed_ids)),
+                **fields,
+            )
+        self._log.info(
+            "accepted {trace_id} from {remote_ip} for {mailbox_ids} ({size} bytes)",
+            **{**fields, "mailbox_ids": placed_ids},
+        )
+        self.reply(Reply(250, "2.0.0", f"OK {trace_id}"))
+
+
+class InboundSMTPFactory(ServerFactory):
+    """Builds one ``InboundESMTP`` per connection with the configuration live at that moment.
+
+    ``get_config`` returns the current ``Config`` (hot reload swaps what it returns);
+    ``store`` provides ``IMailStore``; ``reactor`` is the clock for idle timeouts; finished
+    messages are spooled under ``spool_dir``. ``extra_extensions(config)`` adds EHLO keywords
+    (``X-RESTMAIL``, later STARTTLS) without subclassing.
+    """
+
+    protocol = InboundESMTP
+
+    def __init__(
+        self,
+        get_config: Callable[[], object],
+        store,
+        reactor,
+        spool_dir: str,
+        extra_extensions: ExtensionsHook | None = None,
+    ):
+        self.get_config = get_config
+        self.store = store
+        self.reactor = reactor
+        self.spool_dir = spool_dir
+        self.extra_extensions = extra_extensions
+
+    def startFactory(self):
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+
+    def buildProtocol(self, addr):
+        proto = self.protocol(
+            config=self.get_config(),
+            store=self.store,
+            clock=self.reactor,
+            spool_dir=self.spool_dir,
+            extra_extensions=self.extra_extensions,
+        )
+        proto.factory = self
+        return proto
