@@ -1,0 +1,142 @@
+"""The SQLite engine: pragmas, thread use, transactions, errors and migrations."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from twisted.internet import reactor
+from twisted.trial import unittest
+
+from haitatsu.interfaces import Conflict, StorageUnavailable
+from haitatsu.storage.engine import Database, SQLiteEngine, schema_files, split_statements
+
+
+class ThreadReportingEngine(SQLiteEngine):
+    """A real SQLite engine whose connections can say which thread runs a statement."""
+
+    def connect(self):
+        conn = super().connect()
+        conn.create_function("thread_ident", 0, threading.get_ident)
+        return conn
+
+
+class SQLiteEngineTests(unittest.TestCase):
+    async def open(self, engine_class=SQLiteEngine):
+        path = os.path.join(os.path.abspath(self.mktemp()), "test.db")
+        db = Database(engine_class(path), reactor)
+        await db.open()
+        self.addCleanup(db.close)
+        return db
+
+    async def test_pragmas(self):
+        db = await self.open()
+
+        async def read(txn):
+            return (
+                (await txn.execute_one("PRAGMA journal_mode"))["journal_mode"],
+                (await txn.execute_one("PRAGMA foreign_keys"))["foreign_keys"],
+                (await txn.execute_one("PRAGMA busy_timeout"))["timeout"],
+            )
+
+        self.assertEqual(await db.run("pragmas", read), ("wal", 1, 5000))
+        self.assertEqual(await db.run("pragmas", read, readonly=True), ("wal", 1, 5000))
+
+    async def test_statements_never_run_on_the_reactor_thread(self):
+        db = await self.open(ThreadReportingEngine)
+
+        async def where(txn):
+            return (await txn.execute_one("SELECT thread_ident() AS t"))["t"]
+
+        here = threading.get_ident()
+        self.assertNotEqual(await db.run("where", where), here)
+        self.assertNotEqual(await db.run("where", where, readonly=True), here)
+
+    async def test_failed_transaction_rolls_back(self):
+        db = await self.open()
+
+        async def create(txn):
+            await txn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT UNIQUE)")
+
+        await db.run("create", create)
+
+        async def insert_then_fail(txn):
+            await txn.execute("INSERT INTO t (v) VALUES (?)", ("a",))
+            raise RuntimeError("boom")
+
+        with self.assertRaises(RuntimeError):
+            await db.run("fail", insert_then_fail)
+
+        async def count(txn):
+            return (await txn.execute_one("SELECT COUNT(*) AS n FROM t"))["n"]
+
+        self.assertEqual(await db.run("count", count, readonly=True), 0)
+
+        async def insert_twice(txn):
+            await txn.execute("INSERT INTO t (v) VALUES (?)", ("b",))
+            await txn.execute("INSERT INTO t (v) VALUES (?)", ("b",))
+
+        with self.assertRaises(Conflict):
+            await db.run("dup", insert_twice)
+        self.assertEqual(await db.run("count", count, readonly=True), 0)
+
+        async def bad_sql(txn):
+            await txn.execute("SELECT * FROM no_such_table")
+
+        with self.assertRaises(StorageUnavailable):
+            await db.run("bad", bad_sql)
+
+    async def test_in_clause(self):
+        db = await self.open()
+
+        async def query(txn):
+            clause, params = txn.in_clause("value", [1, 3])
+            none_clause, none_params = txn.in_clause("value", [])
+            rows = await txn.execute(
+                f"SELECT value FROM (SELECT 1 AS value UNION SELECT 2 UNION SELECT 3) "
+                f"WHERE {clause} ORDER BY value",
+                params,
+            )
+            empty = await txn.execute(
+                f"SELECT value FROM (SELECT 1 AS value) WHERE {none_clause}", none_params
+            )
+            return [r["value"] for r in rows], empty
+
+        self.assertEqual(await db.run("in", query, readonly=True), ([1, 3], []))
+
+    async def test_migrations_apply_once(self):
+        db = await self.open()
+        latest = max(v for v, _, _ in schema_files("sqlite"))
+        applied = await db.migrate()
+        self.assertEqual(applied[-1], latest)
+        self.assertTrue(await db.schema_current())
+        self.assertEqual(await db.migrate(), [])
+
+    async def test_closed_database_is_unavailable(self):
+        db = await self.open()
+        await db.close()
+
+        async def nothing(txn):
+            return None
+
+        with self.assertRaises(StorageUnavailable):
+            await db.run("closed", nothing)
+
+
+class SchemaFileTests(unittest.SynchronousTestCase):
+    def test_split_statements(self):
+        text = (
+            "-- a comment; with a semicolon\n"
+            "CREATE TABLE a (x TEXT DEFAULT 'a;b');\n"
+            "\n"
+            "CREATE INDEX i ON a (x);"
+        )
+        self.assertEqual(
+            split_statements(text),
+            ["CREATE TABLE a (x TEXT DEFAULT 'a;b')", "CREATE INDEX i ON a (x)"],
+        )
+
+    def test_schema_files_are_numbered_from_one(self):
+        versions = [v for v, _, _ in schema_files("sqlite")]
+        self.assertEqual(versions, list(range(1, len(versions) + 1)))
+        self.assertEqual(versions, [v for v, _, _ in schema_files("postgres")])
