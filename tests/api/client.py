@@ -20,6 +20,8 @@ class Answer:
     status: int
     headers: object
     body: bytes
+    #: The response's Content-Length (the HTTP client keeps it out of ``headers``).
+    length: int | None = None
 
     @property
     def json(self):
@@ -85,7 +87,8 @@ class APIClient:
             self.stub.request(method, "http://api.test" + path, headers=all_headers, **kwargs)
         )
         content = await self._pumped(self.stub.content(response))
-        return Answer(response.code, response.headers, content)
+        length = response.length if isinstance(response.length, int) else None
+        return Answer(response.code, response.headers, content, length)
 
     def get(self, path, **kw):
         return self.request("GET", path, **kw)
