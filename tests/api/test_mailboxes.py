@@ -137,7 +137,8 @@ class MailboxTests(unittest.TestCase):
         await self.assertError(
             self.client.post(
                 "/api/v1/mailboxes",
-                body=b'{"primary_address": "a@x.org", "spam_thresholds": {"junk_threshold": 1e400}}',
+                body=b'{"primary_address": "a@x.org", '
+                b'"spam_thresholds": {"junk_threshold": 1e400}}',
             ),
             400,
             "invalid_spam_thresholds",
