@@ -281,9 +281,9 @@ def _rfc2231_value(text: str, with_charset: bool, charset: str | None) -> tuple[
     return urllib.parse.unquote_to_bytes(text).decode(lookup_codec(charset), "replace"), charset
 
 
-def param_2231(params: list[tuple[str, str]], name: str) -> str | None:
+def param_2231(params: list[tuple[str, str]], name: str, words: bool = True) -> str | None:
     """The value of parameter ``name``, with RFC 2231 extended values and continuations decoded
-    and RFC 2047 encoded words (a common non-standard habit for filenames) decoded too."""
+    and, if ``words``, RFC 2047 encoded words (a common non-standard habit for filenames) too."""
     lname = name.lower()
     plain: str | None = None
     extended: str | None = None
@@ -312,9 +312,10 @@ def param_2231(params: list[tuple[str, str]], name: str) -> str | None:
                 out.append(text)
             else:
                 out.append(value)
-        return decode_words("".join(out))
+        joined = "".join(out)
+        return decode_words(joined) if words else joined
     if plain is not None:
-        return decode_words(plain)
+        return decode_words(plain) if words else plain
     return None
 
 

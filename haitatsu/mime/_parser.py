@@ -508,7 +508,7 @@ class MessageParser:
             self._root_fields = fields
         deep_enough = entity.depth >= MAX_DEPTH
         if content.type == "multipart" and not deep_enough:
-            boundary = param(content.params, "boundary")
+            boundary = param_2231(content.params, "boundary", words=False)
             if boundary:
                 entity.kind = MULTIPART
                 entity.delimiter = b"--" + boundary.encode("utf-8", "replace")
