@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from haitatsu.api import conventions, folders, mailboxes, messages, ops, passwords
-from haitatsu.api.conventions import APIError, error_body, go_html_escape, respond
+from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
 
 RESOURCES = (ops, mailboxes, passwords, folders, messages)
@@ -50,6 +51,15 @@ class HaitatsuAPI:
     def resource(self):
         """The twisted.web resource of the whole API (root, /health, /ready and /api/v1)."""
         return self.app.resource()
+
+    def site(self, body_limit: int = BODY_LIMIT) -> Site:
+        """A ``Site`` serving ``resource()`` that stops storing a request body past the limit.
+
+        Behind a plain ``Site`` the limit still holds, but twisted.web first spools the whole
+        body to a temporary file; this one discards what is over the limit as it arrives.
+        """
+        request_type = type("BodyLimitedRequest", (BodyLimitedRequest,), {"body_limit": body_limit})
+        return Site(self.resource(), requestFactory=request_type)
 
     def authenticate(self, request) -> None:
         """Raise the exact 401 envelope unless the request carries the live service token."""
@@ -100,3 +110,30 @@ class HaitatsuAPI:
         method = request.method.decode("ascii", "replace")
         text = f"Cannot {method} {go_html_escape(path.decode('utf-8', 'replace'))}"
         return text.encode("utf-8")
+
+
+class BodyLimitedRequest(Request):
+    """A request that keeps at most ``body_limit`` bytes of body and notes when there was more.
+
+    The route answers 413 (``conventions.check_body_size``) instead of reading the body.
+    """
+
+    body_limit = BODY_LIMIT
+    body_too_large = False
+
+    def gotLength(self, length):
+        if length is not None and length > self.body_limit:
+            self.body_too_large = True
+            length = 0  # keep nothing: an in-memory buffer that stays empty
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self.body_too_large:
+            return
+        if self.content.tell() + len(data) > self.body_limit:
+            # A chunked body of unannounced length went over: drop what we kept too.
+            self.body_too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)

@@ -158,6 +158,8 @@ def body_too_large() -> APIError:
 
 def check_body_size(request) -> None:
     """Refuse a body over the limit on every route, whether or not it reads the body."""
+    if getattr(request, "body_too_large", False):
+        raise body_too_large()
     length = request.getHeader(b"content-length")
     if length is not None:
         try:

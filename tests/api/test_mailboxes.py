@@ -312,3 +312,15 @@ class MailboxTests(unittest.TestCase):
     async def test_wrong_method_on_a_known_path(self):
         answer = await self.client.request("PUT", "/api/v1/mailboxes")
         self.assertEqual((answer.status, answer.body), (405, b"Method Not Allowed"))
+
+
+class StorageFailureTests(unittest.TestCase):
+    async def test_storage_unavailable_is_503(self):
+        store = await make_store(self)
+        await store.close()
+        client = APIClient(store)
+        answer = await client.post("/api/v1/mailboxes", {"primary_address": "a@x.org"})
+        self.assertEqual(answer.status, 503, answer.body)
+        self.assertEqual(answer.json["error"]["code"], "storage_unavailable")
+        answer = await client.get("/api/v1/mailboxes")
+        self.assertEqual(answer.status, 503, answer.body)

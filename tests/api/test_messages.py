@@ -143,3 +143,21 @@ class MessageTests(unittest.TestCase):
             f"/api/v1/mailboxes/{self.mailbox.id}/messages?cursor=%3D%3D"
         )
         self.assertEqual((answer.status, answer.json["error"]["code"]), (400, "invalid_cursor"))
+
+    async def test_missing_blob_is_500_with_the_handler_code_and_a_log_line(self):
+        placed = await self.deliver()
+        view = await self.store.get_message_view(placed.id)
+        await self.store.blobs.delete(view[1].blob_key)
+        answer = await self.client.get(f"/api/v1/messages/{placed.id}/raw")
+        self.assertEqual(answer.status, 500)
+        self.assertEqual(
+            answer.json,
+            {
+                "error": {
+                    "code": "raw_message_download_failed",
+                    "message": "Internal server error",
+                    "details": {},
+                }
+            },
+        )
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
