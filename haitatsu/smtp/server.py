@@ -577,7 +577,9 @@ class InboundSMTPFactory(ServerFactory):
         self.get_config = get_config
         self.store = store
         self.reactor = reactor
-        self.spool_dir = spool_dir
+        # Absolute, so the store's threads and a daemonised twistd (which changes directory)
+        # find the files.
+        self.spool_dir = os.path.abspath(spool_dir)
         self.extra_extensions = extra_extensions
 
     def startFactory(self):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 
 from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
@@ -16,6 +19,14 @@ HOST = "mx.example.test"
 NODE = "node-1"
 
 _FINAL = re.compile(rb"\d{3}( |\Z)")
+
+
+def temp_dir(testcase) -> str:
+    """A private absolute directory removed after the test. (trial's ``mktemp`` paths live in
+    the working directory, where another test run in the same checkout may remove them.)"""
+    path = tempfile.mkdtemp(prefix="haitatsu-smtp-")
+    testcase.addCleanup(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def make_config(
@@ -46,7 +57,7 @@ class Session:
     ):
         self.clock = task.Clock()
         self.config = config or make_config()
-        self.spool_dir = spool_dir or testcase.mktemp()
+        self.spool_dir = spool_dir or os.path.join(temp_dir(testcase), "spool")
         self.factory = InboundSMTPFactory(
             lambda: self.config, store, self.clock, self.spool_dir, extra_extensions
         )
@@ -91,6 +102,4 @@ class Session:
         return self.lines()
 
     def spool_files(self) -> list[str]:
-        import os
-
         return sorted(os.listdir(self.spool_dir)) if os.path.isdir(self.spool_dir) else []

@@ -1,0 +1,358 @@
+"""The MX against the real store (temporary SQLite + blob directory): recipient resolution,
+pipelining with asynchronous validation, DATA spooling and the replies after DATA, including real
+storage failures. Replies are still read from a ``StringTransport``; the store answers from its
+threads on the real reactor."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from twisted.trial import unittest
+
+from haitatsu.smtp.headers import trace_headers
+from tests.smtp.helpers import HOST, NODE, Session, make_config, temp_dir
+from tests.support import make_store
+
+MESSAGE = (
+    b"From: Alice <alice@example.org>\r\n"
+    b"To: Bob <bob@example.com>\r\n"
+    b"Subject: =?utf-8?q?gr=C3=BC=C3=9Fe?=\r\n"
+    b"Message-ID: <m1@example.org>\r\n"
+    b"\r\n"
+    b"Hello Bob,\r\n"
+    b"\r\n"
+    b".a line that starts with a dot\r\n"
+    b"..two dots\r\n"
+    b"caf\xc3\xa9 8-bit text, a bare\nLF and a bare\rCR stay as they are\r\n"
+    b"  \r\n"
+    b"-- \r\n"
+    b"Alice\r\n"
+)
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """What a client sends for ``message`` (RFC 5321 4.5.2)."""
+    lines = message.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+
+
+_OK = re.compile(rb"250 2\.0\.0 OK ([0-9A-HJKMNP-TV-Z]{26})\Z")
+
+
+class DeliveryTestCase(unittest.TestCase):
+    config = make_config()
+
+    async def setUp(self):
+        self.root = temp_dir(self)
+        self.store = await make_store(self, self.root)
+        self.bob = await self.store.create_mailbox("bob@example.com")
+        self.carol = await self.store.create_mailbox("Carol@Example.com")
+        self.session = Session(self, store=self.store, config=self.config)
+        self.assertEqual(self.session.lines(), [b"220 mx.example.test ESMTP Haitatsu"])
+        self.session.command(b"EHLO client.example\r\n")
+
+    async def inbox(self, mailbox, store=None):
+        """``[(MailboxMessage, MessageInfo, raw bytes)]`` of the mailbox's INBOX."""
+        store = store or self.store
+        folder = await store.get_folder(mailbox.id, "INBOX")
+        messages = await store.list_folder_messages(folder.id)
+        if not messages:
+            return []
+        views = await store.get_messages(folder.id, [m.uid for m in messages])
+        return [(mm, info, await store.blobs.read(info.blob_key)) for mm, info in views]
+
+    async def send_message(self, rcpts, message=MESSAGE) -> list[bytes]:
+        """One transaction; return every reply line from MAIL to the end of DATA."""
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\n"
+            + b"".join(b"RCPT TO:<" + r + b">\r\n" for r in rcpts)
+            + b"DATA\r\n",
+            replies=len(rcpts) + 2,
+        )
+        if not lines[-1].startswith(b"354"):
+            return lines
+        lines += await self.session.converse(dot_stuff(message) + b".\r\n")
+        return lines
+
+
+class RecipientTests(DeliveryTestCase):
+    async def test_known_recipient(self):
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\n", replies=2
+        )
+        self.assertEqual(lines, [b"250 2.1.0 sender OK", b"250 2.1.5 recipient OK"])
+
+    async def test_recipient_case_insensitive(self):
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<CAROL@example.COM>\r\n", replies=2
+        )
+        self.assertEqual(lines[1], b"250 2.1.5 recipient OK")
+
+    async def test_unknown_recipient(self):
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<nobody@example.com>\r\n", replies=2
+        )
+        self.assertEqual(lines[1], b"550 5.1.1 unknown recipient")
+
+    async def test_inactive_mailbox_is_unknown(self):
+        await self.store.update_mailbox(self.carol.id, status="suspended")
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<carol@example.com>\r\n", replies=2
+        )
+        self.assertEqual(lines[1], b"550 5.1.1 unknown recipient")
+
+    async def test_plus_addressing(self):
+        """``user+tag@`` is accepted and delivered to ``user@`` with the tag recorded."""
+        lines = await self.send_message([b"bob+news@example.com"])
+        self.assertEqual(lines[1], b"250 2.1.5 recipient OK")
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(mm, _, _)] = await self.inbox(self.bob)
+        self.assertEqual(
+            (mm.original_rcpt, mm.base_rcpt, mm.plus_tag),
+            ("bob+news@example.com", "bob@example.com", "news"),
+        )
+
+    async def test_too_many_recipients(self):
+        """The fourth accepted recipient with ``max_inbound_recipients = 3`` gets 452 4.5.3;
+        refused recipients do not count."""
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\n"
+            b"RCPT TO:<nobody@example.com>\r\n"
+            b"RCPT TO:<bob@example.com>\r\n"
+            b"RCPT TO:<bob+a@example.com>\r\n"
+            b"RCPT TO:<carol@example.com>\r\n"
+            b"RCPT TO:<bob+b@example.com>\r\n",
+            replies=6,
+        )
+        self.assertEqual(
+            lines,
+            [
+                b"250 2.1.0 sender OK",
+                b"550 5.1.1 unknown recipient",
+                b"250 2.1.5 recipient OK",
+                b"250 2.1.5 recipient OK",
+                b"250 2.1.5 recipient OK",
+                b"452 4.5.3 too many recipients",
+            ],
+        )
+
+    async def test_same_mailbox_twice_delivered_once(self):
+        lines = await self.send_message(
+            [b"bob@example.com", b"bob+x@example.com", b"carol@example.com"]
+        )
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        self.assertEqual(len(await self.inbox(self.bob)), 1)
+        self.assertEqual(len(await self.inbox(self.carol)), 1)
+
+    async def test_no_valid_recipients(self):
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<nobody@example.com>\r\nDATA\r\n",
+            replies=3,
+        )
+        self.assertEqual(lines[-1], b"554 5.5.1 no valid recipients")
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(self.session.command(b"NOOP\r\n"), [b"250 2.0.0 OK"])
+
+    async def test_lookup_failure(self):
+        """A store that cannot answer gives 451 4.3.0 at RCPT (here: its database is closed)."""
+        await self.store.close()
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\n", replies=2
+        )
+        self.assertEqual(lines[1], b"451 4.3.0 temporary local problem")
+        self.flushLoggedErrors()
+
+
+class PipeliningTests(DeliveryTestCase):
+    async def test_pipelined_batch_answered_in_order(self):
+        """MAIL, three RCPTs and DATA in one packet: each RCPT is answered after its own lookup,
+        in order, and DATA's 354 only after every RCPT reply. While a lookup is pending the
+        transport is paused and later lines wait."""
+        self.session.send(
+            b"MAIL FROM:<alice@example.org>\r\n"
+            b"RCPT TO:<bob@example.com>\r\n"
+            b"RCPT TO:<nobody@example.com>\r\n"
+            b"RCPT TO:<carol@example.com>\r\n"
+            b"DATA\r\n"
+        )
+        self.assertEqual(self.session.lines(), [b"250 2.1.0 sender OK"])
+        self.assertEqual(self.session.transport.producerState, "paused")
+        lines = await self.session.converse(b"", replies=4)
+        self.assertEqual(
+            lines,
+            [
+                b"250 2.1.5 recipient OK",
+                b"550 5.1.1 unknown recipient",
+                b"250 2.1.5 recipient OK",
+                b"354 end data with <CR><LF>.<CR><LF>",
+            ],
+        )
+        self.assertEqual(self.session.transport.producerState, "producing")
+        lines = await self.session.converse(
+            dot_stuff(MESSAGE) + b".\r\nNOOP\r\nQUIT\r\n", replies=3
+        )
+        self.assertTrue(_OK.match(lines[0]), lines)
+        self.assertEqual(
+            lines[1:], [b"250 2.0.0 OK", b"221 2.0.0 mx.example.test closing connection"]
+        )
+        self.assertEqual(len(await self.inbox(self.bob)), 1)
+        self.assertEqual(len(await self.inbox(self.carol)), 1)
+
+    async def test_lines_split_across_packets(self):
+        """Command lines cut at any byte, CRLF included, are reassembled."""
+        data = b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\n"
+        for i in range(len(data) - 1):
+            self.session.send(data[i : i + 1])
+        lines = await self.session.converse(data[-1:], replies=2)
+        self.assertEqual(lines, [b"250 2.1.0 sender OK", b"250 2.1.5 recipient OK"])
+
+
+class DataTests(DeliveryTestCase):
+    async def test_delivery_bytes(self):
+        """The stored message is the prepended trace headers followed by exactly the bytes the
+        client sent (dot-unstuffed), bare CR/LF and 8-bit bytes included; 250 names the trace
+        id; the spool file is gone."""
+        lines = await self.send_message([b"bob@example.com"])
+        self.assertEqual(
+            lines[:3],
+            [
+                b"250 2.1.0 sender OK",
+                b"250 2.1.5 recipient OK",
+                b"354 end data with <CR><LF>.<CR><LF>",
+            ],
+        )
+        m = _OK.match(lines[3])
+        self.assertTrue(m, lines)
+        trace_id = m.group(1).decode()
+        [(mm, info, raw)] = await self.inbox(self.bob)
+        expected_headers = (
+            "Received: from client.example (192.0.2.7 [192.0.2.7])\r\n"
+            f"\tby {HOST} (Haitatsu/0.1; {NODE})\r\n"
+            f"\twith ESMTP id {trace_id};\r\n"
+            "\tThu, 01 Jan 1970 00:00:00 +0000\r\n"
+            f"X-Haitatsu-Trace-ID: {trace_id}\r\n"
+            f"X-Haitatsu-Node: {NODE}\r\n"
+        ).encode()
+        self.assertEqual(raw, expected_headers + MESSAGE)
+        self.assertEqual(
+            expected_headers,
+            trace_headers(
+                helo="client.example",
+                remote_ip="192.0.2.7",
+                remote_name=None,
+                hostname=HOST,
+                instance=NODE,
+                trace_id=trace_id,
+                when=0,
+            ),
+        )
+        self.assertEqual(info.trace_id, trace_id)
+        self.assertEqual(info.size_bytes, len(raw))
+        self.assertEqual(
+            info.auth_results, {"remote_ip": "192.0.2.7", "helo": "client.example", "tls": False}
+        )
+        self.assertEqual((mm.original_rcpt, mm.plus_tag), ("bob@example.com", ""))
+        self.assertEqual(self.session.spool_files(), [])
+
+    async def test_message_without_final_crlf_lines(self):
+        """An empty message body (just the dot) is stored as the trace headers alone."""
+        lines = await self.send_message([b"bob@example.com"], message=b"")
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(_, _, raw)] = await self.inbox(self.bob)
+        self.assertTrue(raw.endswith(b"X-Haitatsu-Node: node-1\r\n"), raw)
+
+    async def test_two_messages_in_one_session(self):
+        first = await self.send_message([b"bob@example.com"])
+        second = await self.send_message([b"bob@example.com"], message=b"Subject: 2\r\n\r\nx\r\n")
+        self.assertTrue(_OK.match(first[-1]) and _OK.match(second[-1]), (first, second))
+        self.assertNotEqual(first[-1], second[-1])
+        self.assertEqual(len(await self.inbox(self.bob)), 2)
+
+    async def test_oversize_message(self):
+        """Over ``max_message_size_bytes``: spooling stops, the rest is read to the final dot,
+        552 5.3.4, nothing stored, no spool file, and the session takes the next message."""
+        big = b"Subject: big\r\n\r\n" + (b"x" * 98 + b"\r\n") * 150
+        self.assertGreater(len(big), 10_000)
+        lines = await self.send_message([b"bob@example.com"], message=big)
+        self.assertEqual(lines[-1], b"552 5.3.4 message size exceeds fixed maximum message size")
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(await self.inbox(self.bob), [])
+        lines = await self.send_message([b"bob@example.com"])
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        self.assertEqual(len(await self.inbox(self.bob)), 1)
+
+    async def test_message_at_size_limit(self):
+        """Exactly ``max_message_size_bytes`` of client data is accepted (our headers are not
+        counted against the client)."""
+        body = b"Subject: fits\r\n\r\n" + (b"y" * 98 + b"\r\n") * 99
+        body += b"y" * (10_000 - len(body) - 2) + b"\r\n"
+        self.assertEqual(len(body), 10_000)
+        lines = await self.send_message([b"bob@example.com"], message=body)
+        self.assertTrue(_OK.match(lines[-1]), lines)
+
+    async def test_over_long_data_line(self):
+        """A DATA line over ``smtp.max_line_length`` rejects the message with 500 5.5.2 at the
+        final dot; the session continues."""
+        message = b"Subject: long\r\n\r\n" + b"z" * 500 + b"\r\nafter\r\n"
+        lines = await self.send_message([b"bob@example.com"], message=message)
+        self.assertEqual(lines[-1], b"500 5.5.2 message line too long")
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(self.session.command(b"NOOP\r\n"), [b"250 2.0.0 OK"])
+
+    async def test_connection_lost_during_data(self):
+        """A client that disconnects in the middle of DATA leaves no spool file and no message."""
+        await self.session.converse(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n", replies=3
+        )
+        self.session.send(b"Subject: cut\r\n\r\npartial")
+        self.assertEqual(len(self.session.spool_files()), 1)
+        self.session.protocol.connectionLost(None)
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(await self.inbox(self.bob), [])
+
+
+class StorageFailureTests(DeliveryTestCase):
+    async def test_blob_store_failure(self):
+        """The blob directory cannot take files (its temp dir is a plain file): 451 4.3.0,
+        nothing visible, no spool file, and the session goes on."""
+        blob_tmp = os.path.join(self.root, "blobs", "tmp")
+        shutil.rmtree(blob_tmp, ignore_errors=True)
+        os.makedirs(os.path.dirname(blob_tmp), exist_ok=True)
+        with open(blob_tmp, "wb") as f:
+            f.write(b"in the way")
+        lines = await self.send_message([b"bob@example.com"])
+        self.assertEqual(lines[-1], b"451 4.3.0 temporary local problem")
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(self.session.command(b"NOOP\r\n"), [b"250 2.0.0 OK"])
+        self.flushLoggedErrors()
+
+    async def test_database_closed_before_data_ends(self):
+        """The database goes away while DATA streams: 451 4.3.0, and a fresh store on the same
+        files shows no message."""
+        lines = await self.session.converse(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n", replies=3
+        )
+        self.assertEqual(lines[-1], b"354 end data with <CR><LF>.<CR><LF>")
+        self.session.send(dot_stuff(MESSAGE))
+        await self.store.close()
+        lines = await self.session.converse(b".\r\n")
+        self.assertEqual(lines, [b"451 4.3.0 temporary local problem"])
+        self.assertEqual(self.session.spool_files(), [])
+        reopened = await make_store(self, self.root)
+        self.assertEqual(await self.inbox(self.bob, store=reopened), [])
+        self.flushLoggedErrors()
+
+    async def test_over_quota(self):
+        """Every recipient over quota: 452 4.2.2. Some over quota: the rest get the message."""
+        await self.store.update_mailbox(self.bob.id, quota_bytes=100)
+        lines = await self.send_message([b"bob@example.com"])
+        self.assertEqual(lines[-1], b"452 4.2.2 mailbox over quota")
+        lines = await self.send_message([b"bob@example.com", b"carol@example.com"])
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(len(await self.inbox(self.carol)), 1)
+        self.assertEqual(self.session.spool_files(), [])
