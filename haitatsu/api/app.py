@@ -32,7 +32,7 @@ def _klein_app() -> Klein:
 
 
 class HaitatsuAPI:
-    """The REST API: ``Site(HaitatsuAPI(...).resource())`` serves it.
+    """The REST API: ``api.site()`` (or ``Site(api.resource())``) serves it.
 
     ``get_config()`` returns the live ``Config``; the service token is read from it on every
     request, so a reload changes it at once. ``reloader.reload()`` returns a Deferred that
