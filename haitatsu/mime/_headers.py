@@ -89,8 +89,15 @@ def cap_utf8(text: str, limit: int) -> str:
     return encoded[:limit].decode("utf-8", "ignore")
 
 
+#: Codecs Python knows that are not charsets a message may name.
+_NOT_CHARSETS = frozenset(
+    ("unicode-escape", "raw-unicode-escape", "idna", "punycode", "undefined", "palmos")
+)
+
+
 def lookup_codec(charset: str | None) -> str:
-    """A Python codec name for a MIME charset; unknown, absent and ASCII charsets read as UTF-8.
+    """A Python codec name for a MIME charset; unknown, absent and ASCII charsets read as UTF-8,
+    and so do names of Python codecs that are not text charsets (``base64``, ``rot13``).
 
     US-ASCII is read as UTF-8 because mislabelled 8-bit text is far more common than the
     difference matters.
@@ -98,12 +105,22 @@ def lookup_codec(charset: str | None) -> str:
     if not charset:
         return "utf-8"
     try:
-        name = codecs.lookup(charset.strip().strip('"')).name
+        info = codecs.lookup(charset.strip().strip('"'))
     except (LookupError, ValueError):
         return "utf-8"
-    if name == "ascii":
+    if not getattr(info, "_is_text_encoding", True) or info.name in _NOT_CHARSETS:
         return "utf-8"
-    return name
+    if info.name == "ascii":
+        return "utf-8"
+    return info.name
+
+
+def decode_text(data: bytes, charset: str | None) -> str:
+    """Decode bytes in a MIME charset, never raising: what does not decode becomes U+FFFD."""
+    try:
+        return data.decode(lookup_codec(charset), "replace")
+    except (UnicodeError, LookupError, ValueError, TypeError):
+        return data.decode("utf-8", "replace")
 
 
 # RFC 2047 encoded words. The charset may carry an RFC 2231 language suffix (``utf-8*en``).
@@ -140,7 +157,7 @@ def decode_words(text: str) -> str:
 
     def flush() -> None:
         if run:
-            out.append(b"".join(run).decode(lookup_codec(run_charset), "replace"))
+            out.append(decode_text(b"".join(run), run_charset))
             run.clear()
 
     pos = 0
@@ -270,7 +287,7 @@ def param(params: list[tuple[str, str]], name: str) -> str | None:
     return None
 
 
-_CONTINUATION = re.compile(r"([^*]+)\*(\d+)(\*?)$")
+_CONTINUATION = re.compile(r"([^*]+)\*(\d{1,4})(\*?)$")
 
 
 def _rfc2231_value(text: str, with_charset: bool, charset: str | None) -> tuple[str, str | None]:
@@ -278,7 +295,7 @@ def _rfc2231_value(text: str, with_charset: bool, charset: str | None) -> tuple[
         pieces = text.split("'", 2)
         if len(pieces) == 3:
             charset, _language, text = pieces
-    return urllib.parse.unquote_to_bytes(text).decode(lookup_codec(charset), "replace"), charset
+    return decode_text(urllib.parse.unquote_to_bytes(text), charset), charset
 
 
 def param_2231(params: list[tuple[str, str]], name: str, words: bool = True) -> str | None:

@@ -21,9 +21,9 @@ from haitatsu.mime._headers import (
     all_values,
     bare_addresses,
     cap_utf8,
+    decode_text,
     decoded_value,
     first,
-    lookup_codec,
     param,
     param_2231,
     parse_date_ns,
@@ -275,7 +275,7 @@ class _Sink:
 
     def text(self, charset: str | None) -> str:
         data = b"".join(self._kept)
-        return cap_utf8(data.decode(lookup_codec(charset), "replace"), EXTRACT_CAP)
+        return cap_utf8(decode_text(data, charset), EXTRACT_CAP)
 
 
 @attrs.define(eq=False)
