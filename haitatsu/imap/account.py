@@ -1,0 +1,271 @@
+"""The IMAP avatar (one mailbox's folders) and a session's view of its selected folder.
+
+``IMAPRealm`` hands ``Account`` out for ``imap4.IAccount`` so twisted.cred's portal joins IMAP to
+our app-password checker as it joins every other protocol. ``FolderView`` is the snapshot a
+session keeps after SELECT: the sequence-number <-> UID mapping the client knows, which only
+changes when the session reports it (EXISTS, EXPUNGE, FETCH FLAGS).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+
+import attrs
+from twisted.cred.portal import IRealm
+from twisted.internet import defer
+from twisted.mail import imap4
+from zope.interface import implementer
+
+from haitatsu.imap.wire import decode_mailbox
+
+
+@implementer(IRealm)
+class IMAPRealm:
+    """Avatar id (a mailbox id as bytes) -> ``Account``."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def requestAvatar(self, avatarId, mind, *interfaces):
+        if imap4.IAccount not in interfaces:
+            raise NotImplementedError("IMAPRealm only provides IAccount")
+        mailbox_id = avatarId.decode("ascii") if isinstance(avatarId, bytes) else avatarId
+        return imap4.IAccount, Account(self._store, mailbox_id), lambda: None
+
+
+@attrs.frozen
+class ListEntry:
+    """One LIST/LSUB line: a name, its attributes, and the folder behind it (None for a
+    hierarchy level that exists only as a parent)."""
+
+    name: str
+    attributes: tuple[str, ...]
+    folder: object = None
+
+
+@implementer(imap4.IAccount, imap4.INamespacePresenter)
+class Account:
+    """One mailbox seen through IMAP. Folder changes other than reads come in a later issue."""
+
+    delimiter = "/"
+
+    def __init__(self, store, mailbox_id: str):
+        self.store = store
+        self.mailbox_id = mailbox_id
+
+    # -- what the server uses ----------------------------------------------------------
+
+    async def list_entries(self, reference: str, pattern: str, subscribed_only: bool = False):
+        folders = await self.store.list_folders(self.mailbox_id)
+        return list_entries(folders, reference, pattern, subscribed_only)
+
+    def get_folder(self, name: str):
+        return self.store.get_folder(self.mailbox_id, _canonical(name))
+
+    # -- imap4.IAccount ----------------------------------------------------------------
+
+    def select(self, name, rw=True):
+        if isinstance(name, bytes):
+            name = decode_mailbox(name)
+        return defer.ensureDeferred(self._select(name, rw))
+
+    async def _select(self, name, rw):
+        folder = await self.get_folder(name)
+        if folder is None:
+            return None
+        rows = await self.store.list_folder_messages(folder.id)
+        return FolderView(folder=folder, readonly=not rw, rows=list(rows))
+
+    def listMailboxes(self, ref, wildcard):
+        ref = decode_mailbox(ref) if isinstance(ref, bytes) else ref
+        wildcard = decode_mailbox(wildcard) if isinstance(wildcard, bytes) else wildcard
+        d = defer.ensureDeferred(self.list_entries(ref, wildcard))
+        d.addCallback(lambda entries: [(e.name, e) for e in entries])
+        return d
+
+    def isSubscribed(self, name):
+        d = self.get_folder(name)
+        d.addCallback(lambda folder: bool(folder and folder.subscribed))
+        return d
+
+    def subscribe(self, name):
+        raise imap4.MailboxException("SUBSCRIBE is not supported yet")
+
+    def unsubscribe(self, name):
+        raise imap4.MailboxException("UNSUBSCRIBE is not supported yet")
+
+    def addMailbox(self, name, mbox=None):
+        raise imap4.MailboxException("creating folders is not supported yet")
+
+    def create(self, pathspec):
+        raise imap4.MailboxException("creating folders is not supported yet")
+
+    def delete(self, name):
+        raise imap4.MailboxException("deleting folders is not supported yet")
+
+    def rename(self, oldname, newname):
+        raise imap4.MailboxException("renaming folders is not supported yet")
+
+    # -- imap4.INamespacePresenter -------------------------------------------------------
+
+    def getPersonalNamespaces(self):
+        return [[b"", b"/"]]
+
+    def getSharedNamespaces(self):
+        return None
+
+    def getUserNamespaces(self):
+        return None
+
+
+def _canonical(name: str) -> str:
+    if name.upper() == "INBOX":
+        return "INBOX"
+    if name[:6].upper() == "INBOX/":
+        return "INBOX" + name[5:]
+    return name
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append("[^/]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.S)
+
+
+def list_entries(folders, reference: str, pattern: str, subscribed_only=False) -> list[ListEntry]:
+    """The LIST/LSUB answer for ``reference`` + ``pattern`` over ``folders``.
+
+    INBOX matches case-insensitively; a level that exists only as a parent of matching folders
+    (``a`` for ``a/b`` under ``%``) is listed ``\\Noselect``, as RFC 3501 asks.
+    """
+    if reference and not reference.endswith("/") and pattern:
+        reference += "/"
+    regex = _pattern_regex(_canonical(reference + pattern))
+    by_name = {f.name: f for f in folders if not subscribed_only or f.subscribed}
+    all_names = {f.name for f in folders}
+    parents = set()
+    for name in all_names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parents.add("/".join(parts[:i]))
+    entries = []
+    for name in sorted(set(by_name) | (parents - all_names), key=lambda n: (n != "INBOX", n)):
+        if not regex.fullmatch(name):
+            continue
+        has_children = name in parents
+        attributes = []
+        folder = by_name.get(name)
+        if folder is None:
+            attributes.append("\\Noselect")
+        attributes.append("\\HasChildren" if has_children else "\\HasNoChildren")
+        if folder is not None and folder.special_use:
+            attributes.append(folder.special_use)
+        entries.append(ListEntry(name=name, attributes=tuple(attributes), folder=folder))
+    return entries
+
+
+@attrs.define
+class Update:
+    """What changed between a session's view and the store, in the order to report it."""
+
+    expunged: list[int] = attrs.Factory(list)  # sequence numbers, descending
+    flags: list[tuple[int, object]] = attrs.Factory(list)  # (seq, row)
+    exists: int | None = None
+
+    def __bool__(self):
+        return bool(self.expunged or self.flags or self.exists is not None)
+
+
+@attrs.define
+class FolderView:
+    """A session's snapshot of its selected folder, kept in UID order."""
+
+    folder: object
+    readonly: bool
+    rows: list = attrs.field(factory=list)  # MailboxMessage, sorted by uid
+    uids: list[int] = attrs.field(init=False)
+    by_uid: dict = attrs.field(init=False)
+
+    def __attrs_post_init__(self):
+        self.rows = sorted(self.rows, key=lambda r: r.uid)
+        self.uids = [r.uid for r in self.rows]
+        self.by_uid = {r.uid: r for r in self.rows}
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq(self, uid: int) -> int:
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        raise KeyError(uid)
+
+    def row(self, uid: int):
+        return self.by_uid[uid]
+
+    def first_unseen(self) -> int | None:
+        for i, row in enumerate(self.rows):
+            if "\\Seen" not in row.flags:
+                return i + 1
+        return None
+
+    def keywords(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for row in self.rows:
+            for k in row.keywords:
+                seen.setdefault(k, None)
+        return list(seen)
+
+    def update_rows(self, changed) -> list[int]:
+        """Take in rows the session itself changed (STORE, \\Seen); return their UIDs."""
+        uids = []
+        for row in changed:
+            if row.uid in self.by_uid:
+                i = bisect.bisect_left(self.uids, row.uid)
+                self.rows[i] = row
+                self.by_uid[row.uid] = row
+                uids.append(row.uid)
+        return uids
+
+    def remove(self, uids) -> list[int]:
+        """Drop expunged UIDs; return the EXPUNGE sequence numbers in reporting order.
+
+        Highest first, so each number is still valid when the client applies the previous ones.
+        """
+        seqs = []
+        for uid in sorted(set(uids), reverse=True):
+            i = bisect.bisect_left(self.uids, uid)
+            if i < len(self.uids) and self.uids[i] == uid:
+                seqs.append(i + 1)
+                del self.uids[i]
+                del self.rows[i]
+                del self.by_uid[uid]
+        return seqs
+
+    def refresh(self, rows) -> Update:
+        """Bring the view up to ``rows`` (the folder's current messages) and say what changed."""
+        update = Update()
+        current = {r.uid: r for r in rows}
+        update.expunged = self.remove([uid for uid in self.uids if uid not in current])
+        for i, uid in enumerate(self.uids):
+            new = current[uid]
+            if new.flags != self.rows[i].flags:
+                update.flags.append((i + 1, new))
+            self.rows[i] = new
+            self.by_uid[uid] = new
+        last = self.uids[-1] if self.uids else 0
+        added = sorted((r for r in rows if r.uid > last), key=lambda r: r.uid)
+        if added:
+            self.rows.extend(added)
+            self.uids.extend(r.uid for r in added)
+            self.by_uid.update((r.uid, r) for r in added)
+            update.exists = len(self.uids)
+        return update

@@ -1,0 +1,191 @@
+"""FETCH items: parsing the request and cutting sections out of a stored message.
+
+twisted.mail's FETCH asks a synchronous ``IMessage`` per message and computes ENVELOPE and
+BODYSTRUCTURE itself. Ours sends the strings computed once at delivery (``MessageInfo``) and cuts
+body sections by the byte offsets recorded then, so a section is a byte range of the blob: the
+server streams it without reading the message into memory.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from haitatsu.imap.wire import Atom, IMAPSyntaxError
+
+#: Items answered from the mailbox_message row alone.
+ROW_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+#: Items answered from the stored MessageInfo strings.
+INFO_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
+
+_MACROS = {
+    "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
+    "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
+    "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
+}
+
+
+@attrs.frozen
+class Section:
+    """A ``BODY[...]``-like item: which part, which piece of it, which byte window."""
+
+    label: bytes  # the item name as it appears in the response, without the partial origin
+    peek: bool
+    part: tuple[int, ...] = ()
+    kind: str = ""  # "", "HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT", "TEXT", "MIME"
+    fields: tuple[bytes, ...] = ()
+    partial: tuple[int, int] | None = None
+
+
+_BODY = re.compile(rb"^BODY(\.PEEK)?\[(.*)\](?:<(\d+)\.(\d+)>)?$", re.S | re.I)
+_SECTION_TEXT = re.compile(
+    rb"^(?:(\d+(?:\.\d+)*)(?:\.|$))?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)?(.*)$",
+    re.S | re.I,
+)
+
+
+def parse_fetch_items(tokens: list) -> list:
+    """Parse the FETCH item list (after the sequence set) into names and ``Section`` values.
+
+    A name is a str (``"FLAGS"``, ``"ENVELOPE"``, ...); sections are ``Section``.
+    """
+    if len(tokens) != 1:
+        raise IMAPSyntaxError("expected one fetch item or a parenthesised list")
+    spec = tokens[0]
+    if isinstance(spec, Atom) and spec.upper().decode("ascii", "replace") in _MACROS:
+        return list(_MACROS[spec.upper().decode()])
+    items = spec if isinstance(spec, list) else [spec]
+    if not items:
+        raise IMAPSyntaxError("empty fetch item list")
+    return [_item(token) for token in items]
+
+
+def _item(token):
+    if not isinstance(token, Atom):
+        raise IMAPSyntaxError("invalid fetch item")
+    upper = token.upper()
+    name = upper.decode("ascii", "replace")
+    if name in ROW_ITEMS or name in INFO_ITEMS:
+        return name
+    if name == "RFC822":
+        return Section(label=b"RFC822", peek=False)
+    if name == "RFC822.HEADER":
+        return Section(label=b"RFC822.HEADER", peek=True, kind="HEADER")
+    if name == "RFC822.TEXT":
+        return Section(label=b"RFC822.TEXT", peek=False, kind="TEXT")
+    m = _BODY.match(token)
+    if not m:
+        raise IMAPSyntaxError("unknown fetch item %s" % name[:40])
+    peek = m.group(1) is not None
+    spec = m.group(2)
+    partial = None
+    if m.group(3) is not None:
+        count = int(m.group(4))
+        if count == 0:
+            raise IMAPSyntaxError("partial length must be positive")
+        partial = (int(m.group(3)), count)
+    s = _SECTION_TEXT.match(spec)
+    part_text, kind, tail = s.group(1), (s.group(2) or b"").upper().decode(), s.group(3)
+    part = tuple(int(p) for p in part_text.split(b".")) if part_text else ()
+    if any(p == 0 for p in part):
+        raise IMAPSyntaxError("section part numbers start at 1")
+    if part_text and not kind and spec != part_text:
+        raise IMAPSyntaxError("invalid section")
+    if kind == "MIME" and not part:
+        raise IMAPSyntaxError("MIME needs a part number")
+    fields: tuple[bytes, ...] = ()
+    if kind.startswith("HEADER.FIELDS"):
+        fm = re.fullmatch(rb"\s*\(([^()]*)\)\s*", tail)
+        if not fm:
+            raise IMAPSyntaxError("header list expected")
+        fields = tuple(_field_names(fm.group(1)))
+        if not fields:
+            raise IMAPSyntaxError("empty header list")
+        tail = b""
+    if tail.strip():
+        raise IMAPSyntaxError("invalid section")
+    label = b"BODY[" + _section_label(part, kind, fields) + b"]"
+    return Section(label=label, peek=peek, part=part, kind=kind, fields=fields, partial=partial)
+
+
+def _field_names(text: bytes) -> list[bytes]:
+    names = []
+    for raw in re.findall(rb'"(?:[^"\\]|\\.)*"|[^\s"]+', text):
+        name = raw[1:-1] if raw.startswith(b'"') else raw
+        if not re.fullmatch(rb"[!-9;-~]+", name):
+            raise IMAPSyntaxError("invalid header field name")
+        names.append(name.upper())
+    return names
+
+
+def _section_label(part, kind, fields) -> bytes:
+    text = b".".join(b"%d" % p for p in part)
+    if kind:
+        text = (text + b"." if text else b"") + kind.encode()
+    if fields:
+        text += b" (" + b" ".join(fields) + b")"
+    return text
+
+
+def sets_seen(item) -> bool:
+    return isinstance(item, Section) and not item.peek
+
+
+# -- cutting sections out of a message ---------------------------------------------------
+
+_FIELD_START = re.compile(rb"(?m)^(?![ \t])")
+
+
+def header_fields(header: bytes, names: tuple[bytes, ...], negate: bool) -> bytes:
+    """The header lines named (or, negated, not named) in ``names``, plus the blank line.
+
+    Works on bytes so raw 8-bit headers pass through untouched.
+    """
+    wanted = {n.lower() for n in names}
+    body = _strip_blank_line(header)
+    out = []
+    for field in _split_fields(body):
+        name = field.split(b":", 1)[0].strip().lower()
+        if (name in wanted) != negate:
+            out.append(field if field.endswith(b"\n") else field + b"\r\n")
+    return b"".join(out) + b"\r\n"
+
+
+def _strip_blank_line(header: bytes) -> bytes:
+    if header.endswith(b"\r\n\r\n"):
+        return header[:-2]
+    if header.endswith(b"\n\n"):
+        return header[:-1]
+    return header
+
+
+def _split_fields(header: bytes) -> list[bytes]:
+    lines = header.splitlines(keepends=True)
+    fields: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        elif line.strip():
+            fields.append(line)
+    return fields
+
+
+def find_header_end(data: bytes) -> int | None:
+    """Offset just past the blank line ending a header block in ``data``, or None."""
+    candidates = [i + 4 for i in [data.find(b"\r\n\r\n")] if i >= 0]
+    candidates += [i + 2 for i in [data.find(b"\n\n")] if i >= 0]
+    if data.startswith(b"\r\n"):
+        candidates.append(2)
+    elif data.startswith(b"\n"):
+        candidates.append(1)
+    return min(candidates) if candidates else None
+
+
+def window(length: int, partial: tuple[int, int] | None) -> tuple[int, int]:
+    """``(offset, count)`` of the bytes a partial fetch returns from data of ``length``."""
+    if partial is None:
+        return 0, length
+    origin, count = partial
+    start = min(origin, length)
+    return start, min(count, length - start)

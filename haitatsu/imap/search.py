@@ -1,0 +1,272 @@
+"""SEARCH keys compiled into a predicate over metadata rows.
+
+twisted.mail's SEARCH calls ``IMessage.getHeaders`` per message and breaks on Python 3 for header
+keys; ours reads the header fields and address lists stored at delivery (``MessageInfo``), flags
+and sizes from the row, and only BODY/TEXT need the message text (loaded by the server).
+Every RFC 3501 key parses; RECENT and NEW match nothing because we do not track ``\\Recent``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import attrs
+
+from haitatsu.imap.wire import (
+    Atom,
+    IMAPSyntaxError,
+    String,
+    is_sequence_set,
+    parse_date,
+    parse_sequence_set,
+    resolve_sequence_set,
+    utc_date,
+)
+
+CHARSETS = ("UTF-8", "US-ASCII")
+
+
+class BadCharset(Exception):
+    """SEARCH CHARSET named a charset we do not search in (``NO [BADCHARSET]``)."""
+
+
+@attrs.define
+class Candidate:
+    """One message under test: its sequence number, row, and what the program asked for."""
+
+    seq: int
+    row: object  # MailboxMessage
+    info: object = None  # MessageInfo, when needs_info
+    text: str | None = None  # body text, when needs_text
+
+
+@attrs.define
+class SearchProgram:
+    predicate: Callable[[Candidate], bool]
+    needs_info: bool = False
+    needs_text: bool = False
+
+
+def compile_search(tokens: list, uids: list[int]) -> SearchProgram:
+    """Compile SEARCH arguments against the session's view (``uids`` in sequence order)."""
+    tokens = list(tokens)
+    if len(tokens) >= 2 and _is_word(tokens[0], "CHARSET"):
+        charset = _text(tokens[1]).upper()
+        if charset not in CHARSETS:
+            raise BadCharset(charset)
+        tokens = tokens[2:]
+    if not tokens:
+        raise IMAPSyntaxError("missing search keys")
+    program = SearchProgram(predicate=lambda c: True)
+    parser = _Parser(tokens, uids, program)
+    predicates = []
+    while parser.more():
+        predicates.append(parser.key())
+    program.predicate = _all(predicates)
+    return program
+
+
+def _is_word(token, word: str) -> bool:
+    return isinstance(token, Atom) and token.upper() == word.encode()
+
+
+def _text(token) -> str:
+    if not isinstance(token, (Atom, String)):
+        raise IMAPSyntaxError("string expected")
+    return bytes(token).decode("utf-8", "replace")
+
+
+def _all(predicates):
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda c: all(p(c) for p in predicates)
+
+
+_FLAG_KEYS = {
+    "ANSWERED": ("\\Answered", True),
+    "DELETED": ("\\Deleted", True),
+    "DRAFT": ("\\Draft", True),
+    "FLAGGED": ("\\Flagged", True),
+    "SEEN": ("\\Seen", True),
+    "UNANSWERED": ("\\Answered", False),
+    "UNDELETED": ("\\Deleted", False),
+    "UNDRAFT": ("\\Draft", False),
+    "UNFLAGGED": ("\\Flagged", False),
+    "UNSEEN": ("\\Seen", False),
+}
+
+_ADDRESS_KEYS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
+
+
+class _Parser:
+    def __init__(self, tokens, uids, program):
+        self.tokens = tokens
+        self.i = 0
+        self.uids = uids
+        self.program = program
+
+    def more(self) -> bool:
+        return self.i < len(self.tokens)
+
+    def next(self):
+        if not self.more():
+            raise IMAPSyntaxError("missing search argument")
+        token = self.tokens[self.i]
+        self.i += 1
+        return token
+
+    def string(self) -> str:
+        return _text(self.next()).casefold()
+
+    def number(self) -> int:
+        token = self.next()
+        if not isinstance(token, Atom) or not token.isdigit():
+            raise IMAPSyntaxError("number expected")
+        return int(token)
+
+    def date(self) -> datetime.date:
+        token = self.next()
+        if not isinstance(token, (Atom, String)):
+            raise IMAPSyntaxError("date expected")
+        return parse_date(bytes(token))
+
+    def key(self):
+        token = self.next()
+        if isinstance(token, list):
+            if not token:
+                raise IMAPSyntaxError("empty search list")
+            inner = _Parser(token, self.uids, self.program)
+            predicates = []
+            while inner.more():
+                predicates.append(inner.key())
+            return _all(predicates)
+        if not isinstance(token, Atom):
+            raise IMAPSyntaxError("search key expected")
+        if is_sequence_set(token):
+            return self._uid_set(token, by_uid=False)
+        name = token.upper().decode("ascii", "replace")
+        if name in _FLAG_KEYS:
+            flag, present = _FLAG_KEYS[name]
+            return lambda c: (flag in c.row.flags) == present
+        if name in ("ALL", "OLD"):
+            return lambda c: True
+        if name in ("NEW", "RECENT"):
+            return lambda c: False
+        if name in ("KEYWORD", "UNKEYWORD"):
+            keyword = self.string()
+            present = name == "KEYWORD"
+            return lambda c: (keyword in {k.casefold() for k in c.row.keywords}) == present
+        if name == "LARGER":
+            n = self.number()
+            return lambda c: c.row.size_bytes > n
+        if name == "SMALLER":
+            n = self.number()
+            return lambda c: c.row.size_bytes < n
+        if name in ("BEFORE", "ON", "SINCE"):
+            return _date_test(name, self.date(), lambda c: utc_date(c.row.internal_date))
+        if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
+            self.program.needs_info = True
+            return _date_test(name[4:], self.date(), _sent_date)
+        if name in _ADDRESS_KEYS:
+            self.program.needs_info = True
+            field, needle = _ADDRESS_KEYS[name], self.string()
+            return lambda c: needle in _address_text(c.info, field)
+        if name == "SUBJECT":
+            self.program.needs_info = True
+            needle = self.string()
+            return lambda c: needle in _subject_text(c.info)
+        if name == "HEADER":
+            self.program.needs_info = True
+            field, needle = self.string(), self.string()
+            return lambda c: _header_matches(c.info, field, needle)
+        if name == "BODY":
+            self.program.needs_text = True
+            needle = self.string()
+            return lambda c: needle in (c.text or "")
+        if name == "TEXT":
+            self.program.needs_info = self.program.needs_text = True
+            needle = self.string()
+            return lambda c: needle in (c.text or "") or needle in _all_headers_text(c.info)
+        if name == "UID":
+            token = self.next()
+            if not is_sequence_set(token):
+                raise IMAPSyntaxError("UID needs a sequence set")
+            return self._uid_set(token, by_uid=True)
+        if name == "NOT":
+            inner = self.key()
+            return lambda c: not inner(c)
+        if name == "OR":
+            first, second = self.key(), self.key()
+            return lambda c: first(c) or second(c)
+        raise IMAPSyntaxError("unknown search key %s" % name[:40])
+
+    def _uid_set(self, token, by_uid):
+        ranges = parse_sequence_set(bytes(token))
+        wanted = {self.uids[i] for i in resolve_sequence_set(ranges, self.uids, by_uid)}
+        return lambda c: c.row.uid in wanted
+
+
+def _date_test(kind, day, get):
+    if kind == "BEFORE":
+        return lambda c: get(c) < day
+    if kind == "ON":
+        return lambda c: get(c) == day
+    return lambda c: get(c) >= day
+
+
+def _sent_date(c) -> datetime.date:
+    ns = getattr(c.info, "date", None)
+    return utc_date(ns if ns is not None else c.row.internal_date)
+
+
+def header_values(info, name: str) -> list[str]:
+    """The values of header ``name`` from ``MessageInfo.headers``, whatever its value shape."""
+    headers = getattr(info, "headers", None) or {}
+    values: list[str] = []
+    for key, value in headers.items():
+        if str(key).lower() != name:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            values.append(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))
+    return values
+
+
+def _address_list_text(addresses) -> str:
+    parts = []
+    for a in addresses or ():
+        if isinstance(a, dict):
+            parts.append(" ".join(str(a.get(k) or "") for k in ("name", "address", "email")))
+        elif isinstance(a, (list, tuple)):
+            parts.append(" ".join(str(x or "") for x in a))
+        else:
+            parts.append(str(a))
+    return " ".join(parts)
+
+
+def _address_text(info, field: str) -> str:
+    text = " ".join(header_values(info, field))
+    text += " " + _address_list_text(getattr(info, f"{field}_addresses", None))
+    return text.casefold()
+
+
+def _subject_text(info) -> str:
+    return (" ".join(header_values(info, "subject")) + " " + (info.subject or "")).casefold()
+
+
+def _header_matches(info, field: str, needle: str) -> bool:
+    values = header_values(info, field)
+    if field in _ADDRESS_KEYS.values():
+        values.append(_address_list_text(getattr(info, f"{field}_addresses", None)))
+    if field == "subject" and info.subject:
+        values.append(info.subject)
+    if not needle:
+        return bool(header_values(info, field))
+    return any(needle in v.casefold() for v in values)
+
+
+def _all_headers_text(info) -> str:
+    headers = getattr(info, "headers", None) or {}
+    return " ".join(
+        f"{k}: {' '.join(header_values(info, str(k).lower()))}" for k in headers
+    ).casefold()

@@ -1,0 +1,1152 @@
+"""The IMAP server: twisted.mail's IMAP4Server, re-framed and re-dispatched over our store.
+
+What we keep from ``IMAP4Server``: the greeting and response helpers, capability plumbing, the
+SASL challenger classes, portal login and the idle timeout (``TimeoutMixin``). What we replace,
+and why:
+
+- **Framing.** twisted reads a literal per argument and holds string literals in memory; a large
+  APPEND would sit in RAM and an over-long line drops the connection. We frame whole commands
+  (line + literals), spool APPEND literals to a file, refuse oversize literals before the client
+  sends them (``NO [TOOBIG]``), answer over-long lines with ``BAD`` and keep the session.
+- **Dispatch.** One handler per command, given the tokenized arguments (``wire.tokenize``), so a
+  literal can stand wherever a string can, and issue 5's extensions add handlers, not parsers.
+- **FETCH, SEARCH, STORE.** Answered from metadata rows in batches and from the ENVELOPE and
+  BODYSTRUCTURE strings stored at delivery; bodies stream from the blob store through a producer.
+  Message sets are intersected with the session's view, never iterated number by number.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import tempfile
+
+from twisted.cred import credentials
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
+from twisted.cred.portal import Portal
+from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.mail import imap4
+from twisted.mail._cred import PLAINCredentials
+from ulid import ULID
+from zope.interface import implementer
+
+from haitatsu.auth.checker import AppPasswordChecker
+from haitatsu.imap import fetch as fetchmod
+from haitatsu.imap.account import IMAPRealm
+from haitatsu.imap.search import BadCharset, Candidate, compile_search
+from haitatsu.imap.wire import (
+    Atom,
+    IMAPSyntaxError,
+    SpooledLiteral,
+    String,
+    decode_mailbox,
+    encode_mailbox,
+    format_internal_date,
+    literal_marker,
+    parse_date_time,
+    parse_sequence_set,
+    resolve_sequence_set,
+    split_command,
+    tokenize,
+)
+from haitatsu.interfaces import OverQuota, StorageUnavailable
+from haitatsu.storage.records import FLAG_COLUMNS, Delivery
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+_SYSTEM_BY_LOWER = {f.lower(): f for f in FLAG_COLUMNS}
+
+_ANY = ("unauth", "auth", "select")
+_AUTH = ("auth", "select")
+_SELECT = ("select",)
+
+#: command -> (handler name, states it is valid in)
+COMMANDS = {
+    b"CAPABILITY": ("capability", _ANY),
+    b"NOOP": ("noop", _ANY),
+    b"LOGOUT": ("logout", _ANY),
+    b"LOGIN": ("login", ("unauth",)),
+    b"AUTHENTICATE": ("authenticate", ("unauth",)),
+    b"SELECT": ("select", _AUTH),
+    b"EXAMINE": ("examine", _AUTH),
+    b"LIST": ("list", _AUTH),
+    b"LSUB": ("lsub", _AUTH),
+    b"STATUS": ("status", _AUTH),
+    b"APPEND": ("append", _AUTH),
+    b"NAMESPACE": ("namespace", _AUTH),
+    b"IDLE": ("idle", _AUTH),
+    b"SUBSCRIBE": ("subscribe", _AUTH),
+    b"UNSUBSCRIBE": ("not_yet", _AUTH),
+    b"CREATE": ("not_yet", _AUTH),
+    b"DELETE": ("not_yet", _AUTH),
+    b"RENAME": ("not_yet", _AUTH),
+    b"CHECK": ("noop", _SELECT),
+    b"CLOSE": ("close", _SELECT),
+    b"UNSELECT": ("unselect", _SELECT),
+    b"EXPUNGE": ("expunge", _SELECT),
+    b"FETCH": ("fetch", _SELECT),
+    b"STORE": ("store", _SELECT),
+    b"SEARCH": ("search", _SELECT),
+    b"COPY": ("not_yet", _SELECT),
+    b"UID": ("uid", _SELECT),
+}
+UID_COMMANDS = (b"FETCH", b"STORE", b"SEARCH", b"COPY")
+
+
+class _PlainCredentials(PLAINCredentials):
+    """SASL PLAIN that also checks the authorization identity (empty or the username)."""
+
+    def setResponse(self, response):
+        parts = response.split(b"\0")
+        if len(parts) != 3:
+            raise IMAPSyntaxError("malformed PLAIN response")
+        authzid, self.username, self.password = parts
+        if authzid and authzid != self.username:
+            raise UnauthorizedLogin("authorization identity differs from the username")
+
+
+class _StreamBroken(Exception):
+    """A response was cut off part way; the only safe answer is to close the connection."""
+
+
+class _MemorySink:
+    def __init__(self, size):
+        self.remaining = size
+        self._parts = []
+
+    def write(self, data):
+        self._parts.append(data)
+        self.remaining -= len(data)
+
+    def result(self):
+        return String(b"".join(self._parts))
+
+    def discard(self):
+        self._parts = []
+
+
+class _DiscardSink:
+    def __init__(self, size):
+        self.remaining = size
+
+    def write(self, data):
+        self.remaining -= len(data)
+
+    def result(self):
+        return String(b"")
+
+    def discard(self):
+        pass
+
+
+class _FileSink:
+    """An APPEND literal on its way to disk (never whole in memory)."""
+
+    def __init__(self, size, directory):
+        fd, self.path = tempfile.mkstemp(prefix="imap-", suffix=".eml", dir=directory)
+        self._file = os.fdopen(fd, "wb", buffering=64 * 1024)
+        self.remaining = size
+        self.size = size
+
+    def write(self, data):
+        self._file.write(data)
+        self.remaining -= len(data)
+
+    def result(self):
+        self._file.close()
+        return SpooledLiteral(path=self.path, size=self.size)
+
+    def discard(self):
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+@implementer(IPushProducer)
+class _RangeSender:
+    """Copies ``length`` bytes from a file to the transport, pausing when the transport asks.
+
+    Memory stays at one chunk however large the message is (DESIGN.md invariant 2).
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, fileobj, length, transport):
+        self._file = fileobj
+        self._remaining = length
+        self._transport = transport
+        self._paused = False
+        self._producing = False
+        self._done = False
+        self.deferred = defer.Deferred()
+
+    def start(self):
+        self._transport.registerProducer(self, True)
+        self._produce()
+        return self.deferred
+
+    def _produce(self):
+        if self._producing or self._done:
+            return
+        self._producing = True
+        try:
+            while not self._paused and not self._done and self._remaining > 0:
+                chunk = self._file.read(min(self.CHUNK, self._remaining))
+                if not chunk:
+                    self._finish(_StreamBroken("blob shorter than its recorded size"))
+                    return
+                self._remaining -= len(chunk)
+                self._transport.write(chunk)
+            if self._remaining == 0:
+                self._finish(None)
+        except Exception as e:
+            self._finish(e)
+        finally:
+            self._producing = False
+
+    def _finish(self, failure):
+        if self._done:
+            return
+        self._done = True
+        self._transport.unregisterProducer()
+        if failure is None:
+            self.deferred.callback(None)
+        else:
+            self.deferred.errback(failure)
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._produce()
+
+    def stopProducing(self):
+        self._finish(_StreamBroken("connection lost while sending a message"))
+
+
+def _wire(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _flag_list(flags) -> bytes:
+    return b"(" + b" ".join(_wire(f) for f in flags) + b")"
+
+
+def _parse_flags(tokens) -> list[str]:
+    """Client flags: system flags in canonical case, keywords as atoms; ``\\Recent`` dropped."""
+    flags = []
+    for token in tokens:
+        if not isinstance(token, Atom) or b"[" in token or b"]" in token:
+            raise IMAPSyntaxError("invalid flag")
+        text = token.decode("utf-8", "replace")
+        if text.startswith("\\"):
+            lower = text.lower()
+            if lower == "\\recent":
+                continue
+            if lower not in _SYSTEM_BY_LOWER:
+                raise IMAPSyntaxError("unknown system flag %s" % text[:40])
+            text = _SYSTEM_BY_LOWER[lower]
+        elif any(c in text for c in "%*\\"):
+            raise IMAPSyntaxError("invalid keyword")
+        if text not in flags:
+            flags.append(text)
+    return flags
+
+
+def _astring(token) -> bytes:
+    if not isinstance(token, (Atom, String)):
+        raise IMAPSyntaxError("string expected")
+    return bytes(token)
+
+
+class IMAPServer(imap4.IMAP4Server):
+    """One IMAP session. ``state`` is twisted's: unauth, auth, select, logout."""
+
+    IDENT = b"haitatsu IMAP4rev1 ready"
+    MAX_LINE_LENGTH = 64 * 1024
+    MAX_COMMAND_LITERAL = 64 * 1024
+    MAX_COMMAND_BYTES = 1024 * 1024
+    FETCH_BATCH = 250
+    SEARCH_TEXT_BYTES = 2 * 1024 * 1024
+    _INPUT_HIGH_WATER = 1024 * 1024
+
+    _log = Logger()
+
+    def __init__(self, config, store, portal, clock, spool_dir=None):
+        super().__init__(chal={b"PLAIN": _PlainCredentials})
+        self.config = config
+        self.store = store
+        self.portal = portal
+        self.clock = clock
+        self.callLater = clock.callLater
+        self.spool_dir = spool_dir or tempfile.gettempdir()
+        self.timeOut = self._idle_timeout = config.imap.idle_timeout_seconds or None
+        self.view = None
+        self._inbuf = bytearray()
+        self._chunks: list = []
+        self._command_size = 0
+        self._literal = None
+        self._skip_command = False
+        self._discarding_line = False
+        self._long_line_head = b""
+        self._busy = False
+        self._pumping = False
+        self._paused = False
+        self._closing = False
+        self._awaiting_line: defer.Deferred | None = None
+        self._in_response = False
+        self._unsubscribe = None
+        self._changes_pending = False
+        self._idling = False
+        self._idle_refresh_running = False
+        self._view_lock = defer.DeferredLock()
+
+    # -- connection --------------------------------------------------------------------------
+
+    def connectionMade(self):
+        self.peer = self.transport.getPeer()
+        self._log.debug(
+            "IMAP connection from {remote_ip}", remote_ip=getattr(self.peer, "host", "")
+        )
+        super().connectionMade()
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        self._closing = True
+        self._close_view()
+        if self._literal is not None:
+            self._literal.discard()
+            self._literal = None
+        self._discard_chunks(self._chunks)
+        self._chunks = []
+        if self._awaiting_line is not None:
+            d, self._awaiting_line = self._awaiting_line, None
+            d.errback(error.ConnectionDone())
+        super().connectionLost(reason)
+
+    def timeoutConnection(self):
+        self._log.info("IMAP session idle too long; closing")
+        self.sendLine(b"* BYE Autologout; idle for too long")
+        self._closing = True
+        self._close_view()
+        self.transport.loseConnection()
+
+    def listCapabilities(self):
+        caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR"]
+        if self.state == "unauth":
+            caps += [b"AUTH=" + mech for mech in self.challengers]
+        caps += [b"IDLE", b"NAMESPACE", b"CHILDREN", b"SPECIAL-USE", b"UNSELECT"]
+        return caps
+
+    # -- framing -----------------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        self.resetTimeout()
+        self._inbuf += data
+        if len(self._inbuf) > self._INPUT_HIGH_WATER and not self._paused:
+            self._paused = True
+            self.transport.pauseProducing()
+        self._pump()
+
+    def _pump(self):
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self._closing and (not self._busy or self._awaiting_line is not None):
+                if self._literal is not None:
+                    if not self._inbuf:
+                        break
+                    n = min(len(self._inbuf), self._literal.remaining)
+                    self._literal.write(bytes(self._inbuf[:n]))
+                    del self._inbuf[:n]
+                    if self._literal.remaining == 0:
+                        self._end_literal()
+                    continue
+                i = self._inbuf.find(b"\n")
+                if i < 0:
+                    if len(self._inbuf) > self.MAX_LINE_LENGTH:
+                        if not self._discarding_line:
+                            self._long_line_head = bytes(self._inbuf[:80])
+                        self._discarding_line = True
+                        self._inbuf.clear()
+                    break
+                line = bytes(self._inbuf[:i])
+                del self._inbuf[: i + 1]
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                if self._discarding_line or len(line) > self.MAX_LINE_LENGTH:
+                    head = self._long_line_head if self._discarding_line else line[:80]
+                    self._discarding_line = False
+                    self._line_too_long(head)
+                    continue
+                self._line(line)
+        finally:
+            self._pumping = False
+        if self._paused and len(self._inbuf) < self._INPUT_HIGH_WATER // 2 and not self._closing:
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def _line_too_long(self, head):
+        tag = b"*"
+        if not self._chunks:
+            with contextlib.suppress(IMAPSyntaxError):
+                tag = split_command(head.split(b" ", 2)[0] + b" X")[0]
+        self._discard_chunks(self._chunks)
+        self._chunks, self._command_size, self._skip_command = [], 0, False
+        self.sendBadResponse(tag, b"Command line too long")
+
+    def _line(self, line):
+        if self._awaiting_line is not None:
+            d, self._awaiting_line = self._awaiting_line, None
+            d.callback(line)
+            return
+        self._command_size += len(line)
+        marker = literal_marker(line)
+        if marker is not None:
+            size, sync, start = marker
+            self._chunks.append(line[:start])
+            self._begin_literal(size, sync)
+            return
+        self._chunks.append(line)
+        chunks, self._chunks, self._command_size = self._chunks, [], 0
+        if self._skip_command:
+            self._skip_command = False
+            self._discard_chunks(chunks)
+            return
+        self._dispatch(chunks)
+
+    def _begin_literal(self, size, sync):
+        tag, name = b"*", b""
+        with contextlib.suppress(IMAPSyntaxError):
+            tag, name, _ = split_command(self._chunks[0])
+        reject = None
+        if self._skip_command:
+            sink = _DiscardSink(size)
+        elif name == b"APPEND":
+            limit = self.config.max_message_size
+            if size > limit:
+                reject = b"NO [TOOBIG] Message is larger than the limit of %d bytes" % limit
+            else:
+                sink = _FileSink(size, self.spool_dir)
+        elif size > self.MAX_COMMAND_LITERAL or self._command_size + size > self.MAX_COMMAND_BYTES:
+            reject = b"BAD Literal too large"
+        else:
+            self._command_size += size
+            sink = _MemorySink(size)
+        if reject is not None:
+            self._respond(reject.split(b" ", 1)[0], tag, reject.split(b" ", 1)[1])
+            if sync:
+                # The client sends nothing more for this command.
+                self._discard_chunks(self._chunks)
+                self._chunks, self._command_size = [], 0
+                return
+            self._skip_command = True
+            sink = _DiscardSink(size)
+        self._literal = sink
+        if sync and not self._skip_command:
+            self.sendContinuationRequest(b"Ready for literal data")
+        if size == 0:
+            self._end_literal()
+
+    def _end_literal(self):
+        sink, self._literal = self._literal, None
+        self._chunks.append(sink.result())
+
+    @staticmethod
+    def _discard_chunks(chunks):
+        for chunk in chunks:
+            if isinstance(chunk, SpooledLiteral):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(chunk.path)
+
+    def _read_line(self) -> defer.Deferred:
+        """The next raw line from the client (SASL responses, IDLE's DONE)."""
+        self._awaiting_line = defer.Deferred()
+        self.setTimeout(self._idle_timeout)
+        d = self._awaiting_line
+        self._pump()
+        return d
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _dispatch(self, chunks):
+        try:
+            tag, name, rest = split_command(chunks[0])
+        except IMAPSyntaxError as e:
+            self._discard_chunks(chunks)
+            self.sendBadResponse(None, str(e).encode())
+            return
+        d = defer.ensureDeferred(self._run_command(tag, name, [rest] + chunks[1:]))
+        if not d.called:
+            self._busy = True
+            self.setTimeout(None)
+            d.addBoth(self._command_done)
+
+    def _command_done(self, _):
+        self._busy = False
+        if not self._closing:
+            self.setTimeout(self._idle_timeout)
+        self._pump()
+
+    async def _run_command(self, tag, name, chunks):
+        try:
+            args = tokenize(chunks)
+            uid = False
+            if name == b"UID" and self.state == "select":
+                if not args or not isinstance(args[0], Atom):
+                    raise IMAPSyntaxError("UID needs a command")
+                name, args, uid = args[0].upper(), args[1:], True
+                if name not in UID_COMMANDS:
+                    raise IMAPSyntaxError(
+                        "UID %s is not supported" % name.decode("ascii", "replace")
+                    )
+            entry = COMMANDS.get(name)
+            if entry is None:
+                self.sendBadResponse(tag, b"Unknown command")
+                return
+            handler, states = entry
+            if self.state not in states:
+                self.sendBadResponse(tag, b"Command not valid in this state")
+                return
+            await getattr(self, "_cmd_" + handler)(tag, name, args, uid)
+        except IMAPSyntaxError as e:
+            self._fail(tag, b"BAD", str(e).encode("utf-8", "replace"))
+        except StorageUnavailable as e:
+            self._log.warn(
+                "storage unavailable during {command}: {error}",
+                command=name.decode("latin-1"),
+                error=str(e),
+            )
+            self._fail(tag, b"NO", b"[UNAVAILABLE] Storage is temporarily unavailable, try again")
+        except (_StreamBroken, error.ConnectionDone, error.ConnectionLost):
+            self._in_response = True
+            self._fail(tag, b"NO", b"")
+        except Exception:
+            self._log.failure(
+                "IMAP command {command} failed", command=name.decode("ascii", "replace")
+            )
+            self._fail(tag, b"NO", b"[SERVERBUG] Internal server error")
+        finally:
+            self._discard_chunks(chunks)
+
+    def _fail(self, tag, state, message):
+        if self._closing:
+            return
+        if self._in_response:
+            # Part of a response is on the wire; a tagged answer now would be misread.
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self._respond(state, tag, message)
+
+    # -- any state ---------------------------------------------------------------------------
+
+    async def _cmd_capability(self, tag, name, args, uid):
+        self._no_args(args)
+        self.sendUntaggedResponse(b"CAPABILITY " + b" ".join(self.listCapabilities()))
+        self.sendPositiveResponse(tag, b"CAPABILITY completed")
+
+    async def _cmd_noop(self, tag, name, args, uid):
+        self._no_args(args)
+        await self._report_changes()
+        self.sendPositiveResponse(tag, name + b" completed")
+
+    async def _cmd_logout(self, tag, name, args, uid):
+        self._no_args(args)
+        self.sendUntaggedResponse(b"BYE haitatsu logging out")
+        self.sendPositiveResponse(tag, b"LOGOUT completed")
+        self.state = "logout"
+        self._closing = True
+        self._close_view()
+        self.transport.loseConnection()
+
+    @staticmethod
+    def _no_args(args):
+        if args:
+            raise IMAPSyntaxError("unexpected arguments")
+
+    # -- authentication ----------------------------------------------------------------------
+
+    async def _cmd_login(self, tag, name, args, uid):
+        if len(args) != 2:
+            raise IMAPSyntaxError("LOGIN needs a user name and a password")
+        user, password = _astring(args[0]), _astring(args[1])
+        await self._login(tag, credentials.UsernamePassword(user, password), b"LOGIN")
+
+    async def _cmd_authenticate(self, tag, name, args, uid):
+        if not args or len(args) > 2 or not isinstance(args[0], Atom):
+            raise IMAPSyntaxError("AUTHENTICATE needs a mechanism")
+        mechanism = args[0].upper()
+        if mechanism not in self.challengers:
+            self.sendNegativeResponse(tag, b"Unsupported authentication mechanism")
+            return
+        if len(args) == 2:
+            response = _astring(args[1])
+            if response == b"=":
+                response = b""
+        else:
+            self.sendLine(b"+ ")
+            response = await self._read_line()
+            self.setTimeout(None)
+            if response.strip() == b"*":
+                self.sendBadResponse(tag, b"AUTHENTICATE cancelled")
+                return
+        try:
+            decoded = base64.b64decode(response, validate=True)
+        except (binascii.Error, ValueError):
+            self.sendBadResponse(tag, b"Invalid base64 in SASL response")
+            return
+        chal = self.challengers[mechanism]()
+        try:
+            chal.setResponse(decoded)
+        except UnauthorizedLogin:
+            self._login_failed(tag)
+            return
+        await self._login(tag, chal, b"AUTHENTICATE")
+
+    async def _login(self, tag, creds, command):
+        try:
+            iface, avatar, logout = await self.portal.login(creds, None, imap4.IAccount)
+        except (UnauthorizedLogin, UnhandledCredentials):
+            self._login_failed(tag)
+            return
+        self.account = avatar
+        self._onLogout = logout
+        self.state = "auth"
+        self._log.info(
+            "IMAP login for {mailbox_id}",
+            mailbox_id=avatar.mailbox_id,
+            remote_ip=getattr(self.peer, "host", ""),
+        )
+        self.sendPositiveResponse(tag, command + b" completed")
+
+    def _login_failed(self, tag):
+        self._log.info("IMAP login failed", remote_ip=getattr(self.peer, "host", ""))
+        self.sendNegativeResponse(tag, b"[AUTHENTICATIONFAILED] Invalid credentials")
+
+    # -- folders -----------------------------------------------------------------------------
+
+    async def _cmd_namespace(self, tag, name, args, uid):
+        self._no_args(args)
+        self.sendUntaggedResponse(b'NAMESPACE (("" "/")) NIL NIL')
+        self.sendPositiveResponse(tag, b"NAMESPACE completed")
+
+    async def _cmd_list(self, tag, name, args, uid):
+        if len(args) != 2:
+            raise IMAPSyntaxError("%s needs a reference and a pattern" % name.decode())
+        reference = decode_mailbox(_astring(args[0]))
+        pattern = decode_mailbox(_astring(args[1]))
+        if name == b"LIST" and pattern == "":
+            self.sendUntaggedResponse(b'LIST (\\Noselect) "/" ""')
+        else:
+            entries = await self.account.list_entries(
+                reference, pattern, subscribed_only=name == b"LSUB"
+            )
+            for entry in entries:
+                attributes = " ".join(entry.attributes).encode()
+                self.sendUntaggedResponse(
+                    b'%s (%s) "/" %s' % (name, attributes, encode_mailbox(entry.name))
+                )
+        self.sendPositiveResponse(tag, name + b" completed")
+
+    _cmd_lsub = _cmd_list
+
+    async def _cmd_subscribe(self, tag, name, args, uid):
+        if len(args) != 1:
+            raise IMAPSyntaxError("SUBSCRIBE needs a mailbox")
+        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        if folder is None:
+            self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+        elif folder.subscribed:
+            self.sendPositiveResponse(tag, b"SUBSCRIBE completed")
+        else:
+            self.sendNegativeResponse(tag, b"[CANNOT] Subscriptions cannot be changed yet")
+
+    async def _cmd_not_yet(self, tag, name, args, uid):
+        self.sendNegativeResponse(tag, b"[CANNOT] %s is not supported yet" % name)
+
+    async def _cmd_status(self, tag, name, args, uid):
+        if len(args) != 2 or not isinstance(args[1], list) or not args[1]:
+            raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
+        items = []
+        for item in args[1]:
+            if not isinstance(item, Atom) or item.upper() not in (
+                b"MESSAGES",
+                b"RECENT",
+                b"UIDNEXT",
+                b"UIDVALIDITY",
+                b"UNSEEN",
+            ):
+                raise IMAPSyntaxError("unknown STATUS item")
+            items.append(item.upper())
+        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        if folder is None:
+            self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+            return
+        rows = await self.store.list_folder_messages(folder.id)
+        last_uid = rows[-1].uid if rows else 0
+        values = {
+            b"MESSAGES": len(rows),
+            b"RECENT": 0,
+            b"UIDNEXT": max(folder.uid_next, last_uid + 1),
+            b"UIDVALIDITY": folder.uid_validity,
+            b"UNSEEN": sum(1 for r in rows if not r.read),
+        }
+        data = b" ".join(b"%s %d" % (item, values[item]) for item in items)
+        self.sendUntaggedResponse(b"STATUS %s (%s)" % (encode_mailbox(folder.name), data))
+        self.sendPositiveResponse(tag, b"STATUS completed")
+
+    # -- selecting ---------------------------------------------------------------------------
+
+    async def _cmd_select(self, tag, name, args, uid):
+        if len(args) != 1:
+            raise IMAPSyntaxError("%s needs a mailbox" % name.decode())
+        self._close_view()
+        self.state = "auth"
+        readonly = name == b"EXAMINE"
+        view = await self.account.select(decode_mailbox(_astring(args[0])), not readonly)
+        if view is None:
+            self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+            return
+        self.view = view
+        self.state = "select"
+        self._changes_pending = False
+        self._unsubscribe = self.store.changes.subscribe(self.account.mailbox_id, self._on_change)
+        folder = view.folder
+        flags = list(SYSTEM_FLAGS) + view.keywords()
+        self.sendUntaggedResponse(b"FLAGS " + _flag_list(flags))
+        if readonly:
+            self.sendPositiveResponse(None, b"[PERMANENTFLAGS ()] Read-only mailbox")
+        else:
+            self.sendPositiveResponse(
+                None, b"[PERMANENTFLAGS " + _flag_list(flags + ["\\*"]) + b"] Flags permitted"
+            )
+        self.sendUntaggedResponse(b"%d EXISTS" % view.exists)
+        self.sendUntaggedResponse(b"0 RECENT")
+        unseen = view.first_unseen()
+        if unseen is not None:
+            self.sendPositiveResponse(None, b"[UNSEEN %d] First unseen message" % unseen)
+        self.sendPositiveResponse(None, b"[UIDVALIDITY %d] UIDs valid" % folder.uid_validity)
+        last_uid = view.uids[-1] if view.uids else 0
+        uid_next = max(folder.uid_next, last_uid + 1)
+        self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % uid_next)
+        mode = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
+        self.sendPositiveResponse(tag, mode + b" " + name + b" completed")
+
+    _cmd_examine = _cmd_select
+
+    async def _cmd_close(self, tag, name, args, uid):
+        self._no_args(args)
+        if not self.view.readonly:
+            await self.store.expunge(self.view.folder.id)
+        self._close_view()
+        self.state = "auth"
+        self.sendPositiveResponse(tag, b"CLOSE completed")
+
+    async def _cmd_unselect(self, tag, name, args, uid):
+        self._no_args(args)
+        self._close_view()
+        self.state = "auth"
+        self.sendPositiveResponse(tag, b"UNSELECT completed")
+
+    def _close_view(self):
+        if self._unsubscribe is not None:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            unsubscribe()
+        self.view = None
+        self._changes_pending = False
+
+    # -- changes (NOOP, CHECK, IDLE) ---------------------------------------------------------
+
+    def _on_change(self, change):
+        view = self.view
+        if view is None or change.get("folder_id", view.folder.id) != view.folder.id:
+            return
+        self._changes_pending = True
+        if self._idling and not self._idle_refresh_running:
+            self._idle_refresh_running = True
+            defer.ensureDeferred(self._idle_refresh())
+
+    async def _idle_refresh(self):
+        try:
+            while self._idling and self._changes_pending and not self._closing:
+                await self._report_changes()
+        except Exception:
+            self._log.failure("IDLE refresh failed")
+        finally:
+            self._idle_refresh_running = False
+
+    async def _report_changes(self):
+        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS."""
+        if self.view is None or not self._changes_pending:
+            return
+        await self._view_lock.acquire()
+        try:
+            view = self.view
+            if view is None or not self._changes_pending:
+                return
+            self._changes_pending = False
+            rows = await self.store.list_folder_messages(view.folder.id)
+            if view is not self.view or self._closing:
+                return
+            update = view.refresh(rows)
+            for seq in update.expunged:
+                self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+            for seq, row in update.flags:
+                self.sendUntaggedResponse(
+                    b"%d FETCH (FLAGS %s UID %d)" % (seq, _flag_list(row.flags), row.uid)
+                )
+            if update.exists is not None:
+                self.sendUntaggedResponse(b"%d EXISTS" % update.exists)
+        finally:
+            self._view_lock.release()
+
+    async def _cmd_idle(self, tag, name, args, uid):
+        self._no_args(args)
+        await self._report_changes()
+        self.sendContinuationRequest(b"idling")
+        self._idling = True
+        try:
+            if self._changes_pending and not self._idle_refresh_running:
+                self._idle_refresh_running = True
+                defer.ensureDeferred(self._idle_refresh())
+            line = await self._read_line()
+        finally:
+            self._idling = False
+        self.setTimeout(None)
+        # Let a refresh that is writing finish before the tagged answer.
+        await self._view_lock.acquire()
+        self._view_lock.release()
+        if line.strip().upper() == b"DONE":
+            self.sendPositiveResponse(tag, b"IDLE terminated")
+        else:
+            self.sendBadResponse(tag, b"Expected DONE")
+
+    # -- message sets ------------------------------------------------------------------------
+
+    def _target_uids(self, token, uid) -> list[int]:
+        if not isinstance(token, Atom):
+            raise IMAPSyntaxError("sequence set expected")
+        ranges = parse_sequence_set(bytes(token))
+        uids = self.view.uids
+        return [uids[i] for i in resolve_sequence_set(ranges, uids, uid)]
+
+    # -- EXPUNGE ------------------------------------------------------------------------------
+
+    async def _cmd_expunge(self, tag, name, args, uid):
+        self._no_args(args)
+        if self.view.readonly:
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        view = self.view
+        removed = await self.store.expunge(view.folder.id)
+        for seq in view.remove(removed):
+            self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+        self.sendPositiveResponse(tag, b"EXPUNGE completed")
+
+    # -- STORE ---------------------------------------------------------------------------------
+
+    async def _cmd_store(self, tag, name, args, uid):
+        if len(args) < 3 or not isinstance(args[1], Atom):
+            raise IMAPSyntaxError("STORE needs a sequence set, an item and flags")
+        item = args[1].upper()
+        silent = item.endswith(b".SILENT")
+        base = item[: -len(b".SILENT")] if silent else item
+        modes = {b"FLAGS": "=", b"+FLAGS": "+", b"-FLAGS": "-"}
+        if base not in modes:
+            raise IMAPSyntaxError("unknown STORE item")
+        flag_tokens = args[2] if len(args) == 3 and isinstance(args[2], list) else args[2:]
+        flags = _parse_flags(flag_tokens)
+        uids = self._target_uids(args[0], uid)
+        view = self.view
+        if view.readonly:
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        if uids:
+            changed = await self.store.store_flags(view.folder.id, uids, flags, modes[base])
+            if view is not self.view:
+                return
+            view.update_rows(changed)
+        if not silent:
+            for u in uids:
+                if u not in view.by_uid:
+                    continue
+                row = view.row(u)
+                suffix = b" UID %d" % u if uid else b""
+                self.sendUntaggedResponse(
+                    b"%d FETCH (FLAGS %s%s)" % (view.seq(u), _flag_list(row.flags), suffix)
+                )
+        self.sendPositiveResponse(tag, b"STORE completed")
+
+    # -- SEARCH --------------------------------------------------------------------------------
+
+    async def _cmd_search(self, tag, name, args, uid):
+        view = self.view
+        try:
+            program = compile_search(args, view.uids)
+        except BadCharset:
+            self.sendNegativeResponse(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
+            return
+        matches = []
+        uids = list(view.uids)
+        for start in range(0, len(uids), self.FETCH_BATCH):
+            batch = uids[start : start + self.FETCH_BATCH]
+            infos = {}
+            if program.needs_info or program.needs_text:
+                pairs = await self.store.get_messages(view.folder.id, batch)
+                infos = {mm.uid: info for mm, info in pairs}
+            for u in batch:
+                if (program.needs_info or program.needs_text) and u not in infos:
+                    continue
+                candidate = Candidate(seq=view.seq(u), row=view.row(u), info=infos.get(u))
+                if program.needs_text:
+                    candidate.text = await self._message_text(infos[u])
+                if program.predicate(candidate):
+                    matches.append(u if uid else candidate.seq)
+        self.sendUntaggedResponse(b" ".join([b"SEARCH"] + [b"%d" % m for m in matches]))
+        self.sendPositiveResponse(tag, b"SEARCH completed")
+
+    async def _message_text(self, info) -> str:
+        data = await self.store.blobs.read(info.blob_key, info.header_size, self.SEARCH_TEXT_BYTES)
+        text = data.decode("utf-8", "replace")
+        return " ".join(
+            (info.text_body_extract or "", info.html_body_extract or "", text)
+        ).casefold()
+
+    # -- FETCH ---------------------------------------------------------------------------------
+
+    async def _cmd_fetch(self, tag, name, args, uid):
+        if len(args) < 2:
+            raise IMAPSyntaxError("FETCH needs a sequence set and items")
+        items = fetchmod.parse_fetch_items(args[1:])
+        if uid and "UID" not in items:
+            items = ["UID"] + items
+        uids = self._target_uids(args[0], uid)
+        view = self.view
+        needs_info = any(not isinstance(i, str) or i in fetchmod.INFO_ITEMS for i in items)
+        sets_seen = not view.readonly and any(fetchmod.sets_seen(i) for i in items)
+        for start in range(0, len(uids), self.FETCH_BATCH):
+            batch = uids[start : start + self.FETCH_BATCH]
+            if needs_info:
+                pairs = await self.store.get_messages(view.folder.id, batch)
+                if view is not self.view:
+                    return
+                view.update_rows(mm for mm, _ in pairs)
+            else:
+                pairs = [(view.row(u), None) for u in batch if u in view.by_uid]
+            seen_now = set()
+            if sets_seen:
+                unseen = [mm.uid for mm, _ in pairs if not mm.read]
+                if unseen:
+                    changed = await self.store.store_flags(view.folder.id, unseen, ["\\Seen"], "+")
+                    seen_now = set(view.update_rows(changed))
+            for mm, info in pairs:
+                if mm.uid not in view.by_uid:
+                    continue
+                row = view.row(mm.uid)
+                await self._send_fetch(view.seq(row.uid), row, info, items, row.uid in seen_now)
+        self.sendPositiveResponse(tag, b"FETCH completed")
+
+    async def _send_fetch(self, seq, row, info, items, flags_changed):
+        out = [b"* %d FETCH (" % seq]
+        first = True
+        if flags_changed and "FLAGS" not in items:
+            items = list(items) + ["FLAGS"]
+        self._in_response = True
+        for item in items:
+            if not first:
+                out.append(b" ")
+            first = False
+            if isinstance(item, str):
+                out.append(self._simple_item(item, row, info))
+                continue
+            label, data, blob_range = await self._section(item, row, info)
+            if data is not None:
+                out.append(b"%s {%d}\r\n" % (label, len(data)))
+                out.append(data)
+            else:
+                start, length = blob_range
+                out.append(b"%s {%d}\r\n" % (label, length))
+                self.transport.writeSequence(out)
+                out = []
+                if length:
+                    await self._stream_blob(info.blob_key, start, length)
+        out.append(b")\r\n")
+        self.transport.writeSequence(out)
+        self._in_response = False
+
+    def _simple_item(self, item, row, info) -> bytes:
+        if item == "FLAGS":
+            return b"FLAGS " + _flag_list(row.flags)
+        if item == "UID":
+            return b"UID %d" % row.uid
+        if item == "INTERNALDATE":
+            return b"INTERNALDATE " + format_internal_date(row.internal_date)
+        if item == "RFC822.SIZE":
+            return b"RFC822.SIZE %d" % row.size_bytes
+        if item == "ENVELOPE":
+            return b"ENVELOPE " + _wire(
+                info.envelope or "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+            )
+        if item == "BODYSTRUCTURE":
+            return b"BODYSTRUCTURE " + _wire(info.bodystructure or _fallback_structure(info))
+        if item == "BODY":
+            return b"BODY " + _wire(info.body or _fallback_structure(info))
+        raise AssertionError(item)
+
+    async def _section(self, section, row, info):
+        """``(label, bytes or None, (start, length) or None)`` for one body section."""
+        size = info.size_bytes
+        header_size = info.header_size
+        blobs = self.store.blobs
+        data = None
+        span = None
+        if not section.part:
+            if section.kind == "":
+                span = (0, size)
+            elif section.kind == "TEXT":
+                span = (header_size, size - header_size)
+            else:
+                data = await blobs.read(info.blob_key, 0, header_size)
+        else:
+            key = ".".join(str(p) for p in section.part)
+            part = (info.parts or {}).get(key)
+            if part is None and section.part == (1,) and not _is_multipart(info):
+                part = {"header_start": 0, "body_start": header_size, "end": size}
+            if part is None:
+                data = b""
+            elif section.kind == "":
+                span = (part["body_start"], part["end"] - part["body_start"])
+            elif section.kind == "MIME":
+                data = await blobs.read(
+                    info.blob_key, part["header_start"], part["body_start"] - part["header_start"]
+                )
+            else:
+                # HEADER / TEXT of an encapsulated message/rfc822 part.
+                length = part["end"] - part["body_start"]
+                head = await blobs.read(info.blob_key, part["body_start"], min(length, 65536))
+                end = fetchmod.find_header_end(head)
+                end = len(head) if end is None else end
+                if section.kind == "TEXT":
+                    span = (part["body_start"] + end, length - end)
+                else:
+                    data = head[:end]
+        if data is not None and section.kind.startswith("HEADER.FIELDS"):
+            data = fetchmod.header_fields(data, section.fields, section.kind.endswith(".NOT"))
+        label = section.label
+        if section.partial is not None:
+            label += b"<%d>" % section.partial[0]
+        if data is not None:
+            offset, count = fetchmod.window(len(data), section.partial)
+            return label, data[offset : offset + count], None
+        offset, count = fetchmod.window(span[1], section.partial)
+        return label, None, (span[0] + offset, count)
+
+    async def _stream_blob(self, key, start, length):
+        f = await self.store.blobs.open(key)
+        try:
+            if start:
+                f.seek(start)
+            await _RangeSender(f, length, self.transport).start()
+        finally:
+            f.close()
+
+    # -- APPEND --------------------------------------------------------------------------------
+
+    async def _cmd_append(self, tag, name, args, uid):
+        if len(args) < 2 or len(args) > 4:
+            raise IMAPSyntaxError("APPEND needs a mailbox and a message literal")
+        message = args[-1]
+        if not isinstance(message, SpooledLiteral):
+            raise IMAPSyntaxError("APPEND needs the message as a literal")
+        flags: list[str] = []
+        internal_date = None
+        for extra in args[1:-1]:
+            if isinstance(extra, list) and not flags:
+                flags = _parse_flags(extra)
+            elif isinstance(extra, String) and internal_date is None:
+                internal_date = parse_date_time(bytes(extra))
+            else:
+                raise IMAPSyntaxError("invalid APPEND arguments")
+        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        if folder is None:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+            return
+        trace_id = str(ULID())
+        try:
+            await self.store.deliver(
+                message.path,
+                [
+                    Delivery(
+                        mailbox_id=self.account.mailbox_id, folder=folder.name, flags=tuple(flags)
+                    )
+                ],
+                trace_id=trace_id,
+                internal_date=internal_date,
+            )
+        except OverQuota:
+            self.sendNegativeResponse(tag, b"[OVERQUOTA] Mailbox is over its quota")
+            return
+        except ValueError:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+            return
+        self._log.info(
+            "APPEND of {size} bytes to {folder}",
+            size=message.size,
+            folder=folder.name,
+            mailbox_id=self.account.mailbox_id,
+            trace_id=trace_id,
+        )
+        if self.view is not None and self.view.folder.id == folder.id:
+            await self._report_changes()
+        self.sendPositiveResponse(tag, b"APPEND completed")
+
+    # -- UID -----------------------------------------------------------------------------------
+
+    async def _cmd_uid(self, tag, name, args, uid):
+        raise IMAPSyntaxError("UID needs a command")
+
+
+_EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+
+
+def _is_multipart(info) -> bool:
+    return (info.bodystructure or "").startswith("((")
+
+
+def _fallback_structure(info) -> str:
+    body = max(info.size_bytes - info.header_size, 0)
+    return '("TEXT" "PLAIN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" %d 0)' % body
+
+
+class IMAPFactory(protocol.ServerFactory):
+    """Builds an ``IMAPServer`` per connection with the configuration current at that moment."""
+
+    protocol = IMAPServer
+
+    def __init__(self, get_config, store, reactor, spool_dir=None):
+        self.get_config = get_config
+        self.store = store
+        self.reactor = reactor
+        self.spool_dir = spool_dir
+        self.portal = Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")])
+
+    def buildProtocol(self, addr):
+        config = self.get_config()
+        spool_dir = self.spool_dir
+        if spool_dir is None:
+            candidate = os.path.join(config.data_dir, "spool")
+            spool_dir = candidate if os.path.isdir(candidate) else None
+        p = self.protocol(config, self.store, self.portal, self.reactor, spool_dir=spool_dir)
+        p.factory = self
+        return p
+
+
+__all__ = ["IMAPServer", "IMAPFactory"]
