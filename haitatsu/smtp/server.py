@@ -85,7 +85,10 @@ class InboundESMTP(ESMTP):
         self.clock = clock
         self.spool_dir = spool_dir
         self.extra_extensions = extra_extensions
-        self.host = config.server.public_hostname
+        try:
+            self.host = config.server.public_hostname.encode("idna")
+        except UnicodeError:
+            self.host = config.server.public_hostname.encode("ascii", "replace")
         self.timeout = config.smtp.idle_timeout_seconds or None
         self.max_line_length = config.smtp.max_line_length or DEFAULT_MAX_LINE_LENGTH
         self.max_message_size = config.max_message_size
@@ -160,8 +163,10 @@ class InboundESMTP(ESMTP):
                 del self._buffer[: end + 2]
                 if self._discarding:
                     self._discarding = False
+                    self._count_discarded(end + 2)
                     self.line_too_long()
                 elif end > self.max_line_length:
+                    self._count_discarded(end + 2)
                     self.line_too_long()
                 else:
                     self.lineReceived(line)
@@ -175,7 +180,14 @@ class InboundESMTP(ESMTP):
         if self._discarding or pending > self.max_line_length:
             self._discarding = True
             keep = b"\r" if self._buffer.endswith(b"\r") else b""
+            self._count_discarded(len(self._buffer) - len(keep))
             self._buffer = bytearray(keep)
+
+    def _count_discarded(self, octets: int):
+        """Bytes of an over-long DATA line still count towards the size limit, so a huge
+        single-line message is answered 552 like any other oversize message."""
+        if self.mode is DATA:
+            self._count_data(octets)
 
     def lineReceived(self, line):
         if self.mode is DATA:
@@ -454,11 +466,8 @@ class InboundESMTP(ESMTP):
             return
         if line[:1] == b".":
             line = line[1:]
+        self._count_data(len(line) + 2)
         if self._data_error is not None:
-            return
-        self._data_size += len(line) + 2
-        if self._data_size > self.max_message_size:
-            self._fail_data(MESSAGE_TOO_BIG)
             return
         try:
             self._spool.write(line)
@@ -466,6 +475,13 @@ class InboundESMTP(ESMTP):
         except OSError:
             self._log.failure("spool write failed", trace_id=self._trace_id)
             self._fail_data(TEMPFAIL)
+
+    def _count_data(self, octets: int):
+        self._data_size += octets
+        if self._data_size > self.max_message_size and self._data_error is not MESSAGE_TOO_BIG:
+            # Size wins over any earlier problem: it is what a SIZE-aware client acts on.
+            self._data_error = None
+            self._fail_data(MESSAGE_TOO_BIG)
 
     def _fail_data(self, reply: Reply):
         """Stop spooling but keep reading to the final dot; ``reply`` is the answer to it."""

@@ -302,6 +302,23 @@ class DataTests(DeliveryTestCase):
         self.assertEqual(await self.inbox(self.bob), [])
         self.assertEqual(self.session.command(b"NOOP\r\n"), [b"250 2.0.0 OK"])
 
+    async def test_oversize_single_line(self):
+        """A message that is over the size limit *and* one over-long line (streamed in pieces,
+        never buffered) is answered 552 5.3.4: size wins over line length."""
+        lines = await self.session.converse(
+            b"MAIL FROM:<a@b.example>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n", replies=3
+        )
+        self.assertEqual(lines[-1], b"354 end data with <CR><LF>.<CR><LF>")
+        self.session.send(b"Subject: one line\r\n\r\n")
+        for _ in range(40):
+            self.session.send(b"w" * 1000)
+            self.assertLessEqual(len(self.session.protocol._buffer), 1000)
+        lines = await self.session.converse(b"\r\n.\r\n")
+        self.assertEqual(lines, [b"552 5.3.4 message size exceeds fixed maximum message size"])
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(self.session.command(b"NOOP\r\n"), [b"250 2.0.0 OK"])
+
     async def test_connection_lost_during_data(self):
         """A client that disconnects in the middle of DATA leaves no spool file and no message."""
         await self.session.converse(
