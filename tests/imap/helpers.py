@@ -19,7 +19,8 @@ from twisted.trial import unittest
 
 from haitatsu.config.model import Config, IMAPConfig, LimitsConfig
 from haitatsu.imap import IMAPFactory
-from tests.support import deliver_bytes, make_store
+from haitatsu.storage.records import Delivery
+from tests.support import make_store
 
 PEER = IPv4Address("TCP", "192.0.2.9", 40999)
 ADDRESS = "alice@example.test"
@@ -63,7 +64,7 @@ EIGHT_BIT = (
     "Subject: Grüße aus Köln\r\n"
     "\r\n"
     "Hallo Alice, schöne Grüße!\r\n"
-).encode("utf-8")
+).encode()
 
 
 def make_config(max_message_size: int = 100_000, idle_timeout: int = 1800) -> Config:
@@ -146,6 +147,9 @@ class IMAPTestCase(unittest.TestCase):
             lambda: self.config, self.store, self.clock, spool_dir=self.spool_dir
         )
 
+    def login_args(self) -> bytes:
+        return b"LOGIN %s %s" % (ADDRESS.encode(), self.password.encode())
+
     def connect(self) -> Session:
         session = Session(self, self.factory, self.clock)
         session.output()
@@ -153,7 +157,7 @@ class IMAPTestCase(unittest.TestCase):
 
     async def login(self, session=None) -> Session:
         session = session or self.connect()
-        answer = await session.command(b"L1 LOGIN %s %s" % (ADDRESS.encode(), self.password.encode()))
+        answer = await session.command(b"L1 " + self.login_args())
         assert answer.endswith(b"L1 OK LOGIN completed\r\n"), answer
         return session
 
@@ -163,9 +167,30 @@ class IMAPTestCase(unittest.TestCase):
         assert b"S1 OK" in answer, answer
         return session
 
-    async def deliver(self, data: bytes, folder="INBOX", flags=()):
-        placed = await deliver_bytes(self.store, data, self.mailbox.id, folder, flags)
+    async def deliver(self, data: bytes, folder="INBOX", flags=(), internal_date=None):
+        """Store ``data`` through the real delivery path; return its ``MailboxMessage``."""
+        fd, path = tempfile.mkstemp(suffix=".eml")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            placed = await self.store.deliver(
+                path,
+                [Delivery(self.mailbox.id, folder=folder, flags=tuple(flags))],
+                trace_id="TRACE",
+                internal_date=internal_date,
+            )
+        finally:
+            os.unlink(path)
         return placed[0]
+
+    async def set_uid_next(self, folder_name: str, uid_next: int):
+        """Jump a folder's UID counter, to test UIDs near 2**32 without 4 billion deliveries."""
+        folder = await self.store.get_folder(self.mailbox.id, folder_name)
+
+        async def txn_fn(txn):
+            await txn.execute("UPDATE folders SET uid_next = ? WHERE id = ?", (uid_next, folder.id))
+
+        await self.store.db.run("test_set_uid_next", txn_fn)
 
     async def info(self, mm):
         [(row, info)] = await self.store.get_messages(mm.folder_id, [mm.uid])

@@ -8,9 +8,7 @@ from twisted.internet import defer
 
 from tests.imap.helpers import ADDRESS, SIMPLE, IMAPTestCase
 
-CAPS_UNAUTH = (
-    b"IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE NAMESPACE CHILDREN SPECIAL-USE UNSELECT"
-)
+CAPS_UNAUTH = b"IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE NAMESPACE CHILDREN SPECIAL-USE UNSELECT"
 CAPS_AUTH = b"IMAP4rev1 LITERAL+ SASL-IR IDLE NAMESPACE CHILDREN SPECIAL-USE UNSELECT"
 
 
@@ -27,7 +25,6 @@ def d(coro_fn):
 class GreetingAndCapabilityTests(IMAPTestCase):
     def test_greeting_lists_capabilities(self):
         session = self.connect()
-        session.protocol  # connected in connect()
         self.assertEqual(
             session.transport.value(),
             b"* OK [CAPABILITY " + CAPS_UNAUTH + b"] haitatsu IMAP4rev1 ready\r\n",
@@ -51,7 +48,7 @@ class LoginTests(IMAPTestCase):
     @d
     async def test_login_ok(self):
         session = self.connect()
-        answer = await session.command(b"a LOGIN %s %s" % (ADDRESS.encode(), self.password.encode()))
+        answer = await session.command(b"a " + self.login_args())
         self.assertEqual(answer, b"a OK LOGIN completed\r\n")
 
     @d
@@ -147,7 +144,7 @@ class FolderTests(IMAPTestCase):
     @d
     async def test_list_inbox_case_insensitive_and_delimiter(self):
         session = await self.login()
-        answer = await session.command(b"a LIST \"\" inbox")
+        answer = await session.command(b'a LIST "" inbox')
         self.assertEqual(answer, b'* LIST (\\HasNoChildren) "/" "INBOX"\r\na OK LIST completed\r\n')
         answer = await session.command(b'b LIST "" ""')
         self.assertEqual(answer, b'* LIST (\\Noselect) "/" ""\r\nb OK LIST completed\r\n')
@@ -230,8 +227,14 @@ class FolderTests(IMAPTestCase):
         await self.deliver(SIMPLE, flags=["\\Deleted"])
         session = await self.selected()
         self.assertEqual(await session.command(b"a UNSELECT"), b"a OK UNSELECT completed\r\n")
-        self.assertEqual(len(await self.store.list_folder_messages(
-            (await self.store.get_folder(self.mailbox.id, "INBOX")).id)), 1)
+        self.assertEqual(
+            len(
+                await self.store.list_folder_messages(
+                    (await self.store.get_folder(self.mailbox.id, "INBOX")).id
+                )
+            ),
+            1,
+        )
         await session.command(b"b SELECT INBOX")
         self.assertEqual(await session.command(b"c CLOSE"), b"c OK CLOSE completed\r\n")
         inbox = await self.store.get_folder(self.mailbox.id, "INBOX")
@@ -250,9 +253,7 @@ class RobustnessTests(IMAPTestCase):
             b"c BAD unterminated quoted string\r\n",
         )
         self.assertEqual(await session.command(b"d LIST (("), b"d BAD unbalanced parenthesis\r\n")
-        self.assertEqual(
-            await session.command(b"e NOOP"), b"e OK NOOP completed\r\n"
-        )
+        self.assertEqual(await session.command(b"e NOOP"), b"e OK NOOP completed\r\n")
 
     @d
     async def test_overlong_line_is_bad_and_session_kept(self):
@@ -264,7 +265,7 @@ class RobustnessTests(IMAPTestCase):
     @d
     async def test_pipelined_commands_answer_in_order(self):
         session = await self.login()
-        session.send(b"a NOOP\r\nb LIST \"\" INBOX\r\nc NOOP\r\n")
+        session.send(b'a NOOP\r\nb LIST "" INBOX\r\nc NOOP\r\n')
         self.assertEqual(
             await session.wait_for(rb"^c "),
             b"a OK NOOP completed\r\n"
