@@ -14,7 +14,6 @@ from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
-from twisted.web.server import Site
 
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
@@ -49,9 +48,9 @@ class HaitatsuService(MultiService):
                 self.get_config, self.store, self.reactor, self.spool_dir
             ),
             "imap.addr": lambda: IMAPFactory(self.get_config, self.store, self.reactor),
-            "server.api_addr": lambda: Site(
-                HaitatsuAPI(self.get_config, self.store, self.watcher, self.reactor).resource()
-            ),
+            "server.api_addr": lambda: HaitatsuAPI(
+                self.get_config, self.store, self.watcher, self.reactor
+            ).site(),
         }
         for key, make_factory in listeners.items():
             endpoint = config.endpoint(key)

@@ -558,8 +558,11 @@ class MailStore:
             raise ValueError("deliver needs at least one Delivery")
         # Parsing never fails (see _parse_safely), so the two run side by side.
         parsed_d = self._thread(_parse_safely, spool_path)
-        ref = yield self.blobs.put_file(spool_path)
-        parsed = yield parsed_d
+        try:
+            ref = yield self.blobs.put_file(spool_path)
+        finally:
+            # The caller removes the spool file once we answer: the parser must be done with it.
+            parsed = yield parsed_d
         internal = internal_date or now_ns()
         message_id = new_id()
 
