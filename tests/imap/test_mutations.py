@@ -284,6 +284,15 @@ class AppendTests(IMAPTestCase):
         self.assertEqual(await self.stored(), [])
         self.assertEqual(os.listdir(self.spool_dir), [])
 
+    @d
+    async def test_disconnect_mid_literal_leaves_no_spool_file(self):
+        session = await self.login()
+        session.send(b"a APPEND INBOX {%d+}\r\n" % len(SIMPLE) + SIMPLE[:50])
+        self.assertEqual(len(os.listdir(self.spool_dir)), 1)
+        session.close()
+        self.assertEqual(os.listdir(self.spool_dir), [])
+        self.assertEqual(await self.stored(), [])
+
 
 class IdleTests(IMAPTestCase):
     @d
