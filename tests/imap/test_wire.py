@@ -130,3 +130,18 @@ class HeaderFieldTests(unittest.SynchronousTestCase):
         self.assertEqual(window(10, (3, 4)), (3, 4))
         self.assertEqual(window(10, (8, 4)), (8, 2))
         self.assertEqual(window(10, (12, 4)), (10, 0))
+
+
+class InterfaceTests(unittest.SynchronousTestCase):
+    def test_account_and_realm_provide_their_interfaces(self):
+        from twisted.cred.portal import IRealm
+        from twisted.mail import imap4
+        from zope.interface.verify import verifyObject
+
+        from haitatsu.imap import Account, IMAPRealm
+
+        self.assertTrue(verifyObject(imap4.IAccount, Account(None, "MBX")))
+        self.assertTrue(verifyObject(imap4.INamespacePresenter, Account(None, "MBX")))
+        self.assertTrue(verifyObject(IRealm, IMAPRealm(None)))
+        iface, account, logout = IMAPRealm(None).requestAvatar(b"MBX", None, imap4.IAccount)
+        self.assertEqual((iface, account.mailbox_id), (imap4.IAccount, "MBX"))
