@@ -47,7 +47,9 @@ class HaitatsuService(MultiService):
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
                 self.get_config, self.store, self.reactor, self.spool_dir
             ),
-            "imap.addr": lambda: IMAPFactory(self.get_config, self.store, self.reactor),
+            "imap.addr": lambda: IMAPFactory(
+                self.get_config, self.store, self.reactor, self.spool_dir
+            ),
             "server.api_addr": lambda: HaitatsuAPI(
                 self.get_config, self.store, self.watcher, self.reactor
             ).site(),
