@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from haitatsu import log
+from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.storage import build_store
@@ -33,6 +34,8 @@ class HaitatsuService(MultiService):
         self.watcher.setServiceParent(self)
         self.watcher.add_listener(log.apply_reload)
         self.store = build_store(config, reactor)
+        # One throttle for every login listener: failures on IMAP count for POP3 and back.
+        self.login_throttle = LoginThrottle(self.store, reactor)
         self.spool_dir = os.path.join(config.data_dir, "spool")
         self.ready = defer.Deferred()
         self._build_listeners(config)
@@ -43,6 +46,7 @@ class HaitatsuService(MultiService):
     def _build_listeners(self, config: Config):
         from haitatsu.api import HaitatsuAPI
         from haitatsu.imap import IMAPFactory
+        from haitatsu.pop3 import POP3Factory
         from haitatsu.smtp import InboundSMTPFactory
 
         listeners = {
@@ -50,12 +54,18 @@ class HaitatsuService(MultiService):
                 self.get_config, self.store, self.reactor, self.spool_dir
             ),
             "imap.addr": lambda: IMAPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir
+                self.get_config, self.store, self.reactor, self.spool_dir, self.login_throttle
             ),
+            "pop3.addr": lambda: POP3Factory(
+                self.get_config, self.store, self.reactor, self.login_throttle
+            ),
+            # TODO(tls): "pop3.tls_addr" (implicit TLS) once listeners get a TLS context.
             "server.api_addr": lambda: HaitatsuAPI(
                 self.get_config, self.store, self.watcher, self.reactor
             ).site(),
         }
+        if config.pop3.tls_addr:
+            self._log.warn("pop3.tls_addr is set, but implicit TLS is not built yet: not listening")
         for key, make_factory in listeners.items():
             endpoint = config.endpoint(key)
             if not endpoint:

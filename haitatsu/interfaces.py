@@ -115,6 +115,23 @@ class IMailStore(Interface):
         """Fire with the active ``Mailbox`` if ``password`` is a live app password of the mailbox
         at ``address`` carrying ``scope``; otherwise None. Updates ``last_used_at``."""
 
+    # -- login throttling (API.md 5.3) ----------------------------------------------------
+    # Times are nanoseconds since the epoch; the policy (window, limit, lockout) is the caller's.
+
+    def record_login_failure(remote_ip, now, window, max_failures, lockout):
+        """Count a failed login from ``remote_ip``; fire with the end of its lockout if
+        ``max_failures`` within ``window`` have locked it (for ``lockout``), else None."""
+
+    def login_locked(remote_ip, now):
+        """Fire with the end of ``remote_ip``'s lockout if it is locked at ``now``, else None."""
+
+    def clear_login_failures(remote_ip):
+        """Forget ``remote_ip``'s failures (a login succeeded)."""
+
+    def prune_login_failures(before):
+        """Delete throttling state last touched before ``before`` and not locked; fire with
+        the number of rows removed."""
+
     # -- folders -------------------------------------------------------------------------
 
     def list_folders(mailbox_id):
@@ -156,6 +173,11 @@ class IMailStore(Interface):
     def expunge(folder_id, uids=None):
         """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):
         moved to Trash, or soft-deleted when the folder is Trash. Fire with the removed UIDs."""
+
+    def delete_messages(folder_id, uids, to_trash=True):
+        """Remove the folder's live messages with these UIDs regardless of flags (POP3 DELE):
+        moved to Trash, or soft-deleted with the quota released when ``to_trash`` is false or
+        the folder is Trash. Fire with the removed UIDs."""
 
     def check():
         """Fire with None if the database is reachable and migrations are current."""

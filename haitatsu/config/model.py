@@ -79,6 +79,18 @@ class IMAPConfig:
 
 
 @attrs.frozen
+class POP3Config:
+    """Our addition. Off unless configured (the example config listens on 127.0.0.1:1110), so an
+    existing configuration of the original opens no new port."""
+
+    addr: str = ""
+    #: Implicit TLS (port 995); served once TLS is built. TODO(tls): wire with the TLS issue.
+    tls_addr: str = ""
+    #: RFC 1939 wants at least 10 minutes; 0 disables the timer.
+    idle_timeout_seconds: int = attrs.field(default=600, validator=_nonneg)
+
+
+@attrs.frozen
 class SubmissionConfig:
     starttls_addr: str = ""
     tls_addr: str = ""
@@ -179,6 +191,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     smtp: SMTPConfig = SMTPConfig()
     imap: IMAPConfig = IMAPConfig()
+    pop3: POP3Config = POP3Config()
     submission: SubmissionConfig = SubmissionConfig()
     relay: RelayConfig = RelayConfig()
     database: DatabaseConfig = DatabaseConfig()
@@ -285,6 +298,8 @@ LISTENER_KEYS = (
     "server.api_addr",
     "smtp.inbound_addr",
     "imap.addr",
+    "pop3.addr",
+    "pop3.tls_addr",
     "submission.starttls_addr",
     "submission.tls_addr",
 )
@@ -300,6 +315,8 @@ RESTART_KEYS = (
     "server.data_dir",
     "smtp.inbound_addr",
     "imap.addr",
+    "pop3.addr",
+    "pop3.tls_addr",
     "submission.starttls_addr",
     "submission.tls_addr",
     "tls",

@@ -35,6 +35,7 @@ from ulid import ULID
 from zope.interface import implementer
 
 from haitatsu.auth.checker import AppPasswordChecker
+from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
@@ -613,7 +614,9 @@ class IMAPServer(imap4.IMAP4Server):
 
     async def _login(self, tag, creds, command):
         try:
-            iface, avatar, logout = await self.portal.login(creds, None, imap4.IAccount)
+            iface, avatar, logout = await self.portal.login(
+                creds, None, imap4.IAccount, remote_ip=getattr(self.peer, "host", "")
+            )
         except (UnauthorizedLogin, UnhandledCredentials):
             self._login_failed(tag)
             return
@@ -1127,16 +1130,23 @@ def _fallback_structure(info) -> str:
 
 
 class IMAPFactory(protocol.ServerFactory):
-    """Builds an ``IMAPServer`` per connection with the configuration current at that moment."""
+    """Builds an ``IMAPServer`` per connection with the configuration current at that moment.
+
+    ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
+    without it the factory makes its own on ``reactor``.
+    """
 
     protocol = IMAPServer
 
-    def __init__(self, get_config, store, reactor, spool_dir=None):
+    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None):
         self.get_config = get_config
         self.store = store
         self.reactor = reactor
         self.spool_dir = spool_dir
-        self.portal = Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")])
+        self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
+        self.portal = ThrottledPortal(
+            Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")]), self.throttle
+        )
 
     def buildProtocol(self, addr):
         config = self.get_config()

@@ -495,6 +495,77 @@ class MailStore:
                 return mailbox
         return None
 
+    # -- login throttling -------------------------------------------------------------------
+
+    def record_login_failure(self, remote_ip, now, window, max_failures, lockout):
+        """Count one failed login from ``remote_ip`` at ``now``; fire with the end of its lockout
+        (ns) if the IP is locked now, else None.
+
+        The count restarts when the previous window (``window`` ns from the first failure) or a
+        previous lockout is over; reaching ``max_failures`` locks the IP for ``lockout`` ns. One
+        upsert, so failures counted by several nodes at once all land.
+        """
+
+        async def txn_fn(txn):
+            restart = "auth_lockouts.window_start <= ? OR auth_lockouts.locked_until <= ?"
+            await txn.execute(
+                "INSERT INTO auth_lockouts (remote_ip, failures, window_start, locked_until, "
+                "updated_at) VALUES (?, 1, ?, NULL, ?) ON CONFLICT (remote_ip) DO UPDATE SET "
+                f"failures = CASE WHEN {restart} THEN 1 ELSE auth_lockouts.failures + 1 END, "
+                f"window_start = CASE WHEN {restart} THEN excluded.window_start "
+                "ELSE auth_lockouts.window_start END, "
+                f"locked_until = CASE WHEN {restart} THEN NULL "
+                "ELSE auth_lockouts.locked_until END, "
+                "updated_at = excluded.updated_at",
+                (remote_ip, now, now, now - window, now, now - window, now, now - window, now),
+            )
+            await txn.execute(
+                "UPDATE auth_lockouts SET locked_until = ? WHERE remote_ip = ? "
+                "AND failures >= ? AND locked_until IS NULL",
+                (now + lockout, remote_ip, max_failures),
+            )
+            row = await txn.execute_one(
+                "SELECT locked_until FROM auth_lockouts WHERE remote_ip = ?", (remote_ip,)
+            )
+            until = row["locked_until"] if row else None
+            return until if until is not None and until > now else None
+
+        return self._run("record_login_failure", txn_fn)
+
+    def login_locked(self, remote_ip, now):
+        """Fire with the end of ``remote_ip``'s lockout (ns) if locked at ``now``, else None."""
+
+        async def txn_fn(txn):
+            row = await txn.execute_one(
+                "SELECT locked_until FROM auth_lockouts WHERE remote_ip = ? AND locked_until > ?",
+                (remote_ip, now),
+            )
+            return row["locked_until"] if row else None
+
+        return self._run("login_locked", txn_fn, readonly=True)
+
+    def clear_login_failures(self, remote_ip):
+        """Forget ``remote_ip``'s failures (after a successful login); fire with None."""
+
+        async def txn_fn(txn):
+            await txn.execute("DELETE FROM auth_lockouts WHERE remote_ip = ?", (remote_ip,))
+
+        return self._run("clear_login_failures", txn_fn)
+
+    def prune_login_failures(self, before):
+        """Delete throttling rows last updated before ``before`` (ns) whose lockout, if any, is
+        over; fire with how many went. Housekeeping calls it with "now - 24 h"."""
+
+        async def txn_fn(txn):
+            await txn.execute(
+                "DELETE FROM auth_lockouts WHERE updated_at < ? "
+                "AND (locked_until IS NULL OR locked_until < ?)",
+                (before, before),
+            )
+            return txn.rowcount
+
+        return self._run("prune_login_failures", txn_fn)
+
     # -- folders ----------------------------------------------------------------------------
 
     def list_folders(self, mailbox_id):
@@ -899,6 +970,75 @@ class MailStore:
             return [mm.uid for mm in targets]
 
         return d.addCallback(publish)
+
+    def delete_messages(self, folder_id, uids, to_trash=True):
+        """Remove the live messages with these UIDs from the folder, whatever their flags: moved
+        to Trash when ``to_trash`` (and the folder is not Trash), else soft-deleted with the quota
+        released. Fire with the removed UIDs; UIDs already gone are skipped.
+
+        POP3 applies DELE at QUIT with this. Unlike ``expunge`` it does not depend on
+        ``\\Deleted``, so an IMAP client's flags never widen or narrow what a POP3 client deleted.
+        """
+        uids = sorted(set(int(u) for u in uids))
+
+        async def txn_fn(txn):
+            row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
+            if row is None:
+                return []
+            folder = _folder(row)
+            targets = []
+            for start in range(0, len(uids), 500):
+                clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
+                rows = await txn.execute(
+                    f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid",
+                    (folder_id, *params),
+                )
+                targets.extend(_mailbox_message(r) for r in rows)
+            trash = None
+            if to_trash and folder.special_use != "\\Trash":
+                trash = await txn.execute_one(
+                    "SELECT * FROM folders WHERE mailbox_id = ? AND special_use = '\\Trash'",
+                    (folder.mailbox_id,),
+                )
+                trash = _folder(trash) if trash else None
+            now = now_ns()
+            changes = []
+            for mm in targets:
+                changes.append(
+                    {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id}
+                )
+                if trash is None:
+                    await txn.execute(
+                        "UPDATE mailbox_messages SET deleted_at = ?, updated_at = ? WHERE id = ?",
+                        (now, now, mm.id),
+                    )
+                    await txn.execute(
+                        "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
+                        (mm.size_bytes, mm.mailbox_id),
+                    )
+                else:
+                    uid, modseq = await self._allocate_uid(txn, trash.id)
+                    await txn.execute(
+                        "UPDATE mailbox_messages SET folder_id = ?, uid = ?, modseq = ?, "
+                        "imap_deleted = ?, updated_at = ? WHERE id = ?",
+                        (trash.id, uid, modseq, False, now, mm.id),
+                    )
+                    changes.append(
+                        {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id}
+                    )
+            if targets:
+                await self._bump_modseq(txn, folder_id)
+            return [(folder.mailbox_id, change) for change in changes]
+
+        def publish(changes):
+            for mailbox_id, change in changes:
+                self.changes.publish(mailbox_id, change)
+            return [c["uid"] for _, c in changes if c["type"] == "expunge"]
+
+        if not uids:
+            return defer.succeed([])
+        return self._run("delete_messages", txn_fn).addCallback(publish)
 
     # -- health -----------------------------------------------------------------------------
 
