@@ -170,6 +170,45 @@ class StoreContractMixin:
         row = await store.db.run("read hash", read, readonly=True)
         self.assertRegex(row["password_hash"], r"^argon2id\$v=19\$m=65536,t=1,p=4\$[^$]+\$[^$]+$")
 
+    # -- login throttling ---------------------------------------------------------------
+
+    async def test_login_failures_lock_at_the_limit_until_the_lockout_ends(self):
+        store = await self.make()
+        minute, now = 60 * 10**9, 1_800_000_000 * 10**9
+        ip = "198.51.100.1"
+        for i in range(2):
+            self.assertIsNone(await store.record_login_failure(ip, now + i, 10 * minute, 3, minute))
+        self.assertIsNone(await store.login_locked(ip, now))
+        until = await store.record_login_failure(ip, now + 2, 10 * minute, 3, minute)
+        self.assertEqual(until, now + 2 + minute)
+        self.assertEqual(await store.login_locked(ip, now + minute), until)
+        self.assertIsNone(await store.login_locked("198.51.100.2", now))
+        # failures while locked do not extend the lockout
+        self.assertEqual(
+            await store.record_login_failure(ip, now + 3, 10 * minute, 3, minute), until
+        )
+        self.assertIsNone(await store.login_locked(ip, until))
+        # after the lockout the count starts again
+        self.assertIsNone(await store.record_login_failure(ip, until, 10 * minute, 3, minute))
+        await store.clear_login_failures(ip)
+        await store.record_login_failure(ip, until, 10 * minute, 3, minute)
+        self.assertIsNone(await store.record_login_failure(ip, until, 10 * minute, 3, minute))
+
+    async def test_login_failure_window_restarts_the_count(self):
+        store = await self.make()
+        minute, now = 60 * 10**9, 1_800_000_000 * 10**9
+        ip = "2001:db8::1"
+        await store.record_login_failure(ip, now, 10 * minute, 2, minute)
+        self.assertIsNone(
+            await store.record_login_failure(ip, now + 10 * minute, 10 * minute, 2, minute)
+        )
+        self.assertIsNotNone(
+            await store.record_login_failure(ip, now + 11 * minute, 10 * minute, 2, minute)
+        )
+        self.assertEqual(await store.prune_login_failures(now + 11 * minute), 0)
+        self.assertEqual(await store.prune_login_failures(now + 13 * minute), 1)
+        self.assertIsNone(await store.login_locked(ip, now + 11 * minute))
+
     # -- delivery -----------------------------------------------------------------------
 
     async def test_deliver_is_byte_exact_and_allocates_uids(self):
@@ -289,6 +328,35 @@ class StoreContractMixin:
         self.assertEqual(await store.list_folder_messages(trash.id), [])
         self.assertIsNone(await store.get_message_view(gone.id))
         self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, used - gone.size_bytes)
+
+    async def test_delete_messages_ignores_flags_and_moves_to_trash_or_soft_deletes(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (flagged,) = await deliver_bytes(store, MESSAGE, mailbox.id, flags=["\\Deleted"])
+        (one,) = await deliver_bytes(store, MESSAGE + b"1\r\n", mailbox.id)
+        (two,) = await deliver_bytes(store, MESSAGE + b"22\r\n", mailbox.id)
+        changes = []
+        store.changes.subscribe(mailbox.id, changes.append)
+        inbox = one.folder_id
+        self.assertEqual(await store.delete_messages(inbox, [one.uid, 999]), [one.uid])
+        self.assertEqual(
+            [m.uid for m in await store.list_folder_messages(inbox)], [flagged.uid, two.uid]
+        )
+        trash = await store.get_folder(mailbox.id, "Trash")
+        (in_trash,) = await store.list_folder_messages(trash.id)
+        self.assertEqual(in_trash.id, one.id)
+        used = (await store.get_mailbox(mailbox.id)).used_bytes
+        self.assertEqual(used, flagged.size_bytes + one.size_bytes + two.size_bytes)
+        self.assertEqual(
+            [(c["type"], c["folder_id"]) for c in changes],
+            [("expunge", inbox), ("exists", trash.id)],
+        )
+        self.assertEqual(await store.delete_messages(inbox, [two.uid], to_trash=False), [two.uid])
+        self.assertIsNone(await store.get_message_view(two.id))
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, used - two.size_bytes)
+        self.assertEqual(await store.delete_messages(trash.id, [in_trash.uid]), [in_trash.uid])
+        self.assertEqual(await store.list_folder_messages(trash.id), [])
+        self.assertEqual(await store.delete_messages(inbox, []), [])
 
     async def test_list_messages_and_view(self):
         store = await self.make()
