@@ -11,6 +11,7 @@ from __future__ import annotations
 import imaplib
 import json
 import os
+import poplib
 import signal
 import smtplib
 import socket
@@ -42,6 +43,7 @@ server {{
 }}
 smtp {{ inbound_addr = "127.0.0.1:{ports["smtp"]}" }}
 imap {{ addr = "127.0.0.1:{ports["imap"]}" }}
+pop3 {{ addr = "127.0.0.1:{ports["pop3"]}" }}
 submission {{ starttls_addr = "" tls_addr = "" }}
 database {{ driver = "sqlite" }}
 tls {{ mode = "off" }}
@@ -131,7 +133,7 @@ class MailLoopTests(unittest.TestCase):
     def setUp(self):
         self.workdir = os.path.abspath(self.mktemp())
         os.makedirs(self.workdir)
-        ports = {name: free_port() for name in ("http", "smtp", "imap")}
+        ports = {name: free_port() for name in ("http", "smtp", "imap", "pop3")}
         self.server = ServerProcess(self.workdir, ports)
         self.server.write_config(max_size=100_000)
         self.server.start()
@@ -169,7 +171,7 @@ class MailLoopTests(unittest.TestCase):
         status, body = server.http(
             "POST",
             f"/api/v1/mailboxes/{mailbox['id']}/passwords",
-            {"name": "imap client", "scopes": ["imap"]},
+            {"name": "imap client", "scopes": ["imap", "pop3"]},
         )
         self.assertEqual(status, 201, body)
         password = json.loads(body)["data"]["password"]
@@ -218,6 +220,15 @@ class MailLoopTests(unittest.TestCase):
             self.assertTrue(imap_bytes.startswith(b"Received: "))
         finally:
             imap.logout()
+
+        # Over POP3: the same bytes (poplib splits lines and removes the stuffed dot).
+        pop = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=10)
+        try:
+            pop.user("bob@e2e.test")
+            pop.pass_(password)
+            self.assertEqual(b"\r\n".join(pop.retr(1)[1]) + b"\r\n", imap_bytes)
+        finally:
+            pop.quit()
 
         # Over REST: the message list and raw bytes, identical to what IMAP served.
         status, body = server.http("GET", f"/api/v1/mailboxes/{mailbox['id']}/messages")
