@@ -72,7 +72,7 @@ class SQLiteEngine:
         )
 
     #: SQLite's ``BEGIN IMMEDIATE`` already serializes migrating processes.
-    migration_lock = None
+    migration_lock = ()
 
     def is_constraint_error(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError)
@@ -152,8 +152,8 @@ class SchemaMixin:
         available = schema_files(self.engine.name)
 
         async def apply(txn):
-            if self.engine.migration_lock:
-                await txn.execute(self.engine.migration_lock)
+            for statement in self.engine.migration_lock:
+                await txn.execute(statement)
             await txn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations "
                 "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"

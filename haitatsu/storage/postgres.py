@@ -86,8 +86,12 @@ class PostgresEngine:
 
     name = "postgres"
     supports_returning = True
-    #: Two nodes starting at once must not both apply a migration.
-    migration_lock = "SELECT pg_advisory_xact_lock(7244512003)"
+    #: Two nodes starting at once must not both apply a migration: the second waits for the
+    #: lock, then (at READ COMMITTED, so it sees what the first committed) finds nothing to do.
+    migration_lock = (
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        "SELECT pg_advisory_xact_lock(7244512003)",
+    )
 
     def __init__(
         self,
@@ -178,6 +182,26 @@ class PostgresConnection(txpostgres.Connection):
         if self.on_lost is not None:
             on_lost, self.on_lost = self.on_lost, None
             on_lost(self)
+
+    def _runInteraction(self, interaction, *args, **kwargs):
+        """txpostgres' BEGIN, interaction, COMMIT or ROLLBACK, except that a connection that
+        died is not rolled back (the server already did) and a failed rollback is reported as
+        ``RollbackFailed`` without logging it as an unhandled error."""
+        cursor = self.cursor()
+        d = cursor.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+        d.addCallback(lambda result: cursor.execute("commit").addCallback(lambda _: result))
+
+        def rollback(failure):
+            if self.is_closed:
+                return failure
+            r = defer.maybeDeferred(cursor.execute, "rollback")
+            r.addCallbacks(
+                lambda _: failure, lambda _: defer.fail(txpostgres.RollbackFailed(self, failure))
+            )
+            return r
+
+        return d.addErrback(rollback)
 
     @property
     def is_closed(self) -> bool:

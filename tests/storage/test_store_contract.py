@@ -308,6 +308,65 @@ class StoreContractMixin:
         self.assertEqual(mm.id, first.id)
         self.assertEqual(info.trace_id, "TRACE")
 
+    # -- search -------------------------------------------------------------------------
+
+    async def test_search_messages_same_results_on_every_engine(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        other = await store.create_mailbox("carol@example.com")
+
+        def message(sender, subject, body, html=False):
+            kind = "text/html" if html else "text/plain"
+            return (
+                f"From: {sender}\r\nTo: bob@example.com\r\nSubject: {subject}\r\n"
+                f"Content-Type: {kind}; charset=utf-8\r\n\r\n{body}\r\n"
+            ).encode()
+
+        (budget,) = await deliver_bytes(
+            store,
+            message("Alice <alice@example.org>", "Quarterly budget", "Numbers inside."),
+            mailbox.id,
+        )
+        (meetings,) = await deliver_bytes(
+            store,
+            message("Dave <dave@corp.example>", "Lunch", "Two meetings moved to Friday."),
+            mailbox.id,
+        )
+        (html,) = await deliver_bytes(
+            store,
+            message("dave@corp.example", "Report", "<p>The <b>budget</b> report</p>", html=True),
+            mailbox.id,
+        )
+        await deliver_bytes(store, message("x@y.example", "budget", "not Bob's"), other.id)
+        gone = (await deliver_bytes(store, message("z@y.example", "budget", "gone"), mailbox.id))[0]
+        await store.store_flags(gone.folder_id, [gone.uid], ["\\Deleted"], "+")
+        await store.expunge(gone.folder_id)
+        trash = await store.get_folder(mailbox.id, "Trash")
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+
+        async def ids(terms, **kw):
+            return [mm.id for mm, _ in await store.search_messages(mailbox.id, terms, **kw)]
+
+        self.assertEqual(await ids("budget"), [html.id, budget.id])
+        self.assertEqual(await ids("Budget quarterly"), [budget.id])
+        self.assertEqual(await ids("meeting"), [meetings.id])  # stemmed
+        self.assertEqual(await ids("alice"), [budget.id])
+        self.assertEqual(await ids("alice@example.org"), [budget.id])
+        self.assertEqual(await ids("corp.example"), [html.id, meetings.id])
+        self.assertEqual(await ids('"moved to friday"'), [meetings.id])
+        self.assertEqual(await ids('"friday moved"'), [])
+        self.assertEqual(await ids("budget -report"), [budget.id])
+        self.assertEqual(await ids("lunch or quarterly"), [meetings.id, budget.id])
+        self.assertEqual(await ids("budget", limit=1), [html.id])
+        self.assertEqual(await ids("budget", before=(html.created_at, html.id)), [budget.id])
+        self.assertEqual(await ids("budget", folder_id=trash.id), [])
+        self.assertEqual(await ids("nothing-like-this"), [])
+        self.assertEqual(await ids(""), [])
+        self.assertEqual(await ids('NEAR( AND "'), [])
+        (pair,) = await store.search_messages(mailbox.id, "numbers")
+        self.assertEqual(pair[1].subject, "Quarterly budget")
+
 
 class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
     """The embedded default: SQLite and a blob directory."""
