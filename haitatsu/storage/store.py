@@ -927,6 +927,9 @@ class MailStore:
         current = yield defer.Deferred.fromCoroutine(self.db.schema_current())
         if not current:
             raise StorageUnavailable("migrations not complete")
+        if not getattr(self.changes, "listening", True):
+            # IMAP IDLE on this node would miss changes made elsewhere.
+            raise StorageUnavailable("change bus is not listening")
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ migrations, and LISTEN/NOTIFY between two stores on one database."""
 from __future__ import annotations
 
 import json
+import os
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -310,3 +311,26 @@ class PostgresChangeBusTests(unittest.TestCase):
         await changes_settled(store)
         self.assertEqual([c["type"] for c in heard], ["resync", "exists"])
         self.assertEqual(heard[1]["uid"], mm.uid)
+
+
+class BuildStoreTests(unittest.SynchronousTestCase):
+    def test_driver_chooses_the_engine(self):
+        from haitatsu.config.model import Config, DatabaseConfig
+        from haitatsu.storage import build_store
+        from haitatsu.storage.changes import LocalChangeBus
+        from haitatsu.storage.engine import Database
+
+        config = Config(
+            database=DatabaseConfig(
+                driver="postgres", dsn="host=127.0.0.1 dbname=mail user=me", max_connections=7
+            )
+        )
+        store = build_store(config, reactor)
+        self.assertIsInstance(store.db, PostgresDatabase)
+        self.assertEqual(store.db.engine.max_connections, 7)
+        self.assertEqual(store.db.engine.dsn, "host=127.0.0.1 dbname=mail user=me")
+        self.assertIsInstance(store.changes, PostgresChangeBus)
+        self.assertEqual(store.blobs.root, os.path.abspath(config.blob_dir))
+        store = build_store(Config(), reactor)
+        self.assertIsInstance(store.db, Database)
+        self.assertIsInstance(store.changes, LocalChangeBus)
