@@ -61,7 +61,7 @@ class SQLiteEngine:
         return f"{column} IN ({', '.join('?' * len(values))})", values
 
     def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
-        """Full-text match on the FTS5 table the 002 migration keeps in sync by triggers."""
+        """Full-text match on the FTS5 table the 003 migration keeps in sync by triggers."""
         query = fts5_query(terms)
         if not query:
             return "1 = 0", []

@@ -132,7 +132,7 @@ class PostgresEngine:
         return f"{column} = ANY(?)", [values]
 
     def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
-        """Match the GIN-indexed ``search_vector`` the 002 migration adds. Addresses are indexed
+        """Match the GIN-indexed ``search_vector`` the 003 migration adds. Addresses are indexed
         with ``@`` and ``.`` as spaces; the query is read the same way."""
         if not terms.strip():
             return "1 = 0", []

@@ -1,6 +1,6 @@
 -- Full-text search on SQLite: an FTS5 table over subject, addresses and the text/html extracts,
 -- kept in sync by triggers, so the deliver transaction that inserts a message indexes it.
--- (PostgreSQL: 002_search.postgres.sql. Trigger bodies keep their inner semicolons mid-line.)
+-- (PostgreSQL: 003_search.postgres.sql. Trigger bodies keep their inner semicolons mid-line.)
 
 CREATE VIRTUAL TABLE message_search USING fts5 (
     message_id UNINDEXED,
