@@ -15,9 +15,10 @@ from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config, POP3Config
 from haitatsu.imap import IMAPFactory
 from haitatsu.pop3 import POP3Factory
-from haitatsu.storage import open_sqlite_store
+from haitatsu.storage import build_postgres_store, open_sqlite_store
 from tests.imap.helpers import Session as IMAPSession
 from tests.pop3.helpers import Session as POP3Session
+from tests.support import PG_SKIP, make_pg_database
 
 ADDRESS = "alice@example.test"
 ATTACKER = IPv4Address("TCP", "198.51.100.7", 50000)
@@ -88,6 +89,23 @@ class ThrottleTestCase(unittest.TestCase):
         store = await open_sqlite_store(
             reactor, os.path.join(self.root, "haitatsu.db"), os.path.join(self.root, "blobs")
         )
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(store.close()))
+        return store
+
+
+class PostgresNodes:
+    """Nodes on a PostgreSQL database of the test's own (each its own pool and memory)."""
+
+    skip = PG_SKIP
+    _dsn = None
+
+    async def open_store(self):
+        if self._dsn is None:
+            self._dsn = await make_pg_database(self)
+        store = build_postgres_store(
+            reactor, self._dsn, os.path.join(self.root, "blobs"), max_connections=2
+        )
+        await store.open()
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(store.close()))
         return store
 
@@ -165,6 +183,10 @@ class ProtocolThrottleTests(ThrottleTestCase):
 
     async def _mailbox(self):
         return await self.store.find_mailbox(ADDRESS)
+
+
+class PostgresProtocolThrottleTests(PostgresNodes, ProtocolThrottleTests):
+    """The same on PostgreSQL: the lockout crosses nodes through the shared database."""
 
 
 class LoginThrottleTests(ThrottleTestCase):
