@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import attrs
 from twisted.internet import reactor
 from twisted.trial import unittest
 
@@ -19,7 +20,7 @@ from haitatsu.config.loader import (
     load_config,
     load_config_async,
 )
-from haitatsu.config.model import Config, ConfigError
+from haitatsu.config.model import Config, ConfigError, restart_keys_changed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "haitatsu.pkl"
 
@@ -266,6 +267,9 @@ class ExampleConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
     def assertExample(self, config: Config, directory: str) -> None:
         self.assertEqual(config.endpoint("smtp.inbound_addr"), "tcp:2525:interface=127.0.0.1")
         self.assertEqual(config.endpoint("imap.addr"), "tcp:1143:interface=127.0.0.1")
+        self.assertEqual(config.endpoint("pop3.addr"), "tcp:1110:interface=127.0.0.1")
+        self.assertEqual(config.endpoint("pop3.tls_addr"), "")
+        self.assertEqual(config.pop3.idle_timeout_seconds, 600)
         self.assertEqual(
             config.endpoint("submission.starttls_addr"), "tcp:1587:interface=127.0.0.1"
         )
@@ -341,6 +345,20 @@ class SchemaTests(ConfigFileMixin, unittest.SynchronousTestCase):
 
     def test_bad_address(self):
         self.assertConfigError(self.amending('imap { addr = "nowhere" }'), "imap.addr", "nowhere")
+
+    def test_pop3_block(self):
+        """POP3 is off by default (a config of the original opens no new port) and typed."""
+        self.assertEqual(Config().endpoint("pop3.addr"), "")
+        config = load_config(self.write_config(self.amending('pop3 { addr = ":1110" }')))
+        self.assertEqual(config.endpoint("pop3.addr"), "tcp:1110")
+        self.assertConfigError(self.amending('pop3 { addr = "nowhere" }'), "pop3.addr", "nowhere")
+        self.assertConfigError(
+            self.amending("pop3 { idle_timeout_seconds = -1 }"), "Type constraint `this >= 0`"
+        )
+        moved = attrs.evolve(config, pop3=attrs.evolve(config.pop3, addr=":1111"))
+        self.assertEqual(restart_keys_changed(config, moved), ["pop3.addr"])
+        hot = attrs.evolve(config, pop3=attrs.evolve(config.pop3, idle_timeout_seconds=900))
+        self.assertEqual(restart_keys_changed(config, hot), [])
 
     def test_s3_block(self):
         """The optional s3 block is absent by default and typed when present."""
