@@ -147,7 +147,8 @@ class LoginThrottle:
         for ip, entry in list(self._entries.items()):
             if entry.locked_until <= now and entry.window_start <= now - self.policy.window:
                 del self._entries[ip]
-        while len(self._entries) > self.max_tracked:
+        # Drop to 90% so that a flood of new addresses does not sweep on every failure.
+        while len(self._entries) > self.max_tracked * 9 // 10:
             # dicts keep insertion order: the first entry is the oldest one still tracked
             del self._entries[next(iter(self._entries))]
 
