@@ -111,15 +111,16 @@ class LoginThrottle:
                 error=str(e),
                 remote_ip=remote_ip,
             )
-        else:
-            if until is not None:
-                self._remember_lock(remote_ip, until / _NS, now)
-        locked = entry.locked_until > now
+            until = None
+        if until is not None:
+            self._remember_lock(remote_ip, until / _NS, now)
+        locked_until = max(entry.locked_until, until / _NS if until is not None else 0.0)
+        locked = locked_until > now
         if locked and not was_locked:
             self._log.warn(
                 "too many failed logins from {remote_ip}: locked out for {seconds} s",
                 remote_ip=remote_ip,
-                seconds=round(entry.locked_until - now),
+                seconds=round(locked_until - now),
             )
         return locked
 
