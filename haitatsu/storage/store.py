@@ -556,7 +556,12 @@ class MailStore:
         )
         if row is None:
             raise NoSuchFolder(f"no mailbox {mailbox_id}")
-        value = max(now_ns() // 1_000_000_000, row["last_uid_validity"] + 1)
+        # Folders made with the mailbox (or before the counter existed) are not in it.
+        current = await txn.execute_one(
+            "SELECT MAX(uid_validity) AS v FROM folders WHERE mailbox_id = ?", (mailbox_id,)
+        )
+        floor = max(row["last_uid_validity"], current["v"] or 0)
+        value = max(now_ns() // 1_000_000_000, floor + 1)
         await txn.execute(
             "UPDATE mailboxes SET last_uid_validity = ? WHERE id = ?", (value, mailbox_id)
         )
