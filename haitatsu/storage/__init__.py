@@ -17,10 +17,26 @@ def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
     return MailStore(database, DirectoryBlobStore(blob_dir, reactor), LocalChangeBus(), reactor)
 
 
+def build_postgres_store(reactor, dsn: str, blob_dir: str, max_connections: int = 10):
+    """PostgreSQL (txpostgres pool, LISTEN/NOTIFY change bus) and a blob directory."""
+    from haitatsu.storage.changes_pg import PostgresChangeBus
+    from haitatsu.storage.postgres import PostgresDatabase, PostgresEngine
+
+    engine = PostgresEngine(dsn, max_connections=max_connections)
+    return MailStore(
+        PostgresDatabase(engine, reactor),
+        DirectoryBlobStore(blob_dir, reactor),
+        PostgresChangeBus(engine, reactor),
+        reactor,
+    )
+
+
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
-    if config.database.driver != "sqlite":
-        raise NotImplementedError(f"database.driver {config.database.driver!r} is not built yet")
+    if config.database.driver == "postgres":
+        return build_postgres_store(
+            reactor, config.database.dsn, config.blob_dir, config.database.max_connections
+        )
     return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir)
 
 
@@ -38,6 +54,7 @@ __all__ = [
     "LocalChangeBus",
     "MailStore",
     "SQLiteEngine",
+    "build_postgres_store",
     "build_sqlite_store",
     "build_store",
     "open_sqlite_store",

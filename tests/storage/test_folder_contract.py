@@ -17,7 +17,7 @@ from haitatsu.interfaces import (
     NoSuchFolder,
     OverQuota,
 )
-from tests.support import deliver_bytes, make_store
+from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: folders\r\n\r\nHello.\r\n"
 
@@ -53,6 +53,7 @@ class FolderContractMixin:
         validities = [names[n].uid_validity for n in ("a", "a/b", "a/b/c")]
         self.assertEqual(validities, sorted(set(validities)))
         self.assertGreater(validities[0], system)
+        await changes_settled(store)
         self.assertEqual(
             [c["name"] for c in changes if c["type"] == "folder_created"], ["a", "a/b", "a/b/c"]
         )
@@ -95,6 +96,7 @@ class FolderContractMixin:
         self.assertEqual(removed.id, child.id)
         self.assertIsNone(await store.get_folder_by_id(child.id))
         self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, len(MESSAGE))
+        await changes_settled(store)
         self.assertIn({"type": "folder_deleted", "folder_id": child.id, "name": "p/c"}, changes)
         self.assertEqual(len(await store.list_folder_messages(inbox.id)), 1)
         self.assertIsNone(await store.delete_folder(child.id))
@@ -154,12 +156,14 @@ class FolderContractMixin:
         archive = await store.get_folder(mailbox.id, "Archive")
         for flags in ([], ["\\Flagged", "$label"], []):
             await deliver_bytes(store, MESSAGE, mailbox.id, flags=flags)
+        await changes_settled(store)
         del changes[:]
         result = await store.copy_messages(inbox.id, [3, 2, 99], archive.id)
         self.assertEqual(
             (result.uid_validity, result.source_uids, result.target_uids),
             (archive.uid_validity, (2, 3), (1, 2)),
         )
+        await changes_settled(store)
         self.assertEqual(
             [(c["type"], c["folder_id"], c["uid"]) for c in changes],
             [("exists", archive.id, 1), ("exists", archive.id, 2)],
@@ -186,9 +190,11 @@ class FolderContractMixin:
         other = await store.create_folder(mailbox.id, "Other")
         await deliver_bytes(store, MESSAGE, mailbox.id, flags=["\\Answered"])
         await deliver_bytes(store, MESSAGE, mailbox.id)
+        await changes_settled(store)
         del changes[:]
         result = await store.move_messages(inbox.id, [1], other.id)
         self.assertEqual((result.source_uids, result.target_uids), ((1,), (1,)))
+        await changes_settled(store)
         self.assertEqual(
             [(c["type"], c["folder_id"], c["uid"]) for c in changes],
             [("expunge", inbox.id, 1), ("exists", other.id, 1)],
@@ -205,3 +211,10 @@ class FolderContractMixin:
 class SQLiteFolderContractTests(FolderContractMixin, unittest.TestCase):
     async def make(self):
         return await make_store(self)
+
+
+class PostgresFolderContractTests(FolderContractMixin, unittest.TestCase):
+    skip = PG_SKIP
+
+    async def make(self):
+        return await make_pg_store(self)
