@@ -924,6 +924,8 @@ class IMAPServer(imap4.IMAP4Server):
         try:
             while self._idling and self._changes_pending and not self._closing:
                 await self._report_changes()
+        except (error.ConnectionDone, error.ConnectionLost):
+            pass  # the session is closing (a BYE was sent, or the client went away)
         except Exception:
             self._log.failure("IDLE refresh failed")
         finally:

@@ -211,6 +211,19 @@ class DeleteTests(IMAPTestCase):
         self.assertEqual(answer, b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
         self.assertTrue(watcher.transport.disconnecting)
 
+    @d
+    async def test_idle_session_with_the_folder_selected_is_told_bye(self):
+        await self.store.create_folder(self.mailbox.id, "Doomed")
+        watcher = await self.selected(b"Doomed")
+        watcher.send(b"i IDLE\r\n")
+        await watcher.wait_for(rb"^\+ idling\r\n")
+        folder = await self.store.get_folder(self.mailbox.id, "Doomed")
+        await self.store.delete_folder(folder.id)
+        answer = await watcher.wait_for(rb"\* BYE .*\r\n")
+        self.assertEqual(answer, b"* BYE Selected mailbox was deleted, have to disconnect\r\n")
+        # trial fails the test if the refresh logged a failure on its way out
+        self.assertTrue(watcher.transport.disconnecting)
+
 
 class RenameTests(IMAPTestCase):
     @d
