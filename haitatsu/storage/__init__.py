@@ -17,11 +17,22 @@ def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
     return MailStore(database, DirectoryBlobStore(blob_dir, reactor), LocalChangeBus(), reactor)
 
 
+def build_blob_store(config, reactor):
+    """The blob store a ``Config`` names: S3 when the ``s3`` block has an endpoint, else the
+    blob directory. Independent of the metadata database."""
+    if config.s3 is not None and config.s3.endpoint:
+        from haitatsu.storage.s3 import build_s3_blob_store
+
+        return build_s3_blob_store(config.s3, reactor)
+    return DirectoryBlobStore(config.blob_dir, reactor)
+
+
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
     if config.database.driver != "sqlite":
         raise NotImplementedError(f"database.driver {config.database.driver!r} is not built yet")
-    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir)
+    database = Database(SQLiteEngine(config.sqlite_path), reactor)
+    return MailStore(database, build_blob_store(config, reactor), LocalChangeBus(), reactor)
 
 
 async def open_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
@@ -38,6 +49,7 @@ __all__ = [
     "LocalChangeBus",
     "MailStore",
     "SQLiteEngine",
+    "build_blob_store",
     "build_sqlite_store",
     "build_store",
     "open_sqlite_store",

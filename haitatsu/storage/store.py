@@ -212,6 +212,9 @@ class MailStore:
 
     async def close(self):
         await self.db.close()
+        close_blobs = getattr(self.blobs, "close", None)  # the S3 store's connection pool
+        if close_blobs is not None:
+            await close_blobs()
 
     def _thread(self, fn, *args):
         return deferToThreadPool(self._reactor, self._hash_pool, fn, *args)
