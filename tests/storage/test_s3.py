@@ -16,8 +16,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from haitatsu.config.model import S3Config
+from haitatsu.config.model import Config, S3Config, ServerConfig
 from haitatsu.interfaces import IBlobStore, StorageUnavailable
+from haitatsu.storage import DirectoryBlobStore, build_store
 from haitatsu.storage.s3 import RetryPolicy, S3BlobStore, _KnownPayloadSigner, plan_upload
 from tests.support import MotoS3Mixin, S3Proxy, make_s3_blob_store, s3_config
 
@@ -84,6 +85,25 @@ class S3NamingTests(unittest.SynchronousTestCase):
     def test_small_multipart_threshold_is_refused(self):
         with self.assertRaises(ValueError):
             self.store(multipart_threshold_bytes=MiB)
+
+
+class BuildStoreTests(unittest.SynchronousTestCase):
+    def test_an_s3_block_with_an_endpoint_puts_blobs_in_s3(self):
+        config = Config(
+            server=ServerConfig(data_dir=self.mktemp()),
+            s3=S3Config(
+                endpoint="127.0.0.1:9", bucket="b", access_key_id="k", secret_access_key="s"
+            ),
+        )
+        store = build_store(config, reactor)
+        self.assertIsInstance(store.blobs, S3BlobStore)
+        self.assertEqual(store.blobs.config, config.s3)
+        self.successResultOf(store.blobs.close())
+
+    def test_without_an_endpoint_blobs_stay_in_the_directory(self):
+        for s3 in (None, S3Config()):
+            config = Config(server=ServerConfig(data_dir=self.mktemp()), s3=s3)
+            self.assertIsInstance(build_store(config, reactor).blobs, DirectoryBlobStore)
 
 
 class UploadPlanTests(unittest.SynchronousTestCase):

@@ -1,7 +1,8 @@
 """The storage contract: every ``IMailStore`` implementation passes these tests.
 
 ``StoreContractMixin`` holds the tests; each engine gets a ``TestCase`` that says how to build its
-store. The same tests run against PostgreSQL + S3 once that engine exists.
+store. The same tests run against PostgreSQL + S3 once that engine exists; ``SQLiteS3StoreTests``
+runs them on SQLite metadata with blobs in a real S3 endpoint (moto_server).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -21,7 +23,7 @@ from haitatsu.interfaces import (
     StorageUnavailable,
 )
 from haitatsu.storage.records import Delivery
-from tests.support import deliver_bytes, make_store
+from tests.support import MotoS3Mixin, deliver_bytes, make_s3_store, make_store
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -36,6 +38,14 @@ MESSAGE = (
 class StoreContractMixin:
     async def make(self):
         raise NotImplementedError
+
+    async def break_blobs(self, store):
+        """Make the store's blob backend fail every write (each engine knows how)."""
+        # Root ignores permissions, so break the blob directory by putting a file in its place.
+        root = store.blobs.root
+        shutil.rmtree(root, ignore_errors=True)
+        with open(root, "w") as f:
+            f.write("not a directory")
 
     async def read_blob(self, store, key) -> bytes:
         f = await store.blobs.open(key)
@@ -230,11 +240,7 @@ class StoreContractMixin:
     async def test_blob_failure_is_unavailable_and_invisible(self):
         store = await self.make()
         mailbox = await store.create_mailbox("bob@example.com")
-        # Root ignores permissions, so break the blob directory by putting a file in its place.
-        root = store.blobs.root
-        shutil.rmtree(root, ignore_errors=True)
-        with open(root, "w") as f:
-            f.write("not a directory")
+        await self.break_blobs(store)
         with self.assertRaises(StorageUnavailable):
             await deliver_bytes(store, MESSAGE, mailbox.id)
         inbox = await store.get_folder(mailbox.id, "INBOX")
@@ -311,3 +317,24 @@ class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
 
     async def make(self):
         return await make_store(self)
+
+
+class SQLiteS3StoreTests(MotoS3Mixin, StoreContractMixin, unittest.TestCase):
+    """SQLite metadata, blobs in S3: a bucket of its own per test on moto_server."""
+
+    timeout = 60
+
+    async def make(self):
+        return await make_s3_store(self, self.moto)
+
+    async def break_blobs(self, store):
+        # The bucket disappears: every write answers NoSuchBucket.
+        bucket = store.blobs.config.bucket
+
+        def remove_bucket():
+            s3 = self.moto.s3()
+            for name in self.moto.object_names(bucket):
+                s3.delete_object(Bucket=bucket, Key=name)
+            s3.delete_bucket(Bucket=bucket)
+
+        await deferToThread(remove_bucket)
