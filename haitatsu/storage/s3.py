@@ -290,7 +290,8 @@ class S3BlobStore:
             scheduler=lambda work: self._reactor.callLater(0, work), started=True
         )
         prefix = config.prefix.strip("/")
-        self._names = (prefix + "/" if prefix else "") + "blobs/"
+        self._root = prefix + "/" if prefix else ""
+        self._names = self._root + "blobs/"
 
     # -- names and URLs ---------------------------------------------------------------------
 
@@ -610,7 +611,7 @@ class S3BlobStore:
         bucket exists and we may write to it, in one request."""
         timeout = min(self.config.request_timeout_seconds, CHECK_TIMEOUT_SECONDS)
         await self._request(
-            "PUT", self._names + "ready-probe", body=b"ok", retry=NO_RETRY, timeout=timeout
+            "PUT", self._root + "ready-probe", body=b"ok", retry=NO_RETRY, timeout=timeout
         )
 
     def close(self):

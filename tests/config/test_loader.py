@@ -325,6 +325,22 @@ class ExampleConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
         path = self.write_config(text)
         self.assertExample(load_config(path), os.path.dirname(path))
 
+    def test_example_s3_block_uncommented(self):
+        """The commented ``s3 {}`` example is a working block, secrets from the environment."""
+        import re
+
+        text = EXAMPLE.read_text()
+        text = re.sub(r"(?m)^// (s3 \{|\})$", r"\1", text)
+        text = re.sub(r"(?m)^//   ([a-z_]+ = )", r"  \1", text)
+        self.set_env("HAITATSU_S3_ACCESS_KEY", "AKIAEXAMPLE")
+        self.set_env("HAITATSU_S3_SECRET_KEY", "secret")
+        config = load_config(self.write_config(text))
+        self.assertEqual(
+            (config.s3.endpoint_url, config.s3.bucket, config.s3.access_key_id),
+            ("http://127.0.0.1:9000", "haitatsu-blobs", "AKIAEXAMPLE"),
+        )
+        self.assertEqual(config.s3.secret_access_key, "secret")
+
 
 class SchemaTests(ConfigFileMixin, unittest.SynchronousTestCase):
     """A config that amends Haitatsu.pkl gets type errors from pkl itself."""
