@@ -16,7 +16,8 @@ class StorageUnavailable(Exception):
 
 
 class OverQuota(Exception):
-    """Storing the message would take a mailbox over its quota."""
+    """Storing the message would take every mailbox it is for over its own quota or over its
+    domain's quota. (When only some are, the store skips those and stores the message.)"""
 
 
 class Conflict(Exception):
@@ -98,7 +99,25 @@ class IMailStore(Interface):
 
     def resolve_recipient(address):
         """Resolve an RCPT address (API.md 5.2: exact mailbox, plus-addressing); fire with a
-        ``Recipient`` for an active mailbox, or None."""
+        ``Recipient`` for an active mailbox, or None. ``Recipient.over_quota`` says whether the
+        mailbox (``used >= quota``) or its domain is already full ("mailbox", "domain", "")."""
+
+    # -- quotas ----------------------------------------------------------------------------
+
+    def recompute_usage(mailbox_id):
+        """Set the mailbox's ``used_bytes`` to the sum of its live placements' sizes; fire with
+        the new value, or None if there is no such mailbox."""
+
+    def get_domain(name):
+        """Fire with the ``Domain`` called ``name`` (any case), or None if it has no row."""
+
+    def list_domains(limit=50, before=None):
+        """Fire with up to ``limit`` domains ordered ``created_at DESC, name DESC``, starting
+        after the ``(created_at, name)`` pair ``before`` when given."""
+
+    def set_domain_quota(name, quota_bytes):
+        """Create the domain or change its quota (0: unlimited); fire with
+        ``(Domain, created)``."""
 
     # -- app passwords -------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -22,6 +23,7 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.storage.engine import schema_files, split_statements
 from haitatsu.storage.records import Delivery
 from tests.support import MotoS3Mixin, deliver_bytes, make_s3_store, make_store
 
@@ -236,6 +238,211 @@ class StoreContractMixin:
         inbox = await store.get_folder(mailbox.id, "INBOX")
         self.assertEqual(len(await store.list_folder_messages(inbox.id)), 1)
         self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, len(MESSAGE))
+
+    # -- quotas -------------------------------------------------------------------------
+
+    async def test_quota_boundary_used_plus_size_equal_to_quota_is_allowed(self):
+        store = await self.make()
+        size = len(MESSAGE)
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=2 * size)
+        await deliver_bytes(store, MESSAGE, mailbox.id)
+        (placed,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        self.assertEqual(placed.uid, 2)
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, 2 * size)
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, b"x", mailbox.id)
+
+    async def test_resolve_recipient_reports_a_full_mailbox(self):
+        """API.md 5.2 step 8 needs ``used >= quota`` at RCPT: one byte of room still passes."""
+        store = await self.make()
+        size = len(MESSAGE)
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=size + 1)
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "")
+        await deliver_bytes(store, MESSAGE, mailbox.id)
+        self.assertEqual((await store.resolve_recipient("bob+x@example.com")).over_quota, "")
+        await store.update_mailbox(mailbox.id, quota_bytes=size)
+        full = await store.resolve_recipient("bob+x@example.com")
+        self.assertEqual((full.mailbox_id, full.over_quota), (mailbox.id, "mailbox"))
+        await store.update_mailbox(mailbox.id, quota_bytes=0)
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "")
+
+    async def test_recompute_usage_repairs_drift(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (first,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        (second,) = await deliver_bytes(store, MESSAGE + b"two\r\n", mailbox.id)
+        live = first.size_bytes + second.size_bytes
+        await store.update_mailbox(mailbox.id, used_bytes=123456)
+        self.assertEqual(await store.recompute_usage(mailbox.id), live)
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, live)
+        # Expunged into Trash still counts; expunged from Trash does not.
+        await store.store_flags(second.folder_id, [second.uid], ["\\Deleted"], "+")
+        await store.expunge(second.folder_id)
+        trash = await store.get_folder(mailbox.id, "Trash")
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+        await store.update_mailbox(mailbox.id, used_bytes=-5)
+        self.assertEqual(await store.recompute_usage(mailbox.id), first.size_bytes)
+        empty = await store.create_mailbox("carol@example.com")
+        await store.update_mailbox(empty.id, used_bytes=77)
+        self.assertEqual(await store.recompute_usage(empty.id), 0)
+        self.assertIsNone(await store.recompute_usage("01NOSUCHMAILBOX00000000000"))
+
+    async def test_domain_quota_across_two_mailboxes(self):
+        store = await self.make()
+        size = len(MESSAGE)
+        alice = await store.create_mailbox("Alice@Example.COM")
+        bob = await store.create_mailbox("bob@example.com")
+        other = await store.create_mailbox("erin@other.example")
+        self.assertIsNone(await store.get_domain("example.com"))
+        domain, created = await store.set_domain_quota("EXAMPLE.com", 2 * size)
+        self.assertTrue(created)
+        self.assertEqual(
+            (domain.name, domain.quota_bytes, domain.used_bytes, domain.mailbox_count),
+            ("example.com", 2 * size, 0, 2),
+        )
+        await deliver_bytes(store, MESSAGE, alice.id)
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "")
+        await deliver_bytes(store, MESSAGE, bob.id)
+        self.assertEqual((await store.get_domain("Example.com")).used_bytes, 2 * size)
+        # Full: neither mailbox takes more, the other domain is untouched.
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "domain")
+        self.assertEqual((await store.resolve_recipient("alice@example.com")).over_quota, "domain")
+        self.assertEqual((await store.resolve_recipient("erin@other.example")).over_quota, "")
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, MESSAGE, alice.id)
+        path = self.mktemp() + ".eml"
+        with open(path, "wb") as f:
+            f.write(MESSAGE)
+        placed = await store.deliver(
+            path, [Delivery(mailbox_id=bob.id), Delivery(mailbox_id=other.id)], trace_id="T"
+        )
+        self.assertEqual([p.mailbox_id for p in placed], [other.id])
+        self.assertEqual((await store.get_mailbox(alice.id)).used_bytes, size)
+        self.assertEqual((await store.get_mailbox(bob.id)).used_bytes, size)
+        # Freeing space in one mailbox makes room for the other.
+        inbox = await store.get_folder(alice.id, "INBOX")
+        trash = await store.get_folder(alice.id, "Trash")
+        await store.store_flags(inbox.id, [1], ["\\Deleted"], "+")
+        await store.expunge(inbox.id)
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+        self.assertEqual((await store.get_domain("example.com")).used_bytes, size)
+        await deliver_bytes(store, MESSAGE, bob.id)
+        # 0 lifts the cap; setting it again updates the row.
+        domain, created = await store.set_domain_quota("example.com", 0)
+        self.assertFalse(created)
+        self.assertEqual((domain.quota_bytes, domain.used_bytes), (0, 2 * size))
+        await deliver_bytes(store, MESSAGE, alice.id)
+
+    async def test_domain_quota_with_room_for_one_of_two_placements(self):
+        """One delivery to two mailboxes of a domain with room for one message: exactly one
+        placement is stored, and the domain's cap holds."""
+        store = await self.make()
+        size = len(MESSAGE)
+        boxes = [await store.create_mailbox(f"u{i}@example.com") for i in range(2)]
+        await store.set_domain_quota("example.com", size + size // 2)
+        path = self.mktemp() + ".eml"
+        with open(path, "wb") as f:
+            f.write(MESSAGE)
+        placed = await store.deliver(path, [Delivery(mailbox_id=b.id) for b in boxes], "T")
+        self.assertEqual(len(placed), 1)
+        self.assertEqual((await store.get_domain("example.com")).used_bytes, size)
+
+    async def test_domain_quota_applies_to_append_style_deliveries_too(self):
+        """The store enforces the cap itself, for any caller (IMAP APPEND into Sent here)."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        await store.set_domain_quota("example.com", len(MESSAGE) - 1)
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, MESSAGE, mailbox.id, folder="Sent")
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, 0)
+
+    async def test_list_domains_pages_newest_first(self):
+        store = await self.make()
+        names = [f"d{i}.example" for i in range(4)]
+        for name in names:
+            await store.set_domain_quota(name, 1000)
+        first = await store.list_domains(limit=2)
+        self.assertEqual([d.name for d in first], [names[3], names[2]])
+        rest = await store.list_domains(limit=10, before=(first[-1].created_at, first[-1].name))
+        self.assertEqual([d.name for d in rest], [names[1], names[0]])
+
+    async def _deliver_at_once(self, store, mailbox_ids):
+        """Start one delivery per entry without waiting between them; return the outcomes
+        (the placements, or the exception)."""
+        ds = [
+            defer.Deferred.fromCoroutine(
+                # Distinct messages of one size, so every delivery writes its own blob.
+                deliver_bytes(store, MESSAGE + b"X-N: %d\r\n" % (i % 10), mailbox_id)
+            )
+            for i, mailbox_id in enumerate(mailbox_ids)
+        ]
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        outcomes = []
+        for ok, value in results:
+            if ok:
+                outcomes.append(value)
+            else:
+                self.assertIsInstance(value.value, OverQuota, value.getTraceback())
+                outcomes.append(value.value)
+        return outcomes
+
+    async def test_concurrent_deliveries_never_exceed_the_mailbox_quota(self):
+        store = await self.make()
+        size = len(MESSAGE) + len(b"X-N: 0\r\n")
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=3 * size + size // 2)
+        outcomes = await self._deliver_at_once(store, [mailbox.id] * 8)
+        self.assertEqual(sum(isinstance(o, list) for o in outcomes), 3)
+        used = (await store.get_mailbox(mailbox.id)).used_bytes
+        self.assertEqual(used, 3 * size)
+        self.assertEqual(await store.recompute_usage(mailbox.id), used)
+
+    async def test_concurrent_deliveries_never_exceed_the_domain_quota(self):
+        store = await self.make()
+        size = len(MESSAGE) + len(b"X-N: 0\r\n")
+        boxes = [(await store.create_mailbox(f"u{i}@example.com")).id for i in range(3)]
+        await store.set_domain_quota("example.com", 4 * size + size // 2)
+        outcomes = await self._deliver_at_once(store, boxes * 4)
+        self.assertEqual(sum(isinstance(o, list) for o in outcomes), 4)
+        domain = await store.get_domain("example.com")
+        self.assertEqual(domain.used_bytes, 4 * size)
+        self.assertLessEqual(domain.used_bytes, domain.quota_bytes)
+        self.assertEqual(sum([await store.recompute_usage(b) for b in boxes]), domain.used_bytes)
+
+    async def test_domain_column_backfill_matches_the_store(self):
+        """Schema 002 fills ``mailboxes.domain`` for mailboxes made before it, with one SQL
+        statement for every engine; it must agree with what ``create_mailbox`` writes."""
+        store = await self.make()
+        for address in ("Bob@Example.COM", "odd@host@Sub.Example.org", "plain", "x@"):
+            await store.create_mailbox(address)
+        (statement,) = [
+            s
+            for _, _, text in schema_files(store.db.engine.name)
+            for s in split_statements(text)
+            if s.startswith("UPDATE mailboxes SET domain")
+        ]
+
+        async def rerun(txn):
+            before = await txn.execute("SELECT address_lower, domain FROM mailboxes")
+            await txn.execute("UPDATE mailboxes SET domain = ''")
+            await txn.execute(statement)
+            after = await txn.execute("SELECT address_lower, domain FROM mailboxes")
+            return sorted((r["address_lower"], r["domain"]) for r in before), sorted(
+                (r["address_lower"], r["domain"]) for r in after
+            )
+
+        before, after = await store.db.run("rerun backfill", rerun)
+        self.assertEqual(before, after)
+        self.assertEqual(
+            dict(after),
+            {
+                "bob@example.com": "example.com",
+                "odd@host@sub.example.org": "sub.example.org",
+                "plain": "plain",
+                "x@": "",
+            },
+        )
 
     async def test_blob_failure_is_unavailable_and_invisible(self):
         store = await self.make()
