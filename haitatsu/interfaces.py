@@ -61,6 +61,17 @@ class IChangeBus(Interface):
     def publish(mailbox_id, change):
         """Announce ``change`` (a JSON-able dict with at least ``type`` and ``folder_id``)."""
 
+    def publish_in(txn, mailbox_id, change):
+        """Announce ``change`` as part of the store transaction ``txn``: subscribers (on every
+        node) hear it once, and only if the transaction commits. May return an awaitable, which
+        the store awaits inside the transaction."""
+
+    def open():
+        """Connect (a Deferred or coroutine); the store opens its bus after the database."""
+
+    def close():
+        """Disconnect; subscribers hear nothing more."""
+
 
 class IMailStore(Interface):
     """Accounts, folders and messages: metadata in SQL, bodies in an ``IBlobStore``."""
@@ -175,6 +186,12 @@ class IMailStore(Interface):
     def expunge(folder_id, uids=None):
         """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):
         moved to Trash, or soft-deleted when the folder is Trash. Fire with the removed UIDs."""
+
+    def search_messages(mailbox_id, terms, folder_id=None, limit=50, before=None):
+        """Full-text search over subject, addresses and the text/html extracts (web-search
+        syntax: words, ``"phrases"``, ``OR``, ``-word``). Fire with
+        ``[(MailboxMessage, MessageInfo)]`` of live matches, newest first, paged like
+        ``list_messages``. Words are stemmed (English), so "meeting" finds "meetings"."""
 
     def check():
         """Fire with None if the database is reachable and migrations are current."""

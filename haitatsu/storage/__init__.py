@@ -11,10 +11,29 @@ from haitatsu.storage.engine import Database, SQLiteEngine
 from haitatsu.storage.store import MailStore
 
 
-def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
-    """The embedded default: a SQLite file and a blob directory."""
+def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str, blobs=None) -> MailStore:
+    """The embedded default: a SQLite file and a blob directory (or the ``blobs`` given)."""
     database = Database(SQLiteEngine(sqlite_path), reactor)
-    return MailStore(database, DirectoryBlobStore(blob_dir, reactor), LocalChangeBus(), reactor)
+    if blobs is None:
+        blobs = DirectoryBlobStore(blob_dir, reactor)
+    return MailStore(database, blobs, LocalChangeBus(), reactor)
+
+
+def build_postgres_store(
+    reactor, dsn: str, blob_dir: str, max_connections: int = 10, blobs=None
+) -> MailStore:
+    """PostgreSQL (txpostgres pool, LISTEN/NOTIFY change bus) and a blob directory (or the
+    ``blobs`` given)."""
+    from haitatsu.storage.changes_pg import PostgresChangeBus
+    from haitatsu.storage.postgres import PostgresDatabase, PostgresEngine
+
+    engine = PostgresEngine(dsn, max_connections=max_connections)
+    return MailStore(
+        PostgresDatabase(engine, reactor),
+        blobs if blobs is not None else DirectoryBlobStore(blob_dir, reactor),
+        PostgresChangeBus(engine, reactor),
+        reactor,
+    )
 
 
 def build_blob_store(config, reactor):
@@ -29,10 +48,16 @@ def build_blob_store(config, reactor):
 
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
-    if config.database.driver != "sqlite":
-        raise NotImplementedError(f"database.driver {config.database.driver!r} is not built yet")
-    database = Database(SQLiteEngine(config.sqlite_path), reactor)
-    return MailStore(database, build_blob_store(config, reactor), LocalChangeBus(), reactor)
+    blobs = build_blob_store(config, reactor)
+    if config.database.driver == "postgres":
+        return build_postgres_store(
+            reactor,
+            config.database.dsn,
+            config.blob_dir,
+            config.database.max_connections,
+            blobs=blobs,
+        )
+    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir, blobs=blobs)
 
 
 async def open_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
@@ -50,6 +75,7 @@ __all__ = [
     "MailStore",
     "SQLiteEngine",
     "build_blob_store",
+    "build_postgres_store",
     "build_sqlite_store",
     "build_store",
     "open_sqlite_store",

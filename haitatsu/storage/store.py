@@ -8,6 +8,7 @@ visible (an unreferenced blob at worst, which garbage collection removes).
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import secrets
 
@@ -208,15 +209,23 @@ class MailStore:
         await self.db.open()
         try:
             await self.db.migrate()
+            await self.changes.open()
         except BaseException:
             await self.db.close()
             raise
 
     async def close(self):
+        await self.changes.close()
         await self.db.close()
         close_blobs = getattr(self.blobs, "close", None)  # the S3 store's connection pool
         if close_blobs is not None:
             await close_blobs()
+
+    async def _announce(self, txn, mailbox_id, change):
+        """Publish ``change`` as part of ``txn``: heard on every node once it commits."""
+        result = self.changes.publish_in(txn, mailbox_id, change)
+        if inspect.isawaitable(result):
+            await result
 
     def _thread(self, fn, *args):
         return deferToThreadPool(self._reactor, self._hash_pool, fn, *args)
@@ -814,7 +823,13 @@ class MailStore:
                 row = await txn.execute_one(
                     f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
                 )
-                placed.append(_mailbox_message(row))
+                mm = _mailbox_message(row)
+                placed.append(mm)
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+                )
             if not placed:
                 raise OverQuota(", ".join(over_quota))
             return placed
@@ -823,11 +838,6 @@ class MailStore:
             placed = yield self._run("deliver", txn_fn)
         except KeyError as e:
             raise ValueError(str(e)) from None
-        for mm in placed:
-            self.changes.publish(
-                mm.mailbox_id,
-                {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-            )
         _log.info(
             "stored message {message_id} ({size} bytes) for {count} placements",
             message_id=message_id,
@@ -909,6 +919,26 @@ class MailStore:
 
         return self._run("list_messages", txn_fn, readonly=True)
 
+    def search_messages(self, mailbox_id, terms, folder_id=None, limit=50, before=None):
+        async def txn_fn(txn):
+            where, params = _page_where("mm.", before)
+            match, match_params = txn.search_clause("m", terms)
+            where += ["mm.mailbox_id = ?", "mm.deleted_at IS NULL", match]
+            params += [mailbox_id, *match_params]
+            if folder_id:
+                where.append("mm.folder_id = ?")
+                params.append(folder_id)
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE "
+                + " AND ".join(where)
+                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [(_mailbox_message(r), _message_info(r)) for r in rows]
+
+        return self._run("search_messages", txn_fn, readonly=True)
+
     # -- changing messages ------------------------------------------------------------------
 
     def store_flags(self, folder_id, uids, flags, mode):
@@ -960,32 +990,28 @@ class MailStore:
                         f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?",
                         (current.id,),
                     )
-                    changed.append(_mailbox_message(row))
+                    mm = _mailbox_message(row)
+                    changed.append(mm)
+                    await self._announce(
+                        txn,
+                        mm.mailbox_id,
+                        {
+                            "type": "flags",
+                            "folder_id": folder_id,
+                            "uid": mm.uid,
+                            "id": mm.id,
+                            "flags": list(mm.flags),
+                        },
+                    )
             return changed
 
-        d = self._run("store_flags", txn_fn)
-
-        def publish(changed):
-            for mm in changed:
-                self.changes.publish(
-                    mm.mailbox_id,
-                    {
-                        "type": "flags",
-                        "folder_id": folder_id,
-                        "uid": mm.uid,
-                        "id": mm.id,
-                        "flags": list(mm.flags),
-                    },
-                )
-            return changed
-
-        return d.addCallback(publish) if uids else defer.succeed([])
+        return self._run("store_flags", txn_fn) if uids else defer.succeed([])
 
     def expunge(self, folder_id, uids=None):
         async def txn_fn(txn):
             folder = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
             if folder is None:
-                return None, [], []
+                return []
             folder = _folder(folder)
             rows = await txn.execute(
                 f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
@@ -1025,27 +1051,21 @@ class MailStore:
                     moved.append((mm, uid))
             if targets:
                 await self._bump_modseq(txn, folder_id)
-            return folder, targets, [(trash.id if trash else None, mm, uid) for mm, uid in moved]
-
-        d = self._run("expunge", txn_fn)
-
-        def publish(result):
-            folder, targets, moved = result
-            if folder is None:
-                return []
             for mm in targets:
-                self.changes.publish(
+                await self._announce(
+                    txn,
                     mm.mailbox_id,
                     {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id},
                 )
-            for trash_id, mm, uid in moved:
-                self.changes.publish(
+            for mm, uid in moved:
+                await self._announce(
+                    txn,
                     mm.mailbox_id,
-                    {"type": "exists", "folder_id": trash_id, "uid": uid, "id": mm.id},
+                    {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id},
                 )
             return [mm.uid for mm in targets]
 
-        return d.addCallback(publish)
+        return self._run("expunge", txn_fn)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -1054,6 +1074,9 @@ class MailStore:
         current = yield defer.Deferred.fromCoroutine(self.db.schema_current())
         if not current:
             raise StorageUnavailable("migrations not complete")
+        if not getattr(self.changes, "listening", True):
+            # IMAP IDLE on this node would miss changes made elsewhere.
+            raise StorageUnavailable("change bus is not listening")
 
     # -- plumbing ---------------------------------------------------------------------------
 

@@ -25,7 +25,15 @@ from haitatsu.interfaces import (
 )
 from haitatsu.storage.engine import schema_files, split_statements
 from haitatsu.storage.records import Delivery
-from tests.support import MotoS3Mixin, deliver_bytes, make_s3_store, make_store
+from tests.support import (
+    PG_SKIP,
+    MotoS3Mixin,
+    changes_settled,
+    deliver_bytes,
+    make_pg_store,
+    make_s3_store,
+    make_store,
+)
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -206,6 +214,7 @@ class StoreContractMixin:
         self.assertEqual(await store.blobs.read(info.blob_key, 0, 7), b"From: A")
         mailbox = await store.get_mailbox(mailbox.id)
         self.assertEqual(mailbox.used_bytes, len(MESSAGE) * 2 + 6)
+        await changes_settled(store)
         self.assertEqual([c["type"] for c in changes], ["exists", "exists"])
         self.assertEqual(changes[0]["folder_id"], inbox.id)
 
@@ -470,6 +479,7 @@ class StoreContractMixin:
         store = await self.make()
         mailbox = await store.create_mailbox("bob@example.com")
         (mm,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await changes_settled(store)
         changes = []
         store.changes.subscribe(mailbox.id, changes.append)
         (changed,) = await store.store_flags(mm.folder_id, [mm.uid], ["\\Seen", "$Work"], "+")
@@ -481,6 +491,7 @@ class StoreContractMixin:
         self.assertEqual(changed.flags, ("\\Flagged",))
         self.assertEqual(await store.store_flags(mm.folder_id, [mm.uid], ["\\Flagged"], "+"), [])
         self.assertEqual(await store.store_flags(mm.folder_id, [999], ["\\Seen"], "+"), [])
+        await changes_settled(store)
         self.assertEqual([c["type"] for c in changes], ["flags"] * 3)
 
     async def test_expunge_moves_to_trash_then_deletes(self):
@@ -518,6 +529,65 @@ class StoreContractMixin:
         self.assertEqual(mm.id, first.id)
         self.assertEqual(info.trace_id, "TRACE")
 
+    # -- search -------------------------------------------------------------------------
+
+    async def test_search_messages_same_results_on_every_engine(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        other = await store.create_mailbox("carol@example.com")
+
+        def message(sender, subject, body, html=False):
+            kind = "text/html" if html else "text/plain"
+            return (
+                f"From: {sender}\r\nTo: bob@example.com\r\nSubject: {subject}\r\n"
+                f"Content-Type: {kind}; charset=utf-8\r\n\r\n{body}\r\n"
+            ).encode()
+
+        (budget,) = await deliver_bytes(
+            store,
+            message("Alice <alice@example.org>", "Quarterly budget", "Numbers inside."),
+            mailbox.id,
+        )
+        (meetings,) = await deliver_bytes(
+            store,
+            message("Dave <dave@corp.example>", "Lunch", "Two meetings moved to Friday."),
+            mailbox.id,
+        )
+        (html,) = await deliver_bytes(
+            store,
+            message("dave@corp.example", "Report", "<p>The <b>budget</b> report</p>", html=True),
+            mailbox.id,
+        )
+        await deliver_bytes(store, message("x@y.example", "budget", "not Bob's"), other.id)
+        gone = (await deliver_bytes(store, message("z@y.example", "budget", "gone"), mailbox.id))[0]
+        await store.store_flags(gone.folder_id, [gone.uid], ["\\Deleted"], "+")
+        await store.expunge(gone.folder_id)
+        trash = await store.get_folder(mailbox.id, "Trash")
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+
+        async def ids(terms, **kw):
+            return [mm.id for mm, _ in await store.search_messages(mailbox.id, terms, **kw)]
+
+        self.assertEqual(await ids("budget"), [html.id, budget.id])
+        self.assertEqual(await ids("Budget quarterly"), [budget.id])
+        self.assertEqual(await ids("meeting"), [meetings.id])  # stemmed
+        self.assertEqual(await ids("alice"), [budget.id])
+        self.assertEqual(await ids("alice@example.org"), [budget.id])
+        self.assertEqual(await ids("corp.example"), [html.id, meetings.id])
+        self.assertEqual(await ids('"moved to friday"'), [meetings.id])
+        self.assertEqual(await ids('"friday moved"'), [])
+        self.assertEqual(await ids("budget -report"), [budget.id])
+        self.assertEqual(await ids("lunch or quarterly"), [meetings.id, budget.id])
+        self.assertEqual(await ids("budget", limit=1), [html.id])
+        self.assertEqual(await ids("budget", before=(html.created_at, html.id)), [budget.id])
+        self.assertEqual(await ids("budget", folder_id=trash.id), [])
+        self.assertEqual(await ids("nothing-like-this"), [])
+        self.assertEqual(await ids(""), [])
+        self.assertEqual(await ids('NEAR( AND "'), [])
+        (pair,) = await store.search_messages(mailbox.id, "numbers")
+        self.assertEqual(pair[1].subject, "Quarterly budget")
+
 
 class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
     """The embedded default: SQLite and a blob directory."""
@@ -526,13 +596,20 @@ class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
         return await make_store(self)
 
 
-class SQLiteS3StoreTests(MotoS3Mixin, StoreContractMixin, unittest.TestCase):
-    """SQLite metadata, blobs in S3: a bucket of its own per test on moto_server."""
+class PostgresStoreTests(StoreContractMixin, unittest.TestCase):
+    """PostgreSQL (a fresh database per test, copied from a migrated template), the LISTEN/NOTIFY
+    change bus and a blob directory."""
 
-    timeout = 60
+    skip = PG_SKIP
 
     async def make(self):
-        return await make_s3_store(self, self.moto)
+        return await make_pg_store(self)
+
+
+class S3BlobsMixin(MotoS3Mixin):
+    """Blobs in a real S3 endpoint: moto_server for the class, a bucket of its own per test."""
+
+    timeout = 60
 
     async def break_blobs(self, store):
         # The bucket disappears: every write answers NoSuchBucket.
@@ -545,3 +622,19 @@ class SQLiteS3StoreTests(MotoS3Mixin, StoreContractMixin, unittest.TestCase):
             s3.delete_bucket(Bucket=bucket)
 
         await deferToThread(remove_bucket)
+
+
+class SQLiteS3StoreTests(S3BlobsMixin, StoreContractMixin, unittest.TestCase):
+    """SQLite metadata, blobs in S3."""
+
+    async def make(self):
+        return await make_s3_store(self, self.moto)
+
+
+class PostgresS3StoreTests(S3BlobsMixin, StoreContractMixin, unittest.TestCase):
+    """Production storage: PostgreSQL metadata and change bus, blobs in S3."""
+
+    skip = PG_SKIP
+
+    async def make(self):
+        return await make_s3_store(self, self.moto, postgres=True)
