@@ -227,6 +227,9 @@ class MailStore:
     async def close(self):
         await self.changes.close()
         await self.db.close()
+        close_blobs = getattr(self.blobs, "close", None)  # the S3 store's connection pool
+        if close_blobs is not None:
+            await close_blobs()
 
     async def _announce(self, txn, mailbox_id, change):
         """Publish ``change`` as part of ``txn``: heard on every node once it commits."""
