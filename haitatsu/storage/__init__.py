@@ -11,33 +11,53 @@ from haitatsu.storage.engine import Database, SQLiteEngine
 from haitatsu.storage.store import MailStore
 
 
-def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
-    """The embedded default: a SQLite file and a blob directory."""
+def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str, blobs=None) -> MailStore:
+    """The embedded default: a SQLite file and a blob directory (or the ``blobs`` given)."""
     database = Database(SQLiteEngine(sqlite_path), reactor)
-    return MailStore(database, DirectoryBlobStore(blob_dir, reactor), LocalChangeBus(), reactor)
+    if blobs is None:
+        blobs = DirectoryBlobStore(blob_dir, reactor)
+    return MailStore(database, blobs, LocalChangeBus(), reactor)
 
 
-def build_postgres_store(reactor, dsn: str, blob_dir: str, max_connections: int = 10):
-    """PostgreSQL (txpostgres pool, LISTEN/NOTIFY change bus) and a blob directory."""
+def build_postgres_store(
+    reactor, dsn: str, blob_dir: str, max_connections: int = 10, blobs=None
+) -> MailStore:
+    """PostgreSQL (txpostgres pool, LISTEN/NOTIFY change bus) and a blob directory (or the
+    ``blobs`` given)."""
     from haitatsu.storage.changes_pg import PostgresChangeBus
     from haitatsu.storage.postgres import PostgresDatabase, PostgresEngine
 
     engine = PostgresEngine(dsn, max_connections=max_connections)
     return MailStore(
         PostgresDatabase(engine, reactor),
-        DirectoryBlobStore(blob_dir, reactor),
+        blobs if blobs is not None else DirectoryBlobStore(blob_dir, reactor),
         PostgresChangeBus(engine, reactor),
         reactor,
     )
 
 
+def build_blob_store(config, reactor):
+    """The blob store a ``Config`` names: S3 when the ``s3`` block has an endpoint, else the
+    blob directory. Independent of the metadata database."""
+    if config.s3 is not None and config.s3.endpoint:
+        from haitatsu.storage.s3 import build_s3_blob_store
+
+        return build_s3_blob_store(config.s3, reactor)
+    return DirectoryBlobStore(config.blob_dir, reactor)
+
+
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
+    blobs = build_blob_store(config, reactor)
     if config.database.driver == "postgres":
         return build_postgres_store(
-            reactor, config.database.dsn, config.blob_dir, config.database.max_connections
+            reactor,
+            config.database.dsn,
+            config.blob_dir,
+            config.database.max_connections,
+            blobs=blobs,
         )
-    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir)
+    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir, blobs=blobs)
 
 
 async def open_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
@@ -54,6 +74,7 @@ __all__ = [
     "LocalChangeBus",
     "MailStore",
     "SQLiteEngine",
+    "build_blob_store",
     "build_postgres_store",
     "build_sqlite_store",
     "build_store",
