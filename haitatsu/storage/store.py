@@ -1498,7 +1498,7 @@ class MailStore:
                 clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
                 rows = await txn.execute(
                     f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
-                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid",
+                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid" + txn.for_update,
                     (folder_id, *params),
                 )
                 targets.extend(_mailbox_message(r) for r in rows)

@@ -594,6 +594,18 @@ class StoreContractMixin:
         self.assertEqual(await store.list_folder_messages(trash.id), [])
         self.assertEqual(await store.delete_messages(inbox, []), [])
 
+    async def test_concurrent_delete_messages_remove_a_message_once(self):
+        """Two POP3 sessions QUIT at once having both DELE'd the same message."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (mm,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        results = await defer.gatherResults(
+            [store.delete_messages(mm.folder_id, [mm.uid]) for _ in range(4)]
+        )
+        self.assertEqual(sorted(results), [[], [], [], [mm.uid]])
+        trash = await store.get_folder(mailbox.id, "Trash")
+        self.assertEqual([m.id for m in await store.list_folder_messages(trash.id)], [mm.id])
+
     async def test_list_messages_and_view(self):
         store = await self.make()
         mailbox = await store.create_mailbox("bob@example.com")
