@@ -11,17 +11,25 @@ from haitatsu.storage.engine import Database, SQLiteEngine
 from haitatsu.storage.store import MailStore
 
 
-def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
-    """The embedded default: a SQLite file and a blob directory."""
+def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str, **options) -> MailStore:
+    """The embedded default: a SQLite file and a blob directory. ``options`` go to
+    ``MailStore`` (``attachment_dedup_threshold``)."""
     database = Database(SQLiteEngine(sqlite_path), reactor)
-    return MailStore(database, DirectoryBlobStore(blob_dir, reactor), LocalChangeBus(), reactor)
+    return MailStore(
+        database, DirectoryBlobStore(blob_dir, reactor), LocalChangeBus(), reactor, **options
+    )
 
 
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
     if config.database.driver != "sqlite":
         raise NotImplementedError(f"database.driver {config.database.driver!r} is not built yet")
-    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir)
+    return build_sqlite_store(
+        reactor,
+        config.sqlite_path,
+        config.blob_dir,
+        attachment_dedup_threshold=config.storage.attachment_dedup_threshold_bytes,
+    )
 
 
 async def open_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:

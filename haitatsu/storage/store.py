@@ -1,14 +1,17 @@
 """The mail store: SQL for metadata, a blob store for bodies, one code path for every engine.
 
-Only this module writes rows. Each public method is one transaction; delivery stores the blob
-first and commits the metadata in one transaction after, so a failure at any point leaves nothing
-visible (an unreferenced blob at worst, which garbage collection removes).
+Only this module writes rows. Each public method is one transaction; delivery leases and stores
+the blobs first and commits the metadata in one transaction after, so a failure at any point
+leaves nothing visible (an unreferenced blob at worst, which garbage collection removes). How a
+message is split into blobs, and why garbage collection never removes a blob a delivery is about
+to reference, is in docs/storage.md.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 
 import attrs
@@ -21,7 +24,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from haitatsu import mime
-from haitatsu.interfaces import IMailStore, OverQuota, StorageUnavailable
+from haitatsu.interfaces import Conflict, IMailStore, OverQuota, StorageUnavailable
+from haitatsu.storage import layout as layoutmod
 from haitatsu.storage.records import (
     APP_PASSWORD_SCOPES,
     FLAG_COLUMNS,
@@ -127,7 +131,8 @@ _MSG_COLUMNS = (
     "m.attachments AS m_attachments, m.spam_score AS m_spam_score, "
     "m.auth_results AS m_auth_results, m.envelope AS m_envelope, m.body AS m_body, "
     "m.bodystructure AS m_bodystructure, m.header_size AS m_header_size, m.parts AS m_parts, "
-    "m.created_at AS m_created_at, m.updated_at AS m_updated_at, m.deleted_at AS m_deleted_at"
+    "m.created_at AS m_created_at, m.updated_at AS m_updated_at, m.deleted_at AS m_deleted_at, "
+    "m.layout AS m_layout"
 )
 
 _JSON_MESSAGE_FIELDS = (
@@ -139,6 +144,7 @@ _JSON_MESSAGE_FIELDS = (
     "attachments",
     "auth_results",
     "parts",
+    "layout",
 )
 
 
@@ -192,14 +198,46 @@ def _flag_columns(flags) -> tuple[dict, list]:
     return columns, keywords
 
 
+#: ``storage.attachment_dedup_threshold_bytes`` by default: leaf parts this large get own blobs.
+DEFAULT_DEDUP_THRESHOLD = 64 * 1024
+
+#: How many times a delivery leases, stores and commits before it gives up with
+#: ``StorageUnavailable`` because garbage collection kept taking its blobs (see ``_LeaseLost``).
+DELIVERY_ATTEMPTS = 3
+
+
+class _LeaseLost(Exception):
+    """A blob row leased by a delivery was removed by garbage collection before the delivery
+    committed: the blob may be gone, so the delivery stores it again."""
+
+
 @implementer(IMailStore)
 class MailStore:
-    def __init__(self, database, blobs, changes, reactor, hash_pool=None):
+    """The store.
+
+    ``attachment_dedup_threshold`` (bytes, 0 = off) is the size from which a leaf part's body is
+    stored as a blob of its own. ``before_commit`` is an optional callable run with the blob keys
+    after a delivery stored its blobs and before its metadata transaction; a Deferred it returns
+    is waited for. It exists for fault and race tests (pausing a delivery there), and is None in
+    production.
+    """
+
+    def __init__(
+        self,
+        database,
+        blobs,
+        changes,
+        reactor,
+        hash_pool=None,
+        attachment_dedup_threshold=DEFAULT_DEDUP_THRESHOLD,
+    ):
         self.db = database
         self.blobs = blobs
         self.changes = changes
         self._reactor = reactor
         self._hash_pool = hash_pool if hash_pool is not None else reactor.getThreadPool()
+        self.attachment_dedup_threshold = attachment_dedup_threshold
+        self.before_commit = None
 
     async def open(self):
         """Connect and apply schema migrations; until this is done every call is unavailable."""
@@ -556,38 +594,125 @@ class MailStore:
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
-        # Parsing never fails (see _parse_safely), so the two run side by side.
-        parsed_d = self._thread(_parse_safely, spool_path)
+        # Parsing never fails (see _parse_safely); its part offsets decide the split.
+        parsed = yield self._thread(_parse_safely, spool_path)
         try:
-            ref = yield self.blobs.put_file(spool_path)
+            prepared = yield self._thread(
+                layoutmod.prepare,
+                spool_path,
+                parsed.parts,
+                self.attachment_dedup_threshold,
+                os.path.dirname(os.path.abspath(spool_path)),
+            )
+        except OSError as e:
+            raise StorageUnavailable(f"spool: {e}") from e
+        try:
+            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+                generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
+                try:
+                    placed, message_id = yield self._commit_delivery(
+                        prepared,
+                        generations,
+                        parsed,
+                        deliveries,
+                        trace_id,
+                        auth_results,
+                        internal_date,
+                    )
+                    break
+                except _LeaseLost as e:
+                    _log.warn(
+                        "blob {key} was collected during delivery (attempt {attempt}); "
+                        "storing it again",
+                        key=str(e),
+                        attempt=attempt,
+                        trace_id=trace_id,
+                    )
+            else:
+                raise StorageUnavailable("blobs kept being collected during delivery")
         finally:
-            # The caller removes the spool file once we answer: the parser must be done with it.
-            parsed = yield parsed_d
+            yield self._thread(prepared.remove_temporary)
+        for mm in placed:
+            self.changes.publish(
+                mm.mailbox_id,
+                {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+            )
+        _log.info(
+            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
+            message_id=message_id,
+            size=prepared.size,
+            blobs=len(prepared.pieces),
+            count=len(placed),
+            trace_id=trace_id,
+        )
+        return placed
+
+    async def _store_blobs(self, prepared) -> dict[str, str]:
+        """Lease every blob of the message, then put it; return the leased row generations.
+
+        The lease (a ``blobs`` row touched before the put) is what keeps garbage collection
+        away from a blob between its put and the commit that references it: see
+        docs/storage.md for the argument.
+        """
+        pieces = sorted(prepared.pieces, key=lambda p: p.key)
+
+        async def lease(txn):
+            now = now_ns()
+            generations = {}
+            for piece in pieces:
+                await txn.execute(
+                    "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
+                    "generation) VALUES (?, ?, 0, ?, ?, ?) "
+                    "ON CONFLICT (blob_key) DO UPDATE SET updated_at = ?",
+                    (piece.key, piece.size, now, now, new_id(), now),
+                )
+                row = await txn.execute_one(
+                    "SELECT generation FROM blobs WHERE blob_key = ?", (piece.key,)
+                )
+                generations[piece.key] = row["generation"]
+            return generations
+
+        generations = await self.db.run("lease_blobs", lease)
+        for piece in prepared.pieces:
+            ref = await self.blobs.put_file(piece.path)
+            if ref.key != piece.key:
+                raise StorageUnavailable(f"blob store named {piece.key} {ref.key}")
+        if self.before_commit is not None:
+            await defer.maybeDeferred(self.before_commit, [p.key for p in pieces])
+        return generations
+
+    def _commit_delivery(
+        self, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+    ):
+        """One transaction: blob references, the message row, its placements, quotas."""
         internal = internal_date or now_ns()
         message_id = new_id()
+        size = prepared.size
 
         async def txn_fn(txn):
             now = now_ns()
-            await txn.execute(
-                "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at) "
-                "VALUES (?, ?, 1, ?) "
-                "ON CONFLICT (blob_key) DO UPDATE SET refcount = blobs.refcount + 1",
-                (ref.key, ref.size, now),
-            )
+            for key in sorted(generations):
+                await txn.execute(
+                    "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
+                    "WHERE blob_key = ? AND generation = ?",
+                    (now, key, generations[key]),
+                )
+                if txn.rowcount != 1:
+                    raise _LeaseLost(key)
             await txn.execute(
                 "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
                 "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
                 "date, text_body_extract, html_body_extract, attachments, spam_score, "
-                "auth_results, envelope, body, bodystructure, header_size, parts, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?)",
+                "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message_id,
                     trace_id,
                     parsed.rfc_message_id,
-                    ref.key,
-                    ref.sha256,
-                    ref.size,
+                    prepared.blob_key,
+                    prepared.sha256,
+                    size,
                     _json(parsed.headers),
                     _json(parsed.from_addresses),
                     _json(parsed.to_addresses),
@@ -605,6 +730,7 @@ class MailStore:
                     parsed.bodystructure,
                     parsed.header_size,
                     _json(parsed.parts),
+                    _json(prepared.layout) if prepared.layout else None,
                     now,
                     now,
                 ),
@@ -622,7 +748,7 @@ class MailStore:
                 if mailbox is None:
                     raise KeyError(f"no mailbox {delivery.mailbox_id}")
                 quota = mailbox["quota_bytes"]
-                if quota and mailbox["used_bytes"] + ref.size > quota:
+                if quota and mailbox["used_bytes"] + size > quota:
                     over_quota.append(delivery.mailbox_id)
                     continue
                 folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
@@ -655,14 +781,14 @@ class MailStore:
                         columns["imap_deleted"],
                         _json(keywords),
                         internal,
-                        ref.size,
+                        size,
                         now,
                         now,
                     ),
                 )
                 await txn.execute(
                     "UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ?",
-                    (ref.size, delivery.mailbox_id),
+                    (size, delivery.mailbox_id),
                 )
                 row = await txn.execute_one(
                     f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
@@ -670,25 +796,15 @@ class MailStore:
                 placed.append(_mailbox_message(row))
             if not placed:
                 raise OverQuota(", ".join(over_quota))
-            return placed
+            return placed, message_id
 
-        try:
-            placed = yield self._run("deliver", txn_fn)
-        except KeyError as e:
-            raise ValueError(str(e)) from None
-        for mm in placed:
-            self.changes.publish(
-                mm.mailbox_id,
-                {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-            )
-        _log.info(
-            "stored message {message_id} ({size} bytes) for {count} placements",
-            message_id=message_id,
-            size=ref.size,
-            count=len(placed),
-            trace_id=trace_id,
-        )
-        return placed
+        d = self._run("deliver", txn_fn)
+
+        def unknown(failure):
+            failure.trap(KeyError)
+            raise ValueError(str(failure.value))
+
+        return d.addErrback(unknown)
 
     # -- reading messages ---------------------------------------------------------------------
 
@@ -761,6 +877,179 @@ class MailStore:
             return [(_mailbox_message(r), _message_info(r)) for r in rows]
 
         return self._run("list_messages", txn_fn, readonly=True)
+
+    # -- message bytes ------------------------------------------------------------------------
+
+    def open_message(self, info):
+        """Fire with a binary file of the whole message as received, positioned at 0, which
+        the caller closes. Seekable; memory does not depend on the message's size."""
+        return defer.Deferred.fromCoroutine(self._open_message(info))
+
+    async def _open_message(self, info):
+        if not info.layout:
+            return await self.blobs.open(info.blob_key)
+        files = {}
+        try:
+            for key, _, _ in info.segments:
+                if key not in files:
+                    files[key] = await self.blobs.open(key)
+        except BaseException:
+            for f in files.values():
+                f.close()
+            raise
+        return layoutmod.SegmentReader(files, info.segments)
+
+    def read_message(self, info, start=0, length=None):
+        """Fire with ``length`` bytes (to the end if None) of the message from ``start``: for
+        headers and other small ranges; stream large ones from ``open_message``."""
+        return defer.Deferred.fromCoroutine(self._read_message(info, start, length))
+
+    async def _read_message(self, info, start, length):
+        if not info.layout:
+            return await self.blobs.read(info.blob_key, start, length)
+        end = info.size_bytes if length is None else min(info.size_bytes, start + length)
+        out = []
+        position = 0
+        for key, offset, size in info.segments:
+            low, high = max(start, position), min(end, position + size)
+            if low < high:
+                out.append(await self.blobs.read(key, offset + low - position, high - low))
+            position += size
+            if position >= end:
+                break
+        return b"".join(out)
+
+    # -- purge and garbage collection -------------------------------------------------------
+
+    def purge_message(self, message_id):
+        """Delete a message row for good once no live placement references it: its
+        soft-deleted placements go with it and each of its blobs loses one reference (the blobs
+        themselves go later, through ``collect_garbage``). Fire with True if it was purged."""
+
+        async def txn_fn(txn):
+            live = await txn.execute_one(
+                "SELECT COUNT(*) AS n FROM mailbox_messages WHERE message_id = ? "
+                "AND deleted_at IS NULL",
+                (message_id,),
+            )
+            if live["n"]:
+                return False
+            row = await txn.execute_one(
+                "SELECT blob_key, size_bytes, layout FROM messages WHERE id = ?", (message_id,)
+            )
+            if row is None:
+                return False
+            await txn.execute("DELETE FROM mailbox_messages WHERE message_id = ?", (message_id,))
+            await txn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            now = now_ns()
+            for key in _message_blob_keys(row["blob_key"], row["layout"]):
+                await txn.execute(
+                    "UPDATE blobs SET refcount = refcount - 1, updated_at = ? "
+                    "WHERE blob_key = ? AND refcount > 0",
+                    (now, key),
+                )
+            await self._audit(txn, "message.purged", "message", message_id)
+            return True
+
+        return self._run("purge_message", txn_fn)
+
+    def collect_garbage(self, grace_seconds=86400, batch=200, should_continue=None):
+        """Remove blobs no message references: rows with ``refcount`` 0 untouched for
+        ``grace_seconds``, and objects older than that with no row at all. Fire with a dict of
+        counts (``unreferenced``, ``orphans``, ``bytes``).
+
+        ``should_continue`` (a callable) is asked between blobs; False ends the pass early
+        (shutdown). Never removes a blob a delivery in flight is about to reference: see
+        docs/storage.md ("Garbage collection") for why.
+        """
+        return defer.Deferred.fromCoroutine(
+            self._collect_garbage(grace_seconds, batch, should_continue or (lambda: True))
+        )
+
+    async def _collect_garbage(self, grace_seconds, batch, should_continue):
+        cutoff = now_ns() - int(grace_seconds * 1_000_000_000)
+        report = {"unreferenced": 0, "orphans": 0, "bytes": 0}
+
+        async def candidates(txn, after):
+            return await txn.execute(
+                "SELECT blob_key, size_bytes FROM blobs WHERE refcount = 0 AND updated_at < ? "
+                "AND blob_key > ? ORDER BY blob_key LIMIT ?",
+                (cutoff, after, batch),
+            )
+
+        async def collect_row(txn, key):
+            # Deleting the row first takes its lock: a delivery leasing or referencing the blob
+            # now either went first (the row no longer qualifies) or waits for our commit.
+            await txn.execute(
+                "DELETE FROM blobs WHERE blob_key = ? AND refcount = 0 AND updated_at < ?",
+                (key, cutoff),
+            )
+            if txn.rowcount != 1:
+                return False
+            await self.blobs.delete(key)
+            return True
+
+        after = ""
+        while should_continue():
+            rows = await self.db.run("gc_candidates", candidates, after, readonly=True)
+            for row in rows:
+                if not should_continue():
+                    break
+                try:
+                    removed = await self.db.run("gc_blob", collect_row, row["blob_key"])
+                except Conflict:
+                    _log.error(
+                        "blob {key} has refcount 0 but a message still names it; kept",
+                        key=row["blob_key"],
+                    )
+                    continue
+                if removed:
+                    report["unreferenced"] += 1
+                    report["bytes"] += row["size_bytes"]
+            if len(rows) < batch:
+                break
+            after = rows[-1]["blob_key"]
+
+        async def known(txn, keys):
+            clause, params = txn.in_clause("blob_key", keys)
+            rows = await txn.execute(f"SELECT blob_key FROM blobs WHERE {clause}", params)
+            return {r["blob_key"] for r in rows}
+
+        async def collect_orphan(txn, key):
+            # A placeholder row stands in for the lock a row would give: a delivery leasing
+            # this key waits for our commit, and then its put writes the object again.
+            now = now_ns()
+            await txn.execute(
+                "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
+                "generation) VALUES (?, 0, 0, ?, ?, ?) ON CONFLICT (blob_key) DO NOTHING",
+                (key, now, now, new_id()),
+            )
+            if txn.rowcount != 1:
+                return False
+            await self.blobs.delete(key)
+            await txn.execute("DELETE FROM blobs WHERE blob_key = ?", (key,))
+            return True
+
+        after = ""
+        while should_continue():
+            listed = await self.blobs.list_keys(after, batch)
+            old = [key for key, modified in listed if modified < cutoff]
+            if old:
+                referenced = await self.db.run("gc_known", known, old, readonly=True)
+                for key in old:
+                    if key in referenced or not should_continue():
+                        continue
+                    if await self.db.run("gc_orphan", collect_orphan, key):
+                        report["orphans"] += 1
+            if len(listed) < batch:
+                break
+            after = listed[-1][0]
+        _log.info(
+            "garbage collection removed {unreferenced} unreferenced blobs ({bytes} bytes) "
+            "and {orphans} orphans",
+            **report,
+        )
+        return report
 
     # -- changing messages ------------------------------------------------------------------
 
@@ -922,6 +1211,16 @@ def _page_where(prefix: str, before) -> tuple[list[str], list]:
         [f"({prefix}created_at < ? OR ({prefix}created_at = ? AND {prefix}id < ?))"],
         [created_at, created_at, row_id],
     )
+
+
+def _message_blob_keys(blob_key: str, layout) -> list[str]:
+    """Every blob a message row references (each once), in the order rows are locked."""
+    keys = {blob_key}
+    if layout:
+        keys.update(
+            key for key, _, _ in (json.loads(layout) if isinstance(layout, str) else layout)
+        )
+    return sorted(keys)
 
 
 def _parse_safely(path):

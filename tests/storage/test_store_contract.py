@@ -44,6 +44,14 @@ class StoreContractMixin:
         finally:
             f.close()
 
+    async def read_whole(self, store, info) -> bytes:
+        """The message through ``open_message``, the way protocols stream it."""
+        f = await store.open_message(info)
+        try:
+            return f.read()
+        finally:
+            f.close()
+
     # -- interfaces ---------------------------------------------------------------------
 
     async def test_provides_interfaces(self):
@@ -188,10 +196,12 @@ class StoreContractMixin:
         self.assertEqual([m.uid for m in listed], [1, 2])
         (pair,) = await store.get_messages(inbox.id, [1])
         mm, info = pair
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
         self.assertEqual(await self.read_blob(store, info.blob_key), MESSAGE)
         self.assertEqual(info.size_bytes, len(MESSAGE))
         self.assertEqual(mm.size_bytes, len(MESSAGE))
-        self.assertEqual(await store.blobs.read(info.blob_key, 0, 7), b"From: A")
+        self.assertEqual(await store.read_message(info, 0, 7), b"From: A")
+        self.assertEqual(info.layout, None)
         mailbox = await store.get_mailbox(mailbox.id)
         self.assertEqual(mailbox.used_bytes, len(MESSAGE) * 2 + 6)
         self.assertEqual([c["type"] for c in changes], ["exists", "exists"])
