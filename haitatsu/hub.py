@@ -17,11 +17,12 @@ from twisted.logger import Logger
 
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
+from haitatsu.housekeeping import Housekeeping
 from haitatsu.storage import build_store
 
 
 class HaitatsuService(MultiService):
-    """Owns the hub: config watcher, store and listeners."""
+    """Owns the hub: config watcher, store, housekeeping and listeners."""
 
     _log = Logger()
 
@@ -32,6 +33,13 @@ class HaitatsuService(MultiService):
         self.watcher.setServiceParent(self)
         self.store = build_store(config, reactor)
         self.spool_dir = os.path.join(config.data_dir, "spool")
+        self.housekeeping = Housekeeping(
+            self.store,
+            reactor,
+            gc_interval=config.storage.blob_gc_interval_seconds,
+            gc_grace=config.storage.blob_gc_grace_seconds,
+        )
+        self.housekeeping.setServiceParent(self)
         self.ready = defer.Deferred()
         self._build_listeners(config)
 
