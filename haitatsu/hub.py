@@ -15,6 +15,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from haitatsu import log
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.housekeeping import Housekeeping
@@ -31,6 +32,7 @@ class HaitatsuService(MultiService):
         self.reactor = reactor
         self.watcher = ConfigWatcher(config_path, reactor, config)
         self.watcher.setServiceParent(self)
+        self.watcher.add_listener(log.apply_reload)
         self.store = build_store(config, reactor)
         self.spool_dir = os.path.join(config.data_dir, "spool")
         self.housekeeping = Housekeeping(

@@ -16,7 +16,8 @@ class StorageUnavailable(Exception):
 
 
 class OverQuota(Exception):
-    """Storing the message would take a mailbox over its quota."""
+    """Storing the message would take every mailbox it is for over its own quota or over its
+    domain's quota. (When only some are, the store skips those and stores the message.)"""
 
 
 class Conflict(Exception):
@@ -68,6 +69,17 @@ class IChangeBus(Interface):
     def publish(mailbox_id, change):
         """Announce ``change`` (a JSON-able dict with at least ``type`` and ``folder_id``)."""
 
+    def publish_in(txn, mailbox_id, change):
+        """Announce ``change`` as part of the store transaction ``txn``: subscribers (on every
+        node) hear it once, and only if the transaction commits. May return an awaitable, which
+        the store awaits inside the transaction."""
+
+    def open():
+        """Connect (a Deferred or coroutine); the store opens its bus after the database."""
+
+    def close():
+        """Disconnect; subscribers hear nothing more."""
+
 
 class IMailStore(Interface):
     """Accounts, folders and messages: metadata in SQL, bodies in an ``IBlobStore``."""
@@ -106,7 +118,25 @@ class IMailStore(Interface):
 
     def resolve_recipient(address):
         """Resolve an RCPT address (API.md 5.2: exact mailbox, plus-addressing); fire with a
-        ``Recipient`` for an active mailbox, or None."""
+        ``Recipient`` for an active mailbox, or None. ``Recipient.over_quota`` says whether the
+        mailbox (``used >= quota``) or its domain is already full ("mailbox", "domain", "")."""
+
+    # -- quotas ----------------------------------------------------------------------------
+
+    def recompute_usage(mailbox_id):
+        """Set the mailbox's ``used_bytes`` to the sum of its live placements' sizes; fire with
+        the new value, or None if there is no such mailbox."""
+
+    def get_domain(name):
+        """Fire with the ``Domain`` called ``name`` (any case), or None if it has no row."""
+
+    def list_domains(limit=50, before=None):
+        """Fire with up to ``limit`` domains ordered ``created_at DESC, name DESC``, starting
+        after the ``(created_at, name)`` pair ``before`` when given."""
+
+    def set_domain_quota(name, quota_bytes):
+        """Create the domain or change its quota (0: unlimited); fire with
+        ``(Domain, created)``."""
 
     # -- app passwords -------------------------------------------------------------------
 
@@ -184,6 +214,12 @@ class IMailStore(Interface):
     def expunge(folder_id, uids=None):
         """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):
         moved to Trash, or soft-deleted when the folder is Trash. Fire with the removed UIDs."""
+
+    def search_messages(mailbox_id, terms, folder_id=None, limit=50, before=None):
+        """Full-text search over subject, addresses and the text/html extracts (web-search
+        syntax: words, ``"phrases"``, ``OR``, ``-word``). Fire with
+        ``[(MailboxMessage, MessageInfo)]`` of live matches, newest first, paged like
+        ``list_messages``. Words are stemmed (English), so "meeting" finds "meetings"."""
 
     def check():
         """Fire with None if the database is reachable and migrations are current."""

@@ -30,6 +30,14 @@ class Options(usage.Options):
         except ConfigError as e:
             raise usage.UsageError(f"haitatsu: cannot load configuration: {e}") from None
         self["config"] = path
+        parent = self.parent
+        if parent is not None and not parent.get("logger"):
+            from haitatsu import log
+
+            log.configure(
+                self["parsed_config"], parent.get("logfile") or "", bool(parent.get("nodaemon"))
+            )
+            parent["logger"] = "haitatsu.log.observer"
 
 
 def makeService(options):

@@ -218,3 +218,14 @@ async def restore_mailbox(api, request, mailbox_id):
     if mailbox is None:
         raise APIError(404, "mailbox_restore_failed", "Mailbox not found")
     return data(request, mailbox_json(mailbox))
+
+
+@routes.route(
+    "POST", "/api/v1/mailboxes/<mailbox_id>/recompute-usage", failure="mailbox_recompute_failed"
+)
+async def recompute_usage(api, request, mailbox_id):
+    used = await api.store.recompute_usage(mailbox_id)
+    if used is None:
+        raise APIError(404, "mailbox_not_found", "Mailbox not found")
+    # Not an entity: the original answers a map, so a zero is written too.
+    return data(request, {"mailbox_id": mailbox_id, "used_bytes": used})

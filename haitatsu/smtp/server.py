@@ -412,6 +412,18 @@ class InboundESMTP(ESMTP):
             )
             self.reply(UNKNOWN_RECIPIENT)
             return
+        if recipient.over_quota:
+            # API.md 5.2 step 8: a full mailbox is dropped; with routes resolving to several
+            # mailboxes this becomes "none left".
+            self._log.info(
+                "recipient {rcpt} from {remote_ip} refused: {quota} quota full",
+                rcpt=address,
+                remote_ip=self.remote_ip,
+                quota=recipient.over_quota,
+                mailbox_id=recipient.mailbox_id,
+            )
+            self.reply(OVER_QUOTA)
+            return
         self.recipients.append(recipient)
         self.reply(Reply(250, "2.1.5", "recipient OK"))
 

@@ -20,16 +20,36 @@ def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str, **options) -> M
     )
 
 
+def build_postgres_store(
+    reactor, dsn: str, blob_dir: str, max_connections: int = 10, **options
+) -> MailStore:
+    """PostgreSQL (txpostgres pool, LISTEN/NOTIFY change bus) and a blob directory.
+    ``options`` go to ``MailStore``."""
+    from haitatsu.storage.changes_pg import PostgresChangeBus
+    from haitatsu.storage.postgres import PostgresDatabase, PostgresEngine
+
+    engine = PostgresEngine(dsn, max_connections=max_connections)
+    return MailStore(
+        PostgresDatabase(engine, reactor),
+        DirectoryBlobStore(blob_dir, reactor),
+        PostgresChangeBus(engine, reactor),
+        reactor,
+        **options,
+    )
+
+
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
-    if config.database.driver != "sqlite":
-        raise NotImplementedError(f"database.driver {config.database.driver!r} is not built yet")
-    return build_sqlite_store(
-        reactor,
-        config.sqlite_path,
-        config.blob_dir,
-        attachment_dedup_threshold=config.storage.attachment_dedup_threshold_bytes,
-    )
+    options = {"attachment_dedup_threshold": config.storage.attachment_dedup_threshold_bytes}
+    if config.database.driver == "postgres":
+        return build_postgres_store(
+            reactor,
+            config.database.dsn,
+            config.blob_dir,
+            config.database.max_connections,
+            **options,
+        )
+    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir, **options)
 
 
 async def open_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:
@@ -46,6 +66,7 @@ __all__ = [
     "LocalChangeBus",
     "MailStore",
     "SQLiteEngine",
+    "build_postgres_store",
     "build_sqlite_store",
     "build_store",
     "open_sqlite_store",

@@ -1,7 +1,8 @@
 """The change bus of one process, for the embedded default.
 
 Subscribers are called from the reactor thread after the change was committed. A subscriber that
-raises is logged and does not keep the others from hearing about the change.
+raises is logged and does not keep the others from hearing about the change. The PostgreSQL bus
+(``changes_pg``) fans out through one of these on each node.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ class LocalChangeBus:
                     del self._subscribers[mailbox_id]
 
         return unsubscribe
+
+    async def open(self):
+        """Nothing to connect: one process is the whole cluster."""
+
+    async def close(self):
+        pass
+
+    def subscribed_mailboxes(self) -> list[str]:
+        return list(self._subscribers)
+
+    def publish_in(self, txn, mailbox_id, change):
+        txn.call_after_commit(self.publish, mailbox_id, change)
 
     def publish(self, mailbox_id, change):
         for callback in list(self._subscribers.get(mailbox_id, ())):

@@ -60,6 +60,20 @@ class SQLiteEngine:
             return "1 = 0", []
         return f"{column} IN ({', '.join('?' * len(values))})", values
 
+    def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
+        """Full-text match on the FTS5 table the 003 migration keeps in sync by triggers."""
+        query = fts5_query(terms)
+        if not query:
+            return "1 = 0", []
+        return (
+            f"{message_alias}.id IN (SELECT message_id FROM message_search "
+            "WHERE message_search MATCH ?)",
+            [query],
+        )
+
+    #: SQLite's ``BEGIN IMMEDIATE`` already serializes migrating processes.
+    migration_lock = ()
+
     def is_constraint_error(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError)
 
@@ -70,25 +84,53 @@ class SQLiteEngine:
         return isinstance(error, sqlite3.Error)
 
 
-class Transaction:
-    """What a transaction function sees: ``await txn.execute(sql, params)`` gives rows as dicts."""
+class BaseTransaction:
+    """What a transaction function sees: ``await txn.execute(sql, params)`` gives rows as dicts
+    and sets ``rowcount``; ``in_clause`` and ``search_clause`` write the dialect's SQL;
+    ``call_after_commit`` runs a callable once the transaction has committed (never if it fails
+    or is retried)."""
 
-    def __init__(self, database: Database, conn):
-        self._db = database
-        self._conn = conn
+    def __init__(self, engine):
+        self.engine = engine
         self.rowcount = -1
+        self._after_commit: list = []
 
     async def execute(self, sql: str, params=()) -> list[dict]:
-        sql = self._db.engine.convert_sql(sql)
-        rows, self.rowcount = await self._db._in_thread(_execute, self._conn, sql, tuple(params))
-        return rows
+        raise NotImplementedError
 
     async def execute_one(self, sql: str, params=()) -> dict | None:
         rows = await self.execute(sql, params)
         return rows[0] if rows else None
 
     def in_clause(self, column: str, values) -> tuple[str, list]:
-        return self._db.engine.in_clause(column, values)
+        return self.engine.in_clause(column, values)
+
+    def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
+        return self.engine.search_clause(message_alias, terms)
+
+    def call_after_commit(self, fn, *args):
+        self._after_commit.append((fn, args))
+
+    def run_after_commit(self):
+        for fn, args in self._after_commit:
+            try:
+                fn(*args)
+            except Exception:
+                _log.failure("after-commit callback failed")
+
+
+class Transaction(BaseTransaction):
+    """A transaction on a SQLite connection: each statement runs in the database thread pool."""
+
+    def __init__(self, database: Database, conn):
+        super().__init__(database.engine)
+        self._db = database
+        self._conn = conn
+
+    async def execute(self, sql: str, params=()) -> list[dict]:
+        sql = self._db.engine.convert_sql(sql)
+        rows, self.rowcount = await self._db._in_thread(_execute, self._conn, sql, tuple(params))
+        return rows
 
 
 def _execute(conn, sql, params):
@@ -100,8 +142,55 @@ def _execute(conn, sql, params):
         cursor.close()
 
 
-class Database:
-    """Runs transaction functions against an engine, off the reactor thread."""
+class SchemaMixin:
+    """Migrations for any database object with ``engine`` and ``run(desc, fn, readonly=)``."""
+
+    # -- schema ---------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply the numbered schema files not applied yet; return the versions applied."""
+        available = schema_files(self.engine.name)
+
+        async def apply(txn):
+            for statement in self.engine.migration_lock:
+                await txn.execute(statement)
+            await txn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            done = {
+                r["version"] for r in await txn.execute("SELECT version FROM schema_migrations")
+            }
+            applied = []
+            for version, name, text in available:
+                if version in done:
+                    continue
+                for statement in split_statements(text):
+                    await txn.execute(statement)
+                await txn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, _now_ns()),
+                )
+                applied.append(version)
+            return applied
+
+        applied = await self.run("migrate", apply)
+        for version in applied:
+            _log.info("applied schema version {version}", version=version)
+        return applied
+
+    async def schema_current(self) -> bool:
+        latest = max(v for v, _, _ in schema_files(self.engine.name))
+
+        async def read(txn):
+            row = await txn.execute_one("SELECT MAX(version) AS v FROM schema_migrations")
+            return row["v"] if row else None
+
+        return await self.run("schema_current", read, readonly=True) == latest
+
+
+class Database(SchemaMixin):
+    """Runs transaction functions against SQLite, off the reactor thread."""
 
     def __init__(self, engine, reactor):
         self.engine = engine
@@ -192,8 +281,9 @@ class Database:
 
     async def _transaction(self, conn, begin, fn, args):
         await self._in_thread(conn.execute, begin)
+        txn = Transaction(self, conn)
         try:
-            result = await fn(Transaction(self, conn), *args)
+            result = await fn(txn, *args)
         except BaseException:
             try:
                 await self._in_thread(conn.execute, "ROLLBACK")
@@ -201,48 +291,8 @@ class Database:
                 _log.failure("rollback failed")
             raise
         await self._in_thread(conn.execute, "COMMIT")
+        txn.run_after_commit()
         return result
-
-    # -- schema ---------------------------------------------------------------------------
-
-    async def migrate(self) -> list[int]:
-        """Apply the numbered schema files not applied yet; return the versions applied."""
-        available = schema_files(self.engine.name)
-
-        async def apply(txn):
-            await txn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
-            )
-            done = {
-                r["version"] for r in await txn.execute("SELECT version FROM schema_migrations")
-            }
-            applied = []
-            for version, name, text in available:
-                if version in done:
-                    continue
-                for statement in split_statements(text):
-                    await txn.execute(statement)
-                await txn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, _now_ns()),
-                )
-                applied.append(version)
-            return applied
-
-        applied = await self.run("migrate", apply)
-        for version in applied:
-            _log.info("applied schema version {version}", version=version)
-        return applied
-
-    async def schema_current(self) -> bool:
-        latest = max(v for v, _, _ in schema_files(self.engine.name))
-
-        async def read(txn):
-            row = await txn.execute_one("SELECT MAX(version) AS v FROM schema_migrations")
-            return row["v"] if row else None
-
-        return await self.run("schema_current", read, readonly=True) == latest
 
 
 def _now_ns():
@@ -277,3 +327,34 @@ def split_statements(text: str) -> list[str]:
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
     statements = re.split(r";[ \t]*(?:\n|$)", "\n".join(lines))
     return [s.strip() for s in statements if s.strip()]
+
+
+_FTS_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+def fts5_query(terms: str) -> str:
+    """Translate web-search syntax (what PostgreSQL's ``websearch_to_tsquery`` reads) into an
+    FTS5 query with the same meaning: words and ``"quoted phrases"`` must all match, ``-word``
+    excludes, ``OR`` separates alternatives (binding loosest, as in PostgreSQL). Every term is
+    quoted, so FTS5 syntax typed by a user is read as plain words."""
+    groups, positive, negative = [], [], []
+    for m in _FTS_TOKEN.finditer(terms):
+        if m.group(3) is not None:
+            word = m.group(3)
+            if word.lower() == "or":
+                groups.append((positive, negative))
+                positive, negative = [], []
+                continue
+            exclude = word.startswith("-") and len(word) > 1
+            text = word[1:] if exclude else word
+        else:
+            exclude, text = bool(m.group(1)), m.group(2)
+        words = re.findall(r"\w+", text)
+        if words:
+            (negative if exclude else positive).append('"' + " ".join(words) + '"')
+    groups.append((positive, negative))
+    alternatives = []
+    for positive, negative in groups:
+        if positive:
+            alternatives.append(" ".join([" AND ".join(positive), *("NOT " + n for n in negative)]))
+    return " OR ".join(f"({a})" for a in alternatives)

@@ -103,6 +103,34 @@ class Recipient:
     base_rcpt: str
     plus_tag: str
     route_id: str = ""
+    #: Which quota is already full, if any: "" (none), "mailbox" or "domain". SMTP answers
+    #: such a recipient 452 4.2.2 at RCPT (API.md 5.2 step 8) instead of accepting it.
+    over_quota: str = ""
+
+
+@attrs.frozen
+class Domain:
+    """A mail domain with a quota (our addition): ``quota_bytes`` caps the sum of
+    ``used_bytes`` over the mailboxes whose primary address is in the domain (0: unlimited).
+    ``used_bytes`` is that sum, computed when the record is read, never stored."""
+
+    name: str
+    quota_bytes: int
+    used_bytes: int
+    mailbox_count: int
+    created_at: int
+    updated_at: int
+
+    @property
+    def id(self) -> str:
+        """The name: what the list cursor encodes after ``created_at``."""
+        return self.name
+
+
+def address_domain(address: str) -> str:
+    """The domain of an address as quotas group mailboxes: the lowercased part after the
+    last "@" (the whole address if it has none)."""
+    return address.strip().lower().rpartition("@")[2]
 
 
 @attrs.frozen

@@ -10,6 +10,7 @@ to reference, is in docs/storage.md.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import os
 import secrets
@@ -31,11 +32,13 @@ from haitatsu.storage.records import (
     FLAG_COLUMNS,
     SYSTEM_FOLDERS,
     AppPassword,
+    Domain,
     Folder,
     Mailbox,
     MailboxMessage,
     MessageInfo,
     Recipient,
+    address_domain,
     now_ns,
 )
 
@@ -67,6 +70,12 @@ def generate_password() -> str:
 
 def _json(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text(value: str) -> str:
+    """A message-derived string fit for a TEXT column: PostgreSQL refuses NUL characters, which a
+    decoded text part (or a header) may contain; they become U+FFFD on every engine alike."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
 def _mailbox(row) -> Mailbox:
@@ -244,12 +253,20 @@ class MailStore:
         await self.db.open()
         try:
             await self.db.migrate()
+            await self.changes.open()
         except BaseException:
             await self.db.close()
             raise
 
     async def close(self):
+        await self.changes.close()
         await self.db.close()
+
+    async def _announce(self, txn, mailbox_id, change):
+        """Publish ``change`` as part of ``txn``: heard on every node once it commits."""
+        result = self.changes.publish_in(txn, mailbox_id, change)
+        if inspect.isawaitable(result):
+            await result
 
     def _thread(self, fn, *args):
         return deferToThreadPool(self._reactor, self._hash_pool, fn, *args)
@@ -280,13 +297,14 @@ class MailStore:
 
         async def txn_fn(txn):
             await txn.execute(
-                "INSERT INTO mailboxes (id, primary_address, address_lower, status, quota_bytes, "
-                "used_bytes, outbound_limits, spam_thresholds, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                "INSERT INTO mailboxes (id, primary_address, address_lower, domain, status, "
+                "quota_bytes, used_bytes, outbound_limits, spam_thresholds, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
                 (
                     mailbox_id,
                     primary_address,
                     primary_address.strip().lower(),
+                    address_domain(primary_address),
                     status or "active",
                     quota_bytes or 0,
                     _json(outbound_limits or {}),
@@ -418,16 +436,24 @@ class MailStore:
             candidates = [lowered] if not plus_tag else [base]
             for candidate in candidates:
                 row = await txn.execute_one(
-                    "SELECT id FROM mailboxes WHERE address_lower = ? AND status = 'active' "
-                    "AND deleted_at IS NULL",
+                    "SELECT id, domain, quota_bytes, used_bytes FROM mailboxes "
+                    "WHERE address_lower = ? AND status = 'active' AND deleted_at IS NULL",
                     (candidate,),
                 )
                 if row:
+                    over_quota = ""
+                    if row["quota_bytes"] > 0 and row["used_bytes"] >= row["quota_bytes"]:
+                        over_quota = "mailbox"
+                    else:
+                        room = await self._domain_room(txn, row["domain"])
+                        if room is not None and room <= 0:
+                            over_quota = "domain"
                     return Recipient(
                         mailbox_id=row["id"],
                         original_rcpt=original,
                         base_rcpt=base,
                         plus_tag=plus_tag,
+                        over_quota=over_quota,
                     )
             return None
 
@@ -587,6 +613,147 @@ class MailStore:
         row = await txn.execute_one("SELECT highest_modseq FROM folders WHERE id = ?", (folder_id,))
         return row["highest_modseq"]
 
+    # -- quotas -----------------------------------------------------------------------------
+
+    @staticmethod
+    async def _domain_room(txn, domain, lock=False) -> int | None:
+        """Bytes ``domain`` can still take under its quota, or None if it has none.
+
+        With ``lock`` the domain row is locked first (a no-op UPDATE: a row lock on PostgreSQL,
+        the database write lock SQLite already holds), so the sum read next stays true until
+        the caller commits: every transaction that adds bytes to the domain takes this lock
+        first, and a concurrent one waits for our commit (or, under snapshot isolation, fails
+        with a serialization error and is retried by the engine).
+        """
+        if lock:
+            await txn.execute(
+                "UPDATE domains SET quota_bytes = quota_bytes WHERE name = ? AND quota_bytes > 0",
+                (domain,),
+            )
+            if txn.rowcount == 0:
+                return None
+        row = await txn.execute_one(
+            "SELECT d.quota_bytes, (SELECT CAST(COALESCE(SUM(m.used_bytes), 0) AS BIGINT) "
+            "FROM mailboxes m WHERE m.domain = d.name) AS used_bytes "
+            "FROM domains d WHERE d.name = ?",
+            (domain,),
+        )
+        if row is None or row["quota_bytes"] <= 0:
+            return None
+        return row["quota_bytes"] - row["used_bytes"]
+
+    async def _charge_quota(self, txn, mailbox_ids, size) -> list[str]:
+        """Add ``size`` bytes to each mailbox of ``mailbox_ids`` (one entry per placement; a
+        mailbox may appear twice) where its quota and its domain's quota both allow it
+        (API.md 5.6: refused when ``used + size > quota``). Returns, per entry, "" when
+        charged, else which quota refused it: "mailbox" or "domain".
+
+        The mailbox check is the UPDATE's own condition, so it holds against concurrent
+        deliveries without a read-then-write race. Domains are locked first, in name order,
+        then mailboxes are charged in id order: concurrent deliveries take their locks in one
+        order and cannot deadlock each other.
+        """
+        clause, params = txn.in_clause("id", sorted(set(mailbox_ids)))
+        rows = await txn.execute(f"SELECT id, domain FROM mailboxes WHERE {clause}", params)
+        domains = {row["id"]: row["domain"] for row in rows}
+        for mailbox_id in mailbox_ids:
+            if mailbox_id not in domains:
+                raise KeyError(f"no mailbox {mailbox_id}")
+        room = {}
+        for domain in sorted(set(domains.values())):
+            room[domain] = await self._domain_room(txn, domain, lock=True)
+        refusals = [""] * len(mailbox_ids)
+        for i in sorted(range(len(mailbox_ids)), key=lambda i: mailbox_ids[i]):
+            mailbox_id = mailbox_ids[i]
+            left = room[domains[mailbox_id]]
+            if left is not None and size > left:
+                refusals[i] = "domain"
+                continue
+            await txn.execute(
+                "UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ? "
+                "AND (quota_bytes <= 0 OR used_bytes + ? <= quota_bytes)",
+                (size, mailbox_id, size),
+            )
+            if txn.rowcount == 0:
+                refusals[i] = "mailbox"
+            elif left is not None:
+                room[domains[mailbox_id]] = left - size
+        return refusals
+
+    def recompute_usage(self, mailbox_id):
+        async def txn_fn(txn):
+            # Lock the mailbox row before summing: a delivery or expunge changing it commits
+            # before our sum is read, or waits until we commit and then applies its delta.
+            await txn.execute(
+                "UPDATE mailboxes SET updated_at = ? WHERE id = ?", (now_ns(), mailbox_id)
+            )
+            if txn.rowcount == 0:
+                return None
+            row = await txn.execute_one(
+                "SELECT CAST(COALESCE(SUM(size_bytes), 0) AS BIGINT) AS used "
+                "FROM mailbox_messages WHERE mailbox_id = ? AND deleted_at IS NULL",
+                (mailbox_id,),
+            )
+            await txn.execute(
+                "UPDATE mailboxes SET used_bytes = ? WHERE id = ?", (row["used"], mailbox_id)
+            )
+            return row["used"]
+
+        return self._run("recompute_usage", txn_fn)
+
+    _DOMAIN_SELECT = (
+        "SELECT d.name, d.quota_bytes, d.created_at, d.updated_at, "
+        "(SELECT CAST(COALESCE(SUM(m.used_bytes), 0) AS BIGINT) FROM mailboxes m "
+        "WHERE m.domain = d.name) AS used_bytes, "
+        "(SELECT COUNT(*) FROM mailboxes m WHERE m.domain = d.name) AS mailbox_count "
+        "FROM domains d"
+    )
+
+    @classmethod
+    async def _get_domain(cls, txn, name):
+        row = await txn.execute_one(cls._DOMAIN_SELECT + " WHERE d.name = ?", (name,))
+        return _domain(row) if row else None
+
+    def get_domain(self, name):
+        return self._run("get_domain", self._get_domain, _domain_name(name), readonly=True)
+
+    def list_domains(self, limit=50, before=None):
+        async def txn_fn(txn):
+            sql, params = self._DOMAIN_SELECT, []
+            if before is not None:
+                created_at, name = before
+                sql += " WHERE (d.created_at < ? OR (d.created_at = ? AND d.name < ?))"
+                params = [created_at, created_at, name]
+            sql += " ORDER BY d.created_at DESC, d.name DESC LIMIT ?"
+            return [_domain(row) for row in await txn.execute(sql, (*params, limit))]
+
+        return self._run("list_domains", txn_fn, readonly=True)
+
+    def set_domain_quota(self, name, quota_bytes):
+        name = _domain_name(name)
+        if not name:
+            raise ValueError("a domain needs a name")
+
+        async def txn_fn(txn):
+            now = now_ns()
+            # Insert-or-nothing first, so two concurrent first PUTs cannot both insert.
+            await txn.execute(
+                "INSERT INTO domains (name, quota_bytes, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, quota_bytes, now, now),
+            )
+            created = txn.rowcount == 1
+            if not created:
+                await txn.execute(
+                    "UPDATE domains SET quota_bytes = ?, updated_at = ? WHERE name = ?",
+                    (quota_bytes, now, name),
+                )
+            event = "domain.created" if created else "domain.updated"
+            await self._audit(txn, event, "domain", name)
+            return await self._get_domain(txn, name), created
+
+        return self._run("set_domain_quota", txn_fn)
+
     # -- delivery ---------------------------------------------------------------------------
 
     @defer.inlineCallbacks
@@ -632,11 +799,6 @@ class MailStore:
                 raise StorageUnavailable("blobs kept being collected during delivery")
         finally:
             yield self._thread(prepared.remove_temporary)
-        for mm in placed:
-            self.changes.publish(
-                mm.mailbox_id,
-                {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-            )
         _log.info(
             "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
             message_id=message_id,
@@ -709,7 +871,7 @@ class MailStore:
                 (
                     message_id,
                     trace_id,
-                    parsed.rfc_message_id,
+                    _text(parsed.rfc_message_id),
                     prepared.blob_key,
                     prepared.sha256,
                     size,
@@ -718,16 +880,16 @@ class MailStore:
                     _json(parsed.to_addresses),
                     _json(parsed.cc_addresses),
                     _json(parsed.bcc_addresses),
-                    parsed.subject,
+                    _text(parsed.subject),
                     parsed.date,
-                    parsed.text_body_extract,
-                    parsed.html_body_extract,
+                    _text(parsed.text_body_extract),
+                    _text(parsed.html_body_extract),
                     _json(parsed.attachments),
                     0.0,
                     _json(auth_results or {}),
-                    parsed.envelope,
-                    parsed.body,
-                    parsed.bodystructure,
+                    _text(parsed.envelope),
+                    _text(parsed.body),
+                    _text(parsed.bodystructure),
                     parsed.header_size,
                     _json(parsed.parts),
                     _json(prepared.layout) if prepared.layout else None,
@@ -735,21 +897,17 @@ class MailStore:
                     now,
                 ),
             )
-            placed, seen, over_quota = [], set(), []
+            placements, seen = [], set()
             for delivery in deliveries:
                 key = (delivery.mailbox_id, delivery.folder)
-                if key in seen:
-                    continue
-                seen.add(key)
-                mailbox = await txn.execute_one(
-                    "SELECT quota_bytes, used_bytes FROM mailboxes WHERE id = ?",
-                    (delivery.mailbox_id,),
-                )
-                if mailbox is None:
-                    raise KeyError(f"no mailbox {delivery.mailbox_id}")
-                quota = mailbox["quota_bytes"]
-                if quota and mailbox["used_bytes"] + size > quota:
-                    over_quota.append(delivery.mailbox_id)
+                if key not in seen:
+                    seen.add(key)
+                    placements.append(delivery)
+            refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
+            placed, over_quota = [], []
+            for delivery, refused in zip(placements, refusals, strict=True):
+                if refused:
+                    over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
                     continue
                 folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
                 if folder is None:
@@ -786,14 +944,16 @@ class MailStore:
                         now,
                     ),
                 )
-                await txn.execute(
-                    "UPDATE mailboxes SET used_bytes = used_bytes + ? WHERE id = ?",
-                    (size, delivery.mailbox_id),
-                )
                 row = await txn.execute_one(
                     f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
                 )
-                placed.append(_mailbox_message(row))
+                mm = _mailbox_message(row)
+                placed.append(mm)
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+                )
             if not placed:
                 raise OverQuota(", ".join(over_quota))
             return placed, message_id
@@ -1051,6 +1211,26 @@ class MailStore:
         )
         return report
 
+    def search_messages(self, mailbox_id, terms, folder_id=None, limit=50, before=None):
+        async def txn_fn(txn):
+            where, params = _page_where("mm.", before)
+            match, match_params = txn.search_clause("m", terms)
+            where += ["mm.mailbox_id = ?", "mm.deleted_at IS NULL", match]
+            params += [mailbox_id, *match_params]
+            if folder_id:
+                where.append("mm.folder_id = ?")
+                params.append(folder_id)
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE "
+                + " AND ".join(where)
+                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [(_mailbox_message(r), _message_info(r)) for r in rows]
+
+        return self._run("search_messages", txn_fn, readonly=True)
+
     # -- changing messages ------------------------------------------------------------------
 
     def store_flags(self, folder_id, uids, flags, mode):
@@ -1102,32 +1282,28 @@ class MailStore:
                         f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?",
                         (current.id,),
                     )
-                    changed.append(_mailbox_message(row))
+                    mm = _mailbox_message(row)
+                    changed.append(mm)
+                    await self._announce(
+                        txn,
+                        mm.mailbox_id,
+                        {
+                            "type": "flags",
+                            "folder_id": folder_id,
+                            "uid": mm.uid,
+                            "id": mm.id,
+                            "flags": list(mm.flags),
+                        },
+                    )
             return changed
 
-        d = self._run("store_flags", txn_fn)
-
-        def publish(changed):
-            for mm in changed:
-                self.changes.publish(
-                    mm.mailbox_id,
-                    {
-                        "type": "flags",
-                        "folder_id": folder_id,
-                        "uid": mm.uid,
-                        "id": mm.id,
-                        "flags": list(mm.flags),
-                    },
-                )
-            return changed
-
-        return d.addCallback(publish) if uids else defer.succeed([])
+        return self._run("store_flags", txn_fn) if uids else defer.succeed([])
 
     def expunge(self, folder_id, uids=None):
         async def txn_fn(txn):
             folder = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
             if folder is None:
-                return None, [], []
+                return []
             folder = _folder(folder)
             rows = await txn.execute(
                 f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
@@ -1167,27 +1343,21 @@ class MailStore:
                     moved.append((mm, uid))
             if targets:
                 await self._bump_modseq(txn, folder_id)
-            return folder, targets, [(trash.id if trash else None, mm, uid) for mm, uid in moved]
-
-        d = self._run("expunge", txn_fn)
-
-        def publish(result):
-            folder, targets, moved = result
-            if folder is None:
-                return []
             for mm in targets:
-                self.changes.publish(
+                await self._announce(
+                    txn,
                     mm.mailbox_id,
                     {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id},
                 )
-            for trash_id, mm, uid in moved:
-                self.changes.publish(
+            for mm, uid in moved:
+                await self._announce(
+                    txn,
                     mm.mailbox_id,
-                    {"type": "exists", "folder_id": trash_id, "uid": uid, "id": mm.id},
+                    {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id},
                 )
             return [mm.uid for mm in targets]
 
-        return d.addCallback(publish)
+        return self._run("expunge", txn_fn)
 
     # -- health -----------------------------------------------------------------------------
 
@@ -1196,11 +1366,29 @@ class MailStore:
         current = yield defer.Deferred.fromCoroutine(self.db.schema_current())
         if not current:
             raise StorageUnavailable("migrations not complete")
+        if not getattr(self.changes, "listening", True):
+            # IMAP IDLE on this node would miss changes made elsewhere.
+            raise StorageUnavailable("change bus is not listening")
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _run(self, desc, fn, *args, readonly=False):
         return defer.Deferred.fromCoroutine(self.db.run(desc, fn, *args, readonly=readonly))
+
+
+def _domain(row) -> Domain:
+    return Domain(
+        name=row["name"],
+        quota_bytes=row["quota_bytes"],
+        used_bytes=row["used_bytes"],
+        mailbox_count=row["mailbox_count"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _domain_name(name: str) -> str:
+    return name.strip().lower()
 
 
 def _page_where(prefix: str, before) -> tuple[list[str], list]:

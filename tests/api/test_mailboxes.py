@@ -4,8 +4,9 @@ from twisted.trial import unittest
 
 from haitatsu.api.conventions import decode_cursor
 from tests.api.client import APIClient, error
-from tests.support import make_store
+from tests.support import deliver_bytes, make_store
 
+MESSAGE = b"From: a@example.org\r\nSubject: usage\r\n\r\nHello.\r\n"
 ULID_CHARS = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
@@ -312,6 +313,50 @@ class MailboxTests(unittest.TestCase):
     async def test_wrong_method_on_a_known_path(self):
         answer = await self.client.request("PUT", "/api/v1/mailboxes")
         self.assertEqual((answer.status, answer.body), (405, b"Method Not Allowed"))
+
+
+class RecomputeUsageTests(unittest.TestCase):
+    """``POST /mailboxes/:id/recompute-usage`` (API.md 1.2, 5.6)."""
+
+    async def setUp(self):
+        self.store = await make_store(self)
+        self.client = APIClient(self.store)
+        self.mailbox = await self.store.create_mailbox("bob@example.com")
+
+    async def test_rebuilds_used_bytes_from_the_live_messages(self):
+        placed = [await deliver_bytes(self.store, MESSAGE * n, self.mailbox.id) for n in (1, 2)]
+        live = sum(p.size_bytes for [p] in placed)
+        await self.store.update_mailbox(self.mailbox.id, used_bytes=999)
+        answer = await self.client.post(f"/api/v1/mailboxes/{self.mailbox.id}/recompute-usage")
+        self.assertEqual(answer.status, 200, answer.body)
+        self.assertEqual(answer.json, {"data": {"mailbox_id": self.mailbox.id, "used_bytes": live}})
+        answer = await self.client.get(f"/api/v1/mailboxes/{self.mailbox.id}")
+        self.assertEqual(answer.json["data"]["used_bytes"], live)
+
+    async def test_zero_is_written(self):
+        """The answer is a plain map in the original, not an omitempty entity."""
+        await self.store.update_mailbox(self.mailbox.id, used_bytes=5)
+        answer = await self.client.post(f"/api/v1/mailboxes/{self.mailbox.id}/recompute-usage")
+        self.assertEqual(answer.json, {"data": {"mailbox_id": self.mailbox.id, "used_bytes": 0}})
+
+    async def test_unknown_mailbox_is_404(self):
+        answer = await self.client.post(
+            "/api/v1/mailboxes/01NOSUCHMAILBOX00000000000/recompute-usage"
+        )
+        self.assertEqual(answer.status, 404)
+        self.assertEqual(answer.json, error("mailbox_not_found", "Mailbox not found"))
+
+    async def test_needs_the_token(self):
+        answer = await self.client.post(
+            f"/api/v1/mailboxes/{self.mailbox.id}/recompute-usage", auth=False
+        )
+        self.assertEqual(answer.status, 401)
+
+    async def test_storage_unavailable_is_503(self):
+        await self.store.close()
+        answer = await self.client.post(f"/api/v1/mailboxes/{self.mailbox.id}/recompute-usage")
+        self.assertEqual(answer.status, 503, answer.body)
+        self.assertEqual(answer.json["error"]["code"], "storage_unavailable")
 
 
 class StorageFailureTests(unittest.TestCase):

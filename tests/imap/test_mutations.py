@@ -8,6 +8,7 @@ import shutil
 from tests.imap.helpers import EIGHT_BIT, MULTIPART, SIMPLE, IMAPTestCase
 from tests.imap.test_fetch import DATE_NS
 from tests.imap.test_session import d
+from tests.support import deliver_bytes
 
 OTHER = (
     b"From: Erin <erin@example.test>\r\n"
@@ -283,6 +284,38 @@ class AppendTests(IMAPTestCase):
         os.unlink(tmp)
         self.assertEqual(await self.stored(), [])
         self.assertEqual(os.listdir(self.spool_dir), [])
+
+    @d
+    async def test_append_over_mailbox_quota(self):
+        """RFC 9208's ``[OVERQUOTA]`` when ``used + size > quota``; exactly at the quota is OK."""
+        await self.store.update_mailbox(self.mailbox.id, quota_bytes=len(SIMPLE) * 2)
+        session = await self.login()
+        self.assertEqual(
+            await self.append(session, b"a APPEND INBOX", SIMPLE), b"a OK APPEND completed\r\n"
+        )
+        self.assertEqual(
+            await self.append(session, b"b APPEND Sent", SIMPLE), b"b OK APPEND completed\r\n"
+        )
+        answer = await self.append(session, b"c APPEND INBOX", b"x")
+        self.assertEqual(answer, b"c NO [OVERQUOTA] Mailbox is over its quota\r\n")
+        self.assertEqual(len(await self.stored()), 1)
+        self.assertEqual(
+            (await self.store.get_mailbox(self.mailbox.id)).used_bytes, len(SIMPLE) * 2
+        )
+        self.assertEqual(os.listdir(self.spool_dir), [])
+        self.assertEqual(await session.command(b"d NOOP"), b"d OK NOOP completed\r\n")
+
+    @d
+    async def test_append_over_domain_quota(self):
+        """Another mailbox of the domain filled the domain's quota: APPEND is refused too."""
+        other = await self.store.create_mailbox("other@example.test")
+        await deliver_bytes(self.store, SIMPLE, other.id)
+        await self.store.set_domain_quota("example.test", len(SIMPLE) + 10)
+        session = await self.login()
+        answer = await self.append(session, b"a APPEND Drafts", SIMPLE)
+        self.assertEqual(answer, b"a NO [OVERQUOTA] Mailbox is over its quota\r\n")
+        self.assertEqual(await self.stored("Drafts"), [])
+        self.assertEqual((await self.store.get_mailbox(self.mailbox.id)).used_bytes, 0)
 
     @d
     async def test_disconnect_mid_literal_leaves_no_spool_file(self):

@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from haitatsu.smtp.headers import trace_headers
 from tests.smtp.helpers import HOST, NODE, Session, make_config, temp_dir
-from tests.support import make_store
+from tests.support import deliver_bytes, make_store
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -373,3 +373,78 @@ class StorageFailureTests(DeliveryTestCase):
         self.assertEqual(await self.inbox(self.bob), [])
         self.assertEqual(len(await self.inbox(self.carol)), 1)
         self.assertEqual(self.session.spool_files(), [])
+
+
+class QuotaTests(DeliveryTestCase):
+    """API.md 5.2 step 8 and 5.6: a full mailbox (``used >= quota``) or a full domain is refused
+    at RCPT with 452 4.2.2; one the message would overfill is skipped at delivery."""
+
+    async def fill(self, mailbox, quota):
+        """Give ``mailbox`` one stored message and a quota of ``quota`` bytes."""
+        await deliver_bytes(self.store, MESSAGE, mailbox.id)
+        await self.store.update_mailbox(mailbox.id, quota_bytes=quota)
+
+    async def test_full_mailbox_is_refused_at_rcpt(self):
+        await self.fill(self.bob, len(MESSAGE))
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\n"
+            b"RCPT TO:<bob+tag@example.com>\r\nDATA\r\n",
+            replies=4,
+        )
+        self.assertEqual(
+            lines,
+            [
+                b"250 2.1.0 sender OK",
+                b"452 4.2.2 mailbox over quota",
+                b"452 4.2.2 mailbox over quota",
+                b"554 5.5.1 no valid recipients",
+            ],
+        )
+        self.assertEqual(self.session.spool_files(), [])
+
+    async def test_mailbox_with_room_left_passes_rcpt(self):
+        """``used < quota`` passes RCPT even when the message turns out too big for it."""
+        await self.fill(self.bob, len(MESSAGE) + 1)
+        lines = await self.send_message([b"bob@example.com"])
+        self.assertEqual(lines[1], b"250 2.1.5 recipient OK")
+        self.assertEqual(lines[-1], b"452 4.2.2 mailbox over quota")
+        self.assertEqual(len(await self.inbox(self.bob)), 1)
+
+    async def test_mixed_recipients(self):
+        """A full mailbox among others: 452 for it at RCPT, the others get the message."""
+        await self.fill(self.bob, len(MESSAGE))
+        lines = await self.send_message([b"bob@example.com", b"carol@example.com"])
+        self.assertEqual(lines[1:3], [b"452 4.2.2 mailbox over quota", b"250 2.1.5 recipient OK"])
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        self.assertEqual(len(await self.inbox(self.bob)), 1)
+        self.assertEqual(len(await self.inbox(self.carol)), 1)
+
+    async def test_full_domain_is_refused_at_rcpt(self):
+        dave = await self.store.create_mailbox("dave@other.example")
+        await deliver_bytes(self.store, MESSAGE, self.carol.id)
+        await self.store.set_domain_quota("example.com", len(MESSAGE))
+        lines = await self.send_message(
+            [b"bob@example.com", b"carol@example.com", b"dave@other.example"]
+        )
+        self.assertEqual(
+            lines[1:4],
+            [
+                b"452 4.2.2 mailbox over quota",
+                b"452 4.2.2 mailbox over quota",
+                b"250 2.1.5 recipient OK",
+            ],
+        )
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(len(await self.inbox(dave)), 1)
+
+    async def test_domain_too_small_for_the_message_at_delivery(self):
+        """The domain has room, but not for this message: RCPT passes, DATA answers 452 4.2.2
+        and nothing is stored."""
+        await self.store.set_domain_quota("example.com", 100)
+        lines = await self.send_message([b"bob@example.com", b"carol@example.com"])
+        self.assertEqual(lines[1:3], [b"250 2.1.5 recipient OK"] * 2)
+        self.assertEqual(lines[-1], b"452 4.2.2 mailbox over quota")
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(await self.inbox(self.carol), [])
+        self.assertEqual((await self.store.get_domain("example.com")).used_bytes, 0)

@@ -24,9 +24,10 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.storage.engine import schema_files, split_statements
 from haitatsu.storage.records import Delivery
 from tests.storage.corpus import LOW_THRESHOLD, attachment_message, b64, full_corpus, payload
-from tests.support import deliver_bytes, make_store
+from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -209,6 +210,7 @@ class StoreContractMixin:
         self.assertEqual(info.layout, None)
         mailbox = await store.get_mailbox(mailbox.id)
         self.assertEqual(mailbox.used_bytes, len(MESSAGE) * 2 + 6)
+        await changes_settled(store)
         self.assertEqual([c["type"] for c in changes], ["exists", "exists"])
         self.assertEqual(changes[0]["folder_id"], inbox.id)
 
@@ -242,6 +244,211 @@ class StoreContractMixin:
         self.assertEqual(len(await store.list_folder_messages(inbox.id)), 1)
         self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, len(MESSAGE))
 
+    # -- quotas -------------------------------------------------------------------------
+
+    async def test_quota_boundary_used_plus_size_equal_to_quota_is_allowed(self):
+        store = await self.make()
+        size = len(MESSAGE)
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=2 * size)
+        await deliver_bytes(store, MESSAGE, mailbox.id)
+        (placed,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        self.assertEqual(placed.uid, 2)
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, 2 * size)
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, b"x", mailbox.id)
+
+    async def test_resolve_recipient_reports_a_full_mailbox(self):
+        """API.md 5.2 step 8 needs ``used >= quota`` at RCPT: one byte of room still passes."""
+        store = await self.make()
+        size = len(MESSAGE)
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=size + 1)
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "")
+        await deliver_bytes(store, MESSAGE, mailbox.id)
+        self.assertEqual((await store.resolve_recipient("bob+x@example.com")).over_quota, "")
+        await store.update_mailbox(mailbox.id, quota_bytes=size)
+        full = await store.resolve_recipient("bob+x@example.com")
+        self.assertEqual((full.mailbox_id, full.over_quota), (mailbox.id, "mailbox"))
+        await store.update_mailbox(mailbox.id, quota_bytes=0)
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "")
+
+    async def test_recompute_usage_repairs_drift(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (first,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        (second,) = await deliver_bytes(store, MESSAGE + b"two\r\n", mailbox.id)
+        live = first.size_bytes + second.size_bytes
+        await store.update_mailbox(mailbox.id, used_bytes=123456)
+        self.assertEqual(await store.recompute_usage(mailbox.id), live)
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, live)
+        # Expunged into Trash still counts; expunged from Trash does not.
+        await store.store_flags(second.folder_id, [second.uid], ["\\Deleted"], "+")
+        await store.expunge(second.folder_id)
+        trash = await store.get_folder(mailbox.id, "Trash")
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+        await store.update_mailbox(mailbox.id, used_bytes=-5)
+        self.assertEqual(await store.recompute_usage(mailbox.id), first.size_bytes)
+        empty = await store.create_mailbox("carol@example.com")
+        await store.update_mailbox(empty.id, used_bytes=77)
+        self.assertEqual(await store.recompute_usage(empty.id), 0)
+        self.assertIsNone(await store.recompute_usage("01NOSUCHMAILBOX00000000000"))
+
+    async def test_domain_quota_across_two_mailboxes(self):
+        store = await self.make()
+        size = len(MESSAGE)
+        alice = await store.create_mailbox("Alice@Example.COM")
+        bob = await store.create_mailbox("bob@example.com")
+        other = await store.create_mailbox("erin@other.example")
+        self.assertIsNone(await store.get_domain("example.com"))
+        domain, created = await store.set_domain_quota("EXAMPLE.com", 2 * size)
+        self.assertTrue(created)
+        self.assertEqual(
+            (domain.name, domain.quota_bytes, domain.used_bytes, domain.mailbox_count),
+            ("example.com", 2 * size, 0, 2),
+        )
+        await deliver_bytes(store, MESSAGE, alice.id)
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "")
+        await deliver_bytes(store, MESSAGE, bob.id)
+        self.assertEqual((await store.get_domain("Example.com")).used_bytes, 2 * size)
+        # Full: neither mailbox takes more, the other domain is untouched.
+        self.assertEqual((await store.resolve_recipient("bob@example.com")).over_quota, "domain")
+        self.assertEqual((await store.resolve_recipient("alice@example.com")).over_quota, "domain")
+        self.assertEqual((await store.resolve_recipient("erin@other.example")).over_quota, "")
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, MESSAGE, alice.id)
+        path = self.mktemp() + ".eml"
+        with open(path, "wb") as f:
+            f.write(MESSAGE)
+        placed = await store.deliver(
+            path, [Delivery(mailbox_id=bob.id), Delivery(mailbox_id=other.id)], trace_id="T"
+        )
+        self.assertEqual([p.mailbox_id for p in placed], [other.id])
+        self.assertEqual((await store.get_mailbox(alice.id)).used_bytes, size)
+        self.assertEqual((await store.get_mailbox(bob.id)).used_bytes, size)
+        # Freeing space in one mailbox makes room for the other.
+        inbox = await store.get_folder(alice.id, "INBOX")
+        trash = await store.get_folder(alice.id, "Trash")
+        await store.store_flags(inbox.id, [1], ["\\Deleted"], "+")
+        await store.expunge(inbox.id)
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+        self.assertEqual((await store.get_domain("example.com")).used_bytes, size)
+        await deliver_bytes(store, MESSAGE, bob.id)
+        # 0 lifts the cap; setting it again updates the row.
+        domain, created = await store.set_domain_quota("example.com", 0)
+        self.assertFalse(created)
+        self.assertEqual((domain.quota_bytes, domain.used_bytes), (0, 2 * size))
+        await deliver_bytes(store, MESSAGE, alice.id)
+
+    async def test_domain_quota_with_room_for_one_of_two_placements(self):
+        """One delivery to two mailboxes of a domain with room for one message: exactly one
+        placement is stored, and the domain's cap holds."""
+        store = await self.make()
+        size = len(MESSAGE)
+        boxes = [await store.create_mailbox(f"u{i}@example.com") for i in range(2)]
+        await store.set_domain_quota("example.com", size + size // 2)
+        path = self.mktemp() + ".eml"
+        with open(path, "wb") as f:
+            f.write(MESSAGE)
+        placed = await store.deliver(path, [Delivery(mailbox_id=b.id) for b in boxes], "T")
+        self.assertEqual(len(placed), 1)
+        self.assertEqual((await store.get_domain("example.com")).used_bytes, size)
+
+    async def test_domain_quota_applies_to_append_style_deliveries_too(self):
+        """The store enforces the cap itself, for any caller (IMAP APPEND into Sent here)."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        await store.set_domain_quota("example.com", len(MESSAGE) - 1)
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, MESSAGE, mailbox.id, folder="Sent")
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, 0)
+
+    async def test_list_domains_pages_newest_first(self):
+        store = await self.make()
+        names = [f"d{i}.example" for i in range(4)]
+        for name in names:
+            await store.set_domain_quota(name, 1000)
+        first = await store.list_domains(limit=2)
+        self.assertEqual([d.name for d in first], [names[3], names[2]])
+        rest = await store.list_domains(limit=10, before=(first[-1].created_at, first[-1].name))
+        self.assertEqual([d.name for d in rest], [names[1], names[0]])
+
+    async def _deliver_at_once(self, store, mailbox_ids):
+        """Start one delivery per entry without waiting between them; return the outcomes
+        (the placements, or the exception)."""
+        ds = [
+            defer.Deferred.fromCoroutine(
+                # Distinct messages of one size, so every delivery writes its own blob.
+                deliver_bytes(store, MESSAGE + b"X-N: %d\r\n" % (i % 10), mailbox_id)
+            )
+            for i, mailbox_id in enumerate(mailbox_ids)
+        ]
+        results = await defer.DeferredList(ds, consumeErrors=True)
+        outcomes = []
+        for ok, value in results:
+            if ok:
+                outcomes.append(value)
+            else:
+                self.assertIsInstance(value.value, OverQuota, value.getTraceback())
+                outcomes.append(value.value)
+        return outcomes
+
+    async def test_concurrent_deliveries_never_exceed_the_mailbox_quota(self):
+        store = await self.make()
+        size = len(MESSAGE) + len(b"X-N: 0\r\n")
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=3 * size + size // 2)
+        outcomes = await self._deliver_at_once(store, [mailbox.id] * 8)
+        self.assertEqual(sum(isinstance(o, list) for o in outcomes), 3)
+        used = (await store.get_mailbox(mailbox.id)).used_bytes
+        self.assertEqual(used, 3 * size)
+        self.assertEqual(await store.recompute_usage(mailbox.id), used)
+
+    async def test_concurrent_deliveries_never_exceed_the_domain_quota(self):
+        store = await self.make()
+        size = len(MESSAGE) + len(b"X-N: 0\r\n")
+        boxes = [(await store.create_mailbox(f"u{i}@example.com")).id for i in range(3)]
+        await store.set_domain_quota("example.com", 4 * size + size // 2)
+        outcomes = await self._deliver_at_once(store, boxes * 4)
+        self.assertEqual(sum(isinstance(o, list) for o in outcomes), 4)
+        domain = await store.get_domain("example.com")
+        self.assertEqual(domain.used_bytes, 4 * size)
+        self.assertLessEqual(domain.used_bytes, domain.quota_bytes)
+        self.assertEqual(sum([await store.recompute_usage(b) for b in boxes]), domain.used_bytes)
+
+    async def test_domain_column_backfill_matches_the_store(self):
+        """Schema 002 fills ``mailboxes.domain`` for mailboxes made before it, with one SQL
+        statement for every engine; it must agree with what ``create_mailbox`` writes."""
+        store = await self.make()
+        for address in ("Bob@Example.COM", "odd@host@Sub.Example.org", "plain", "x@"):
+            await store.create_mailbox(address)
+        (statement,) = [
+            s
+            for _, _, text in schema_files(store.db.engine.name)
+            for s in split_statements(text)
+            if s.startswith("UPDATE mailboxes SET domain")
+        ]
+
+        async def rerun(txn):
+            before = await txn.execute("SELECT address_lower, domain FROM mailboxes")
+            await txn.execute("UPDATE mailboxes SET domain = ''")
+            await txn.execute(statement)
+            after = await txn.execute("SELECT address_lower, domain FROM mailboxes")
+            return sorted((r["address_lower"], r["domain"]) for r in before), sorted(
+                (r["address_lower"], r["domain"]) for r in after
+            )
+
+        before, after = await store.db.run("rerun backfill", rerun)
+        self.assertEqual(before, after)
+        self.assertEqual(
+            dict(after),
+            {
+                "bob@example.com": "example.com",
+                "odd@host@sub.example.org": "sub.example.org",
+                "plain": "plain",
+                "x@": "",
+            },
+        )
+
     async def test_blob_failure_is_unavailable_and_invisible(self):
         store = await self.make()
         mailbox = await store.create_mailbox("bob@example.com")
@@ -272,6 +479,7 @@ class StoreContractMixin:
         store = await self.make()
         mailbox = await store.create_mailbox("bob@example.com")
         (mm,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await changes_settled(store)
         changes = []
         store.changes.subscribe(mailbox.id, changes.append)
         (changed,) = await store.store_flags(mm.folder_id, [mm.uid], ["\\Seen", "$Work"], "+")
@@ -283,6 +491,7 @@ class StoreContractMixin:
         self.assertEqual(changed.flags, ("\\Flagged",))
         self.assertEqual(await store.store_flags(mm.folder_id, [mm.uid], ["\\Flagged"], "+"), [])
         self.assertEqual(await store.store_flags(mm.folder_id, [999], ["\\Seen"], "+"), [])
+        await changes_settled(store)
         self.assertEqual([c["type"] for c in changes], ["flags"] * 3)
 
     async def test_expunge_moves_to_trash_then_deletes(self):
@@ -468,6 +677,17 @@ class StoreContractMixin:
         refcounts, _ = await self.count_rows(store)
         self.assertEqual(refcounts, await self.expected_refcounts(store))
         self.assertEqual(await self.stored_keys(store), set(refcounts))
+
+    async def test_nul_characters_in_text_are_stored_and_served_exactly(self):
+        """PostgreSQL TEXT refuses NUL: the extract gets U+FFFD, the stored bytes stay exact."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        raw = b"From: a@example.test\r\nSubject: nul\x00here\r\n\r\nbefore\x00after\r\n"
+        (mm,) = await deliver_bytes(store, raw, mailbox.id)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(info.text_body_extract, "before\ufffdafter\r\n")
+        self.assertNotIn("\x00", info.subject)
+        self.assertEqual(await self.read_whole(store, info), raw)
 
     async def test_same_part_twice_in_one_message_is_one_reference(self):
         store = await self.make()
@@ -684,9 +904,78 @@ class StoreContractMixin:
         _, info = await store.get_message_view(mm.id)
         self.assertEqual(await self.read_whole(store, info), MESSAGE)
 
+    # -- search -------------------------------------------------------------------------
+
+    async def test_search_messages_same_results_on_every_engine(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        other = await store.create_mailbox("carol@example.com")
+
+        def message(sender, subject, body, html=False):
+            kind = "text/html" if html else "text/plain"
+            return (
+                f"From: {sender}\r\nTo: bob@example.com\r\nSubject: {subject}\r\n"
+                f"Content-Type: {kind}; charset=utf-8\r\n\r\n{body}\r\n"
+            ).encode()
+
+        (budget,) = await deliver_bytes(
+            store,
+            message("Alice <alice@example.org>", "Quarterly budget", "Numbers inside."),
+            mailbox.id,
+        )
+        (meetings,) = await deliver_bytes(
+            store,
+            message("Dave <dave@corp.example>", "Lunch", "Two meetings moved to Friday."),
+            mailbox.id,
+        )
+        (html,) = await deliver_bytes(
+            store,
+            message("dave@corp.example", "Report", "<p>The <b>budget</b> report</p>", html=True),
+            mailbox.id,
+        )
+        await deliver_bytes(store, message("x@y.example", "budget", "not Bob's"), other.id)
+        gone = (await deliver_bytes(store, message("z@y.example", "budget", "gone"), mailbox.id))[0]
+        await store.store_flags(gone.folder_id, [gone.uid], ["\\Deleted"], "+")
+        await store.expunge(gone.folder_id)
+        trash = await store.get_folder(mailbox.id, "Trash")
+        await store.store_flags(trash.id, [1], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+
+        async def ids(terms, **kw):
+            return [mm.id for mm, _ in await store.search_messages(mailbox.id, terms, **kw)]
+
+        self.assertEqual(await ids("budget"), [html.id, budget.id])
+        self.assertEqual(await ids("Budget quarterly"), [budget.id])
+        self.assertEqual(await ids("meeting"), [meetings.id])  # stemmed
+        self.assertEqual(await ids("alice"), [budget.id])
+        self.assertEqual(await ids("alice@example.org"), [budget.id])
+        self.assertEqual(await ids("corp.example"), [html.id, meetings.id])
+        self.assertEqual(await ids('"moved to friday"'), [meetings.id])
+        self.assertEqual(await ids('"friday moved"'), [])
+        self.assertEqual(await ids("budget -report"), [budget.id])
+        self.assertEqual(await ids("lunch or quarterly"), [meetings.id, budget.id])
+        self.assertEqual(await ids("budget", limit=1), [html.id])
+        self.assertEqual(await ids("budget", before=(html.created_at, html.id)), [budget.id])
+        self.assertEqual(await ids("budget", folder_id=trash.id), [])
+        self.assertEqual(await ids("nothing-like-this"), [])
+        self.assertEqual(await ids(""), [])
+        self.assertEqual(await ids('NEAR( AND "'), [])
+        (pair,) = await store.search_messages(mailbox.id, "numbers")
+        self.assertEqual(pair[1].subject, "Quarterly budget")
+
 
 class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
     """The embedded default: SQLite and a blob directory."""
 
     async def make(self):
         return await make_store(self)
+
+
+class PostgresStoreTests(StoreContractMixin, unittest.TestCase):
+    """PostgreSQL (a fresh database per test, copied from a migrated template), the LISTEN/NOTIFY
+    change bus and a blob directory (S3 joins when it lands)."""
+
+    skip = PG_SKIP
+
+    async def make(self):
+        return await make_pg_store(self)

@@ -1,0 +1,272 @@
+"""Servers the benchmarks run side by side: haitatsu itself and Postfix, each a throwaway
+instance on loopback ports in a temporary directory.
+
+Postfix comes from Debian's ``postfix`` package (``apt-get install postfix``; as root the
+benchmarks install it themselves). Its instance accepts mail for one virtual domain on a loopback
+port into its queue and delivers it to a maildir, with no chroot, so it works in a container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds}s")
+
+
+def ensure_debian_packages(*packages: str) -> None:
+    missing = [
+        p
+        for p in packages
+        if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0
+    ]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"please install the Debian packages: {' '.join(missing)}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    selections = "postfix postfix/main_mailer_type select No configuration\n"
+    subprocess.run(["debconf-set-selections"], input=selections.encode(), check=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", *missing],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+class Postfix:
+    """A Postfix instance: SMTP on 127.0.0.1:<port>, mail for ``domain`` into a maildir."""
+
+    name = "postfix"
+
+    def __init__(self, workdir: str, domain: str = "bench.test"):
+        self.workdir = os.path.abspath(workdir)
+        self.domain = domain
+        self.port = free_port()
+        self.config_dir = os.path.join(self.workdir, "etc")
+        self.maildir = os.path.join(self.workdir, "mail")
+
+    def start(self) -> None:
+        ensure_debian_packages("postfix")
+        for sub in ("etc", "queue", "data", "mail"):
+            os.makedirs(os.path.join(self.workdir, sub), exist_ok=True)
+        postfix_user = pwd.getpwnam("postfix")
+        os.chown(os.path.join(self.workdir, "data"), postfix_user.pw_uid, postfix_user.pw_gid)
+        os.chown(self.maildir, postfix_user.pw_uid, postfix_user.pw_gid)
+        # postfix -c needs the alternate directory named in the default main.cf.
+        default_main = "/etc/postfix/main.cf"
+        existing = open(default_main).read() if os.path.exists(default_main) else ""
+        if self.config_dir not in existing:
+            with open(default_main, "a") as f:
+                f.write(f"\nalternate_config_directories = {self.config_dir}\n")
+        main = {
+            "compatibility_level": "3.6",
+            "queue_directory": os.path.join(self.workdir, "queue"),
+            "data_directory": os.path.join(self.workdir, "data"),
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": "postfix.bench.local",
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_recipient_restrictions": "permit_mynetworks, reject",
+            "virtual_mailbox_domains": self.domain,
+            "virtual_mailbox_base": self.maildir,
+            "virtual_mailbox_maps": "static:box/",
+            "virtual_uid_maps": f"static:{postfix_user.pw_uid}",
+            "virtual_gid_maps": f"static:{postfix_user.pw_gid}",
+            "virtual_mailbox_limit": "0",
+            "message_size_limit": "0",
+            "maillog_file": os.path.join(self.workdir, "maillog"),
+            "maillog_file_prefixes": self.workdir,
+            "smtpd_client_connection_count_limit": "0",
+            "smtpd_client_connection_rate_limit": "0",
+            "default_process_limit": "200",
+            "alias_maps": "",
+            "alias_database": "",
+            "local_recipient_maps": "",
+        }
+        with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in main.items())
+        with open("/etc/postfix/master.cf") as f:
+            master = f.read()
+        lines = []
+        for line in master.splitlines():
+            fields = line.split()
+            if fields and not line[0].isspace() and not line.startswith("#") and len(fields) > 4:
+                if fields[0] == "smtp" and fields[1] == "inet":
+                    fields[0] = f"127.0.0.1:{self.port}"
+                fields[4] = "n"  # no chroot
+                line = "  ".join(fields)
+            lines.append(line)
+        lines.append("postlog   unix-dgram n  -       n       -       1       postlogd")
+        with open(os.path.join(self.config_dir, "master.cf"), "w") as f:
+            f.write("\n".join(_dedupe_services(lines)) + "\n")
+        _postfix("-c", self.config_dir, "check")
+        _postfix("-c", self.config_dir, "start")
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", self.config_dir, "stop"], capture_output=True)
+        time.sleep(0.5)
+
+    def delivered(self) -> int:
+        new = os.path.join(self.maildir, "box", "new")
+        return len(os.listdir(new)) if os.path.isdir(new) else 0
+
+
+def _postfix(*args):
+    """Run the postfix command; it reports fatal errors only to a terminal or its log, so on
+    failure run it again under ``script`` to show why."""
+    if subprocess.run(["postfix", *args], capture_output=True).returncode == 0:
+        return
+    shown = subprocess.run(
+        ["script", "-qc", " ".join(["postfix", *args]), "/dev/null"],
+        capture_output=True,
+        text=True,
+    )
+    raise RuntimeError(f"postfix {' '.join(args)} failed: {shown.stdout.strip()}")
+
+
+def _dedupe_services(lines):
+    seen = set()
+    for line in lines:
+        fields = line.split()
+        key = tuple(fields[:2]) if fields and not line[0].isspace() else None
+        if key and key in seen:
+            continue
+        if key:
+            seen.add(key)
+        yield line
+
+
+class Haitatsu:
+    """``twistd -n haitatsu`` from this checkout with a temporary config and data directory."""
+
+    name = "haitatsu"
+    token = "bench-token"
+
+    def __init__(
+        self,
+        workdir: str,
+        domain: str = "bench.test",
+        extra_config: str = "",
+        label: str = "haitatsu",
+    ):
+        self.workdir = os.path.abspath(workdir)
+        self.domain = domain
+        self.extra_config = extra_config
+        self.name = label
+        self.port = free_port()
+        self.http_port = free_port()
+        self.proc = None
+        self.mailbox_id = None
+
+    def start(self) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        config = os.path.join(self.workdir, "haitatsu.pkl")
+        with open(config, "w") as f:
+            f.write(
+                f"""
+server {{
+  api_addr = "127.0.0.1:{self.http_port}"
+  public_hostname = "haitatsu.bench.local"
+  instance_name = "bench"
+  data_dir = "data"
+}}
+smtp {{ inbound_addr = "127.0.0.1:{self.port}" }}
+imap {{ addr = "" }}
+submission {{ starttls_addr = "" tls_addr = "" }}
+tls {{ mode = "off" }}
+api {{ service_token = "{self.token}" }}
+limits {{ max_message_size_bytes = 104857600 max_inbound_recipients = 1000 }}
+logging {{ level = "warn" }}
+{self.extra_config}
+"""
+            )
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+        self.log = open(os.path.join(self.workdir, "twistd.log"), "wb")
+        self.proc = subprocess.Popen(
+            [os.path.join(VENV_BIN, "twistd"), "--pidfile=", "-n", "haitatsu", "--config", config],
+            cwd=self.workdir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"haitatsu exited; see {self.workdir}/twistd.log")
+            try:
+                if self.http("GET", "/ready", auth=False)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("haitatsu did not become ready")
+        status, body = self.http(
+            "POST", "/api/v1/mailboxes", {"primary_address": f"box@{self.domain}"}
+        )
+        if status != 201:
+            raise RuntimeError(f"cannot create the mailbox: {status} {body!r}")
+        self.mailbox_id = json.loads(body)["data"]["id"]
+
+    def http(self, method, path, body=None, auth=True):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method
+        )
+        if auth:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc:
+            self.log.close()
+
+    def stored_bytes(self) -> int:
+        """What the mailbox holds (``used_bytes``): the benchmark checks nothing was lost."""
+        status, body = self.http("GET", f"/api/v1/mailboxes/{self.mailbox_id}")
+        return json.loads(body)["data"].get("used_bytes", 0)
+
+
+def remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

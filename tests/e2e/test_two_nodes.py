@@ -1,0 +1,163 @@
+"""Two real ``twistd -n haitatsu`` nodes on one PostgreSQL database and one shared blob
+directory: IMAP IDLE on node A sees a message delivered over SMTP to node B within a second (the
+LISTEN/NOTIFY change bus), and so does NOOP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+from twisted.trial import unittest
+
+from tests.e2e.test_mail_loop import ServerProcess, free_port
+from tests.support import PG_SKIP, make_pg_database
+
+
+def node_config(ports: dict, name: str, dsn: str, blob_dir: str) -> str:
+    return f"""
+server {{
+  api_addr = "127.0.0.1:{ports["http"]}"
+  public_hostname = "{name}.test.example"
+  instance_name = "{name}"
+  data_dir = "data"
+}}
+smtp {{ inbound_addr = "127.0.0.1:{ports["smtp"]}" }}
+imap {{ addr = "127.0.0.1:{ports["imap"]}" }}
+submission {{ starttls_addr = "" tls_addr = "" }}
+database {{
+  driver = "postgres"
+  dsn = {json.dumps(dsn)}
+  max_connections = 4
+}}
+storage {{ blob_dir = {json.dumps(blob_dir)} }}
+tls {{ mode = "off" }}
+api {{ service_token = read?("env:E2E_TOKEN") ?? "unset" }}
+"""
+
+
+class IMAPLines:
+    """A raw IMAP client socket, read line by line with a deadline (imaplib has no IDLE)."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+        self.transcript: list[bytes] = []
+
+    def send(self, line: bytes):
+        self.sock.sendall(line + b"\r\n")
+
+    def read_until(self, predicate, seconds: float) -> bytes:
+        deadline = time.monotonic() + seconds
+        while True:
+            while b"\r\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\r\n", 1)
+                self.transcript.append(line)
+                if predicate(line):
+                    return line
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; transcript: {self.transcript!r}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise AssertionError(f"connection closed; transcript: {self.transcript!r}")
+            self.buffer += chunk
+
+    def command(self, tag: bytes, line: bytes, seconds: float = 10.0) -> bytes:
+        self.send(tag + b" " + line)
+        return self.read_until(lambda got: got.startswith(tag + b" "), seconds)
+
+    def close(self):
+        self.sock.close()
+
+
+MESSAGE = (
+    b"From: Alice <alice@sender.test>\r\n"
+    b"To: Bob <bob@cluster.test>\r\n"
+    b"Subject: across nodes\r\n"
+    b"\r\n"
+    b"Delivered on B, announced on A.\r\n"
+)
+
+
+class TwoNodeTests(unittest.TestCase):
+    skip = PG_SKIP
+
+    async def setUp(self):
+        dsn = await make_pg_database(self)
+        root = os.path.abspath(self.mktemp())
+        blob_dir = os.path.join(root, "shared-blobs")
+        self.nodes = {}
+        for name in ("a", "b"):
+            workdir = os.path.join(root, name)
+            os.makedirs(workdir)
+            ports = {key: free_port() for key in ("http", "smtp", "imap")}
+            node = ServerProcess(workdir, ports)
+            node.write_config(0, node_config(ports, name, dsn, blob_dir))
+            self.nodes[name] = node
+        for node in self.nodes.values():
+            self.addCleanup(node.stop)
+        for node in self.nodes.values():
+            node.start()
+
+    def deliver(self, node: ServerProcess, message: bytes):
+        with node.smtp() as client:
+            client.ehlo("client.test")
+            refused = client.sendmail("alice@sender.test", ["bob@cluster.test"], message)
+            self.assertEqual(refused, {})
+
+    def test_idle_and_noop_on_a_see_delivery_on_b(self):
+        a, b = self.nodes["a"], self.nodes["b"]
+        status, body = a.http("POST", "/api/v1/mailboxes", {"primary_address": "bob@cluster.test"})
+        self.assertEqual(status, 201, body)
+        mailbox = json.loads(body)["data"]
+        status, body = b.http(
+            "POST",
+            f"/api/v1/mailboxes/{mailbox['id']}/passwords",
+            {"name": "client", "scopes": ["imap"]},
+        )
+        self.assertEqual(status, 201, body)
+        password = json.loads(body)["data"]["password"].encode()
+
+        idler, poller = IMAPLines(a.ports["imap"]), IMAPLines(a.ports["imap"])
+        try:
+            for client in (idler, poller):
+                client.read_until(lambda line: line.startswith(b"* OK"), 10)
+                ok = client.command(b"a1", b"LOGIN bob@cluster.test " + password)
+                self.assertTrue(ok.startswith(b"a1 OK"), ok)
+                ok = client.command(b"a2", b"SELECT INBOX")
+                self.assertTrue(ok.startswith(b"a2 OK"), ok)
+                self.assertIn(b"* 0 EXISTS", client.transcript)
+            idler.send(b"a3 IDLE")
+            idler.read_until(lambda line: line.startswith(b"+ "), 10)
+
+            self.deliver(b, MESSAGE)
+            delivered = time.monotonic()
+            idler.read_until(lambda line: line == b"* 1 EXISTS", 1.0)
+            self.assertLess(time.monotonic() - delivered, 1.0)
+            idler.send(b"DONE")
+            ok = idler.read_until(lambda line: line.startswith(b"a3 "), 10)
+            self.assertTrue(ok.startswith(b"a3 OK"), ok)
+
+            # NOOP on A (another connection, not idling) reports the same delivery, and the
+            # message body written by B is readable on A from the shared blob directory.
+            ok = poller.command(b"a3", b"NOOP")
+            self.assertTrue(ok.startswith(b"a3 OK"), ok)
+            self.assertIn(b"* 1 EXISTS", poller.transcript)
+            self.deliver(b, MESSAGE + b"second\r\n")
+            deadline = time.monotonic() + 1.0
+            while b"* 2 EXISTS" not in poller.transcript and time.monotonic() < deadline:
+                poller.command(b"a4", b"NOOP")
+                time.sleep(0.05)
+            self.assertIn(b"* 2 EXISTS", poller.transcript)
+            ok = poller.command(b"a5", b"UID FETCH 1 (BODY.PEEK[])")
+            self.assertTrue(ok.startswith(b"a5 OK"), ok)
+            self.assertIn(b"Delivered on B, announced on A.", poller.transcript)
+        finally:
+            idler.close()
+            poller.close()
