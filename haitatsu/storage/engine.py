@@ -120,17 +120,46 @@ class BaseTransaction:
 
 
 class Transaction(BaseTransaction):
-    """A transaction on a SQLite connection: each statement runs in the database thread pool."""
+    """A transaction on a SQLite connection, run whole in a database thread.
 
-    def __init__(self, database: Database, conn):
-        super().__init__(database.engine)
-        self._db = database
+    ``execute`` runs the statement at once on the calling (database) thread, so a transaction
+    function never suspends and ``_run_in_thread`` drives it to the end in one step: one thread
+    hop per transaction instead of one per statement, and the write lock is held for the time
+    the SQL takes, not for a round of reactor wake-ups per statement.
+    """
+
+    def __init__(self, engine, conn):
+        super().__init__(engine)
         self._conn = conn
 
     async def execute(self, sql: str, params=()) -> list[dict]:
-        sql = self._db.engine.convert_sql(sql)
-        rows, self.rowcount = await self._db._in_thread(_execute, self._conn, sql, tuple(params))
+        rows, self.rowcount = _execute(self._conn, self.engine.convert_sql(sql), tuple(params))
         return rows
+
+
+def _run_in_thread(engine, conn, begin, fn, args):
+    """Run ``fn(txn, *args)`` as one transaction on ``conn``; called in a database thread."""
+    conn.execute(begin)
+    txn = Transaction(engine, conn)
+    try:
+        coro = fn(txn, *args)
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            result = stop.value
+        else:
+            coro.close()
+            raise RuntimeError(
+                "a SQLite transaction function awaited something other than its transaction"
+            )
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:
+            _log.failure("rollback failed")
+        raise
+    conn.execute("COMMIT")
+    return result, txn
 
 
 def _execute(conn, sql, params):
@@ -280,17 +309,7 @@ class Database(SchemaMixin):
             self._reader_sem.release()
 
     async def _transaction(self, conn, begin, fn, args):
-        await self._in_thread(conn.execute, begin)
-        txn = Transaction(self, conn)
-        try:
-            result = await fn(txn, *args)
-        except BaseException:
-            try:
-                await self._in_thread(conn.execute, "ROLLBACK")
-            except Exception:
-                _log.failure("rollback failed")
-            raise
-        await self._in_thread(conn.execute, "COMMIT")
+        result, txn = await self._in_thread(_run_in_thread, self.engine, conn, begin, fn, args)
         txn.run_after_commit()
         return result
 
