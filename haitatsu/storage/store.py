@@ -19,7 +19,7 @@ import attrs
 import ulid
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -210,14 +210,27 @@ def _flag_columns(flags) -> tuple[dict, list]:
 #: ``storage.attachment_dedup_threshold_bytes`` by default: leaf parts this large get own blobs.
 DEFAULT_DEDUP_THRESHOLD = 64 * 1024
 
-#: How many times a delivery leases, stores and commits before it gives up with
-#: ``StorageUnavailable`` because garbage collection kept taking its blobs (see ``_LeaseLost``).
-DELIVERY_ATTEMPTS = 3
+#: Pauses (seconds) before a delivery leases, stores and commits again after garbage collection
+#: got in its way (``_LeaseLost``, ``_BlobBusy``); when they are used up it gives up with
+#: ``StorageUnavailable``, a temporary failure.
+DELIVERY_RETRY_DELAYS = (0.05, 0.2, 1.0)
+
+#: A garbage collection claim older than this is taken to belong to a pass that died between
+#: claiming a blob and removing it, and a later pass finishes the job. It must exceed the
+#: longest a blob store's delete call can take (docs/storage.md).
+CLAIM_TIMEOUT_SECONDS = 900
+
+#: ``blobs.refcount`` of a row claimed by garbage collection: its object is being deleted.
+_CLAIMED = -1
 
 
 class _LeaseLost(Exception):
-    """A blob row leased by a delivery was removed by garbage collection before the delivery
+    """A blob row leased by a delivery was claimed by garbage collection before the delivery
     committed: the blob may be gone, so the delivery stores it again."""
+
+
+class _BlobBusy(Exception):
+    """Garbage collection is deleting this blob right now: the delivery waits and retries."""
 
 
 @implementer(IMailStore)
@@ -226,9 +239,10 @@ class MailStore:
 
     ``attachment_dedup_threshold`` (bytes, 0 = off) is the size from which a leaf part's body is
     stored as a blob of its own. ``before_commit`` is an optional callable run with the blob keys
-    after a delivery stored its blobs and before its metadata transaction; a Deferred it returns
-    is waited for. It exists for fault and race tests (pausing a delivery there), and is None in
-    production.
+    after a delivery stored its blobs and before its metadata transaction, and
+    ``before_blob_delete`` with a key after garbage collection claimed it and before it deletes
+    the object; a Deferred either returns is waited for. They exist for race and fault tests
+    (pausing one side there), and are None in production.
     """
 
     def __init__(
@@ -247,6 +261,7 @@ class MailStore:
         self._hash_pool = hash_pool if hash_pool is not None else reactor.getThreadPool()
         self.attachment_dedup_threshold = attachment_dedup_threshold
         self.before_commit = None
+        self.before_blob_delete = None
 
     async def open(self):
         """Connect and apply schema migrations; until this is done every call is unavailable."""
@@ -774,9 +789,9 @@ class MailStore:
         except OSError as e:
             raise StorageUnavailable(f"spool: {e}") from e
         try:
-            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
-                generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
+            for attempt, delay in enumerate((*DELIVERY_RETRY_DELAYS, None), 1):
                 try:
+                    generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
                     placed, message_id = yield self._commit_delivery(
                         prepared,
                         generations,
@@ -787,16 +802,19 @@ class MailStore:
                         internal_date,
                     )
                     break
-                except _LeaseLost as e:
+                except (_LeaseLost, _BlobBusy) as e:
                     _log.warn(
-                        "blob {key} was collected during delivery (attempt {attempt}); "
+                        "blob {key} is being collected during delivery (attempt {attempt}); "
                         "storing it again",
                         key=str(e),
                         attempt=attempt,
                         trace_id=trace_id,
                     )
-            else:
-                raise StorageUnavailable("blobs kept being collected during delivery")
+                    if delay is None:
+                        raise StorageUnavailable(
+                            "blobs kept being collected during delivery"
+                        ) from None
+                    yield task.deferLater(self._reactor, delay, lambda: None)
         finally:
             yield self._thread(prepared.remove_temporary)
         _log.info(
@@ -825,12 +843,15 @@ class MailStore:
                 await txn.execute(
                     "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
                     "generation) VALUES (?, ?, 0, ?, ?, ?) "
-                    "ON CONFLICT (blob_key) DO UPDATE SET updated_at = ?",
+                    "ON CONFLICT (blob_key) DO UPDATE SET updated_at = ? "
+                    "WHERE blobs.refcount >= 0",
                     (piece.key, piece.size, now, now, new_id(), now),
                 )
                 row = await txn.execute_one(
-                    "SELECT generation FROM blobs WHERE blob_key = ?", (piece.key,)
+                    "SELECT generation, refcount FROM blobs WHERE blob_key = ?", (piece.key,)
                 )
+                if row["refcount"] < 0:
+                    raise _BlobBusy(piece.key)
                 generations[piece.key] = row["generation"]
             return generations
 
@@ -856,7 +877,7 @@ class MailStore:
             for key in sorted(generations):
                 await txn.execute(
                     "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
-                    "WHERE blob_key = ? AND generation = ?",
+                    "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
                     (now, key, generations[key]),
                 )
                 if txn.rowcount != 1:
@@ -1127,26 +1148,59 @@ class MailStore:
         )
 
     async def _collect_garbage(self, grace_seconds, batch, should_continue):
-        cutoff = now_ns() - int(grace_seconds * 1_000_000_000)
+        now = now_ns()
+        cutoff = now - int(grace_seconds * 1_000_000_000)
+        stale_claims = now - CLAIM_TIMEOUT_SECONDS * 1_000_000_000
         report = {"unreferenced": 0, "orphans": 0, "bytes": 0}
 
         async def candidates(txn, after):
             return await txn.execute(
-                "SELECT blob_key, size_bytes FROM blobs WHERE refcount = 0 AND updated_at < ? "
-                "AND blob_key > ? ORDER BY blob_key LIMIT ?",
-                (cutoff, after, batch),
+                "SELECT blob_key, size_bytes FROM blobs WHERE ((refcount = 0 AND updated_at < ?) "
+                "OR (refcount = ? AND updated_at < ?)) AND blob_key > ? ORDER BY blob_key LIMIT ?",
+                (cutoff, _CLAIMED, stale_claims, after, batch),
             )
 
-        async def collect_row(txn, key):
-            # Deleting the row first takes its lock: a delivery leasing or referencing the blob
-            # now either went first (the row no longer qualifies) or waits for our commit.
+        async def claim_row(txn, key, token):
             await txn.execute(
-                "DELETE FROM blobs WHERE blob_key = ? AND refcount = 0 AND updated_at < ?",
-                (key, cutoff),
+                "UPDATE blobs SET refcount = ?, generation = ?, updated_at = ? WHERE blob_key = ? "
+                "AND ((refcount = 0 AND updated_at < ?) OR (refcount = ? AND updated_at < ?))",
+                (_CLAIMED, token, now_ns(), key, cutoff, _CLAIMED, stale_claims),
             )
-            if txn.rowcount != 1:
+            return txn.rowcount == 1
+
+        async def claim_orphan(txn, key, token):
+            now = now_ns()
+            await txn.execute(
+                "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
+                "generation) VALUES (?, 0, ?, ?, ?, ?) ON CONFLICT (blob_key) DO NOTHING",
+                (key, _CLAIMED, now, now, token),
+            )
+            return txn.rowcount == 1
+
+        async def release(txn, key, token):
+            await txn.execute(
+                "DELETE FROM blobs WHERE blob_key = ? AND refcount = ? AND generation = ?",
+                (key, _CLAIMED, token),
+            )
+
+        async def collect(desc, claim, key) -> bool:
+            """Claim the row, delete the object, delete the row: three steps, each atomic.
+            While the row is claimed no delivery can lease the blob (it waits), and a lease
+            taken before the claim can no longer be committed."""
+            token = new_id()
+            if not await self.db.run(desc, claim, key, token):
                 return False
+            if self.before_blob_delete is not None:
+                await defer.maybeDeferred(self.before_blob_delete, key)
+            # A failure here keeps the claim: the object may be half gone, so deliveries wait
+            # until a later pass takes over the stale claim and finishes.
             await self.blobs.delete(key)
+            try:
+                await self.db.run("gc_release", release, key, token)
+            except Conflict:
+                _log.critical(
+                    "blob {key} had no references but a message names it; it is gone", key=key
+                )
             return True
 
         after = ""
@@ -1155,15 +1209,7 @@ class MailStore:
             for row in rows:
                 if not should_continue():
                     break
-                try:
-                    removed = await self.db.run("gc_blob", collect_row, row["blob_key"])
-                except Conflict:
-                    _log.error(
-                        "blob {key} has refcount 0 but a message still names it; kept",
-                        key=row["blob_key"],
-                    )
-                    continue
-                if removed:
+                if await collect("gc_claim", claim_row, row["blob_key"]):
                     report["unreferenced"] += 1
                     report["bytes"] += row["size_bytes"]
             if len(rows) < batch:
@@ -1175,21 +1221,6 @@ class MailStore:
             rows = await txn.execute(f"SELECT blob_key FROM blobs WHERE {clause}", params)
             return {r["blob_key"] for r in rows}
 
-        async def collect_orphan(txn, key):
-            # A placeholder row stands in for the lock a row would give: a delivery leasing
-            # this key waits for our commit, and then its put writes the object again.
-            now = now_ns()
-            await txn.execute(
-                "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
-                "generation) VALUES (?, 0, 0, ?, ?, ?) ON CONFLICT (blob_key) DO NOTHING",
-                (key, now, now, new_id()),
-            )
-            if txn.rowcount != 1:
-                return False
-            await self.blobs.delete(key)
-            await txn.execute("DELETE FROM blobs WHERE blob_key = ?", (key,))
-            return True
-
         after = ""
         while should_continue():
             listed = await self.blobs.list_keys(after, batch)
@@ -1199,7 +1230,7 @@ class MailStore:
                 for key in old:
                     if key in referenced or not should_continue():
                         continue
-                    if await self.db.run("gc_orphan", collect_orphan, key):
+                    if await collect("gc_claim_orphan", claim_orphan, key):
                         report["orphans"] += 1
             if len(listed) < batch:
                 break

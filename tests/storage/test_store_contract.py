@@ -12,7 +12,8 @@ import os
 import random
 import shutil
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -26,6 +27,7 @@ from haitatsu.interfaces import (
 )
 from haitatsu.storage.engine import schema_files, split_statements
 from haitatsu.storage.records import Delivery
+from haitatsu.storage.store import CLAIM_TIMEOUT_SECONDS
 from tests.storage.corpus import LOW_THRESHOLD, attachment_message, b64, full_corpus, payload
 from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
 
@@ -882,6 +884,74 @@ class StoreContractMixin:
         refcounts, _ = await self.count_rows(store)
         self.assertEqual(refcounts, {key: 1 for key in keys})
         self.assertEqual(await self.stored_keys(store), set(keys))
+        self.flushLoggedErrors()
+
+    async def test_delivery_waits_while_gc_deletes_the_same_blob(self):
+        """Collection paused between claiming an unreferenced blob and deleting its object; a
+        delivery of the same bytes cannot lease it meanwhile, retries, and once the object and
+        row are gone stores the blob again: nothing refers to a deleted object."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (old,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await self.remove_everywhere(store, old)
+        self.assertTrue(await store.purge_message(old.message_id))
+        claimed, release = defer.Deferred(), defer.Deferred()
+
+        def hook(key):
+            claimed.callback(key)
+            return release
+
+        store.before_blob_delete = hook
+        collection = store.collect_garbage(grace_seconds=0)
+        key = await claimed
+        busy = []
+
+        def observe(event):
+            if "being collected" in event.get("log_format", ""):
+                busy.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        delivery = defer.Deferred.fromCoroutine(deliver_bytes(store, MESSAGE, mailbox.id))
+        for _ in range(500):
+            if busy:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(busy[0]["key"], key)
+        self.assertNoResult(delivery)
+        release.callback(None)
+        self.assertEqual((await collection)["unreferenced"], 1)
+        (mm,) = await delivery
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
+        self.assertEqual(await self.count_rows(store), ({key: 1}, 1))
+
+    async def test_a_claim_left_by_a_dead_collection_is_finished_by_a_later_one(self):
+        """A pass that died after claiming a blob leaves the row claimed: deliveries of those
+        bytes fail temporarily (nothing visible) until a later pass, once the claim is stale,
+        finishes the deletion; then they store it afresh."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (old,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await self.remove_everywhere(store, old)
+        self.assertTrue(await store.purge_message(old.message_id))
+
+        async def claim(txn):
+            await txn.execute("UPDATE blobs SET refcount = -1, generation = 'dead-pass'")
+
+        await store.db.run("dead claim", claim)
+        with self.assertRaises(StorageUnavailable):
+            await deliver_bytes(store, MESSAGE, mailbox.id)
+        inbox = await store.get_folder(mailbox.id, "INBOX")
+        self.assertEqual(await store.list_folder_messages(inbox.id), [])
+        # A fresh claim is left alone (its pass may still be deleting); a stale one is finished.
+        self.assertEqual((await store.collect_garbage(grace_seconds=0))["unreferenced"], 0)
+        await self.age_blob_rows(store, CLAIM_TIMEOUT_SECONDS + 1)
+        self.assertEqual((await store.collect_garbage(grace_seconds=3600))["unreferenced"], 1)
+        self.assertEqual(await self.count_rows(store), ({}, 0))
+        (mm,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
         self.flushLoggedErrors()
 
     async def test_gc_of_an_orphan_during_delivery_of_the_same_bytes_never_loses_it(self):

@@ -6,8 +6,9 @@
 -- [[blob_key, offset, length], ...] whose concatenation is the message, byte for byte.
 ALTER TABLE messages ADD COLUMN layout TEXT;
 
--- When a delivery last leased the blob or a reference was last added or dropped: garbage
--- collection takes only rows with refcount 0 untouched for the grace period.
+-- When a delivery last leased the blob, a reference was last added or dropped, or garbage
+-- collection claimed it: collection takes only rows with refcount 0 untouched for the grace
+-- period. While collection deletes the object, the row's refcount is -1 (claimed).
 ALTER TABLE blobs ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
 
 -- A fresh random token each time the row is inserted: a delivery commits its reference only to
@@ -16,4 +17,4 @@ ALTER TABLE blobs ADD COLUMN generation TEXT NOT NULL DEFAULT '';
 
 UPDATE blobs SET updated_at = created_at;
 
-CREATE INDEX blobs_unreferenced ON blobs (updated_at) WHERE refcount = 0;
+CREATE INDEX blobs_unreferenced ON blobs (updated_at) WHERE refcount <= 0;
