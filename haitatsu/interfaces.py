@@ -24,6 +24,27 @@ class Conflict(Exception):
     """A unique or foreign-key constraint refused the change."""
 
 
+class FolderExists(Conflict):
+    """A folder of that name (or of a name a rename would produce) already exists."""
+
+
+class NoSuchFolder(LookupError):
+    """The folder named or addressed does not exist (any more)."""
+
+
+class FolderProtected(Exception):
+    """System folders cannot be deleted (nor renamed, unless the caller allows it)."""
+
+
+class FolderHasChildren(Exception):
+    """The folder has folders below it and the caller asked not to delete such a folder."""
+
+
+class InvalidFolderName(ValueError):
+    """The name is empty, has an empty level (``a//b``), control characters, or would put a
+    folder under itself."""
+
+
 class IBlobStore(Interface):
     """Content-addressed message bodies. A blob's key is the lowercase hex SHA-256 of its
     content (a store may map it to an object name of its own, with a prefix or directories):
@@ -163,6 +184,37 @@ class IMailStore(Interface):
 
     def get_folder_by_id(folder_id):
         """Fire with the ``Folder`` or None."""
+
+    def create_folder(mailbox_id, name, special_use="", subscribed=True, create_parents=True):
+        """Create a folder (``/`` separates levels; missing parents are created too unless
+        ``create_parents`` is false) with a UIDVALIDITY no earlier folder of the mailbox had;
+        fire with the new ``Folder``. ``FolderExists``, ``InvalidFolderName``."""
+
+    def delete_folder(folder_id, refuse_children=True):
+        """Remove a folder: its live messages are soft-deleted and their size released from
+        the quota. Fire with the removed ``Folder`` or None if it did not exist.
+        ``FolderProtected`` for system folders, ``FolderHasChildren`` when it has folders below
+        it and ``refuse_children`` is true."""
+
+    def rename_folder(folder_id, new_name, allow_system=False):
+        """Rename a folder and every folder below it (missing parents of the new name are
+        created); UIDVALIDITY and UIDs stay. Renaming INBOX follows RFC 3501: a new folder
+        takes INBOX's messages and INBOX stays, empty. Fire with the renamed (or new)
+        ``Folder``, or None if it did not exist. ``FolderExists``, ``InvalidFolderName``,
+        ``FolderProtected`` (other system folders, unless ``allow_system``)."""
+
+    def set_folder_subscribed(folder_id, subscribed):
+        """Set the folder's ``subscribed`` flag; fire with the ``Folder`` or None."""
+
+    def copy_messages(folder_id, uids, target_folder_id):
+        """Place the live messages with these UIDs in the target folder of the same mailbox
+        as well, with new UIDs, the same flags and internal date, sharing the stored message
+        (no blob is copied); the quota counts the copies. Fire with a ``CopyResult``.
+        ``NoSuchFolder`` (target gone), ``OverQuota`` (nothing copied)."""
+
+    def move_messages(folder_id, uids, target_folder_id):
+        """Move the live messages with these UIDs to the target folder with new UIDs (flags
+        kept, quota unchanged); fire with a ``CopyResult``. ``NoSuchFolder``."""
 
     # -- messages ------------------------------------------------------------------------
 

@@ -224,3 +224,370 @@ async def changes_settled(store, timeout: float = 5.0):
         await heard
     finally:
         unsubscribe()
+
+
+# -- a real S3 endpoint ------------------------------------------------------------------------
+
+MOTO_REGION = "us-east-1"
+
+
+class MotoServer:
+    """A real S3 endpoint: ``moto_server`` in a subprocess on a free 127.0.0.1 port, with
+    signature checking on.
+
+    moto checks SigV4 only once ``INITIAL_NO_AUTH_ACTION_COUNT`` requests have been served
+    (unlimited by default), and it checks them against the access keys of its own IAM users: a
+    key it does not know is ``InvalidAccessKeyId``, a wrong secret ``SignatureDoesNotMatch``, a
+    user without a policy allowing the action ``AccessDenied``. So ``start`` creates an IAM user
+    with an inline policy allowing ``s3:*`` and an access key for it while auth is still off, then
+    switches auth on for every later request (``POST /moto-api/reset-auth`` with body ``0``).
+    """
+
+    def __init__(self):
+        self.process = None
+        self.port = None
+        self.access_key_id = self.secret_access_key = None
+        self._log = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self, wait_seconds: float = 60):
+        import re
+        import subprocess
+        import sys
+        import time
+
+        script = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        command = [script] if os.path.exists(script) else [sys.executable, "-m", "moto.server"]
+        self._log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log", delete=False)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            command + ["-H", "127.0.0.1", "-p", "0"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + wait_seconds
+        try:
+            while self.port is None:
+                with open(self._log.name, "rb") as f:
+                    m = re.search(rb"Running on http://127\.0\.0\.1:(\d+)", f.read())
+                if m:
+                    self.port = int(m.group(1))
+                elif self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start: {self.output()}")
+                else:
+                    time.sleep(0.05)
+            while not self._answers():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server does not answer: {self.output()}")
+                time.sleep(0.05)
+            self._enable_auth()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def output(self) -> str:
+        with open(self._log.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")[-2000:]
+
+    def _answers(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + "/moto-api/", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # an HTTP answer of any kind: the server is up
+        except OSError:
+            return False
+
+    def _enable_auth(self):
+        import json
+        import urllib.request
+
+        import boto3
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=self.url,
+            region_name=MOTO_REGION,
+            aws_access_key_id="AKIASETUPSETUPSETUP0",
+            aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="haitatsu")
+        iam.put_user_policy(
+            UserName="haitatsu",
+            PolicyName="blobs",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+                }
+            ),
+        )
+        key = iam.create_access_key(UserName="haitatsu")["AccessKey"]
+        self.access_key_id, self.secret_access_key = key["AccessKeyId"], key["SecretAccessKey"]
+        # A form content type would make Flask swallow the body: send it as plain text.
+        request = urllib.request.Request(
+            self.url + "/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200, r.read()
+
+    def s3(self):
+        """A boto3 S3 client with the valid key: the test's independent view of the bucket."""
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=MOTO_REGION,
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+        )
+
+    def create_bucket(self) -> str:
+        import uuid
+
+        name = f"haitatsu-test-{uuid.uuid4().hex[:16]}"
+        self.s3().create_bucket(Bucket=name)
+        return name
+
+    def object_names(self, bucket: str) -> list[str]:
+        listing = self.s3().list_objects_v2(Bucket=bucket)
+        return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    def stop(self):
+        import subprocess
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if self._log is not None:
+            self._log.close()
+            try:
+                os.unlink(self._log.name)
+            except OSError:
+                pass
+            self._log = None
+
+
+class MotoS3Mixin:
+    """Starts one ``MotoServer`` for the test class and stops it afterwards."""
+
+    moto: MotoServer
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.moto = MotoServer().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.moto.stop()
+        super().tearDownClass()
+
+
+def s3_config(moto: MotoServer, bucket: str, **overrides):
+    from haitatsu.config.model import S3Config
+
+    values = dict(
+        endpoint=moto.endpoint,
+        bucket=bucket,
+        access_key_id=moto.access_key_id,
+        secret_access_key=moto.secret_access_key,
+        region=MOTO_REGION,
+        request_timeout_seconds=10.0,
+    )
+    values.update(overrides)
+    return S3Config(**values)
+
+
+def make_s3_blob_store(testcase, config, retry=None, clock=None):
+    """An ``S3BlobStore`` on its own connection pool, closed when the test ends. Retries are
+    fast by default: three attempts within a few hundredths of a second."""
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    from haitatsu.storage.s3 import RetryPolicy, S3BlobStore
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    testcase.addCleanup(pool.closeCachedConnections)
+    retry = retry or RetryPolicy(attempts=3, base_seconds=0.01, cap_seconds=0.05)
+    return S3BlobStore(
+        config, HTTPClient(Agent(reactor, pool=pool)), reactor, clock=clock, retry=retry, pool=pool
+    )
+
+
+async def make_s3_store(
+    testcase,
+    moto: MotoServer,
+    root: str | None = None,
+    retry=None,
+    postgres: bool = False,
+    **overrides,
+):
+    """A real ``MailStore`` with blobs in a fresh bucket of ``moto`` and metadata in a temporary
+    SQLite file, or with ``postgres`` in a fresh PostgreSQL database (``make_pg_database``).
+    ``overrides`` change the S3 config, e.g. ``endpoint`` to go through an ``S3Proxy``."""
+    from twisted.internet.threads import deferToThread
+
+    from haitatsu.storage import build_postgres_store, build_sqlite_store
+
+    root = root or testcase.mktemp()
+    os.makedirs(root, exist_ok=True)
+    bucket = overrides.pop("bucket", None) or await deferToThread(moto.create_bucket)
+    blobs = make_s3_blob_store(testcase, s3_config(moto, bucket, **overrides), retry=retry)
+    if postgres:
+        dsn = await make_pg_database(testcase)
+        store = build_postgres_store(reactor, dsn, "", max_connections=4, blobs=blobs)
+    else:
+        store = build_sqlite_store(reactor, os.path.join(root, "haitatsu.db"), "", blobs=blobs)
+    await store.open()
+    testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(store.close()))
+    return store
+
+
+class S3Proxy:
+    """A test peer between an S3 store and moto: a small HTTP proxy on a free 127.0.0.1 port.
+
+    It records every request as ``(method, path?query)`` and passes it on unchanged (the Host
+    header included, so the signature still verifies), except that it can answer the next
+    ``fail_next`` requests with ``fail_status`` itself, leave the next ``hang_next`` requests
+    unanswered, refuse requests matching ``refuse(method, uri)`` with a 400, or go down
+    altogether (``down()``: stop listening and drop every connection) and come back on the same
+    port (``up()``).
+    """
+
+    HOP_BY_HOP = {b"connection", b"keep-alive", b"content-length", b"transfer-encoding"}
+
+    def __init__(self, target_url: str):
+        self.target = target_url.encode("ascii")
+        self.requests = []
+        self.fail_next = 0
+        self.fail_status = 503
+        self.hang_next = 0
+        self.refuse = None
+        self.port = None
+        self._listening = None
+        self._hanging = []
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def count(self, method: str) -> int:
+        return sum(1 for m, _ in self.requests if m == method)
+
+    async def start(self, testcase):
+        from twisted.protocols.policies import WrappingFactory
+        from twisted.web.client import Agent, HTTPConnectionPool
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        proxy = self
+
+        class Forward(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                return proxy._render(request)
+
+        self._agent = Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False))
+        self._factory = WrappingFactory(Site(Forward()))
+        await self.up(port=0)
+        testcase.addCleanup(lambda: defer.Deferred.fromCoroutine(self.down()))
+
+    async def up(self, port=None):
+        self._listening = reactor.listenTCP(
+            self.port if port is None else port, self._factory, interface="127.0.0.1"
+        )
+        self.port = self._listening.getHost().port
+
+    async def down(self):
+        """Stop listening and drop every open connection: new requests are refused."""
+        from twisted.internet import task
+
+        if self._listening is not None:
+            await self._listening.stopListening()
+            self._listening = None
+        for request in self._hanging:
+            if not request.finished and not request._disconnected:
+                request.setResponseCode(503)
+                request.finish()
+        self._hanging = []
+        for protocol in list(self._factory.protocols):
+            protocol.transport.abortConnection()
+        for _ in range(200):
+            if not self._factory.protocols:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+
+    def _render(self, request):
+        from io import BytesIO
+
+        import treq
+        from twisted.web.client import FileBodyProducer
+        from twisted.web.http_headers import Headers
+        from twisted.web.server import NOT_DONE_YET
+
+        method, uri = request.method, request.uri
+        self.requests.append((method.decode(), uri.decode()))
+        if self.hang_next > 0:
+            self.hang_next -= 1
+            self._hanging.append(request)
+            return NOT_DONE_YET
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            request.setResponseCode(self.fail_status)
+            request.setHeader(b"content-type", b"application/xml")
+            return b"<Error><Code>SlowDown</Code><Message>injected by the test</Message></Error>"
+        if self.refuse is not None and self.refuse(method.decode(), uri.decode()):
+            request.setResponseCode(400)
+            return (
+                b"<Error><Code>InvalidRequest</Code><Message>refused by the test</Message></Error>"
+            )
+        headers = Headers()
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() not in self.HOP_BY_HOP:
+                headers.setRawHeaders(name, values)
+        body = request.content.read()
+        producer = FileBodyProducer(BytesIO(body)) if body else None
+        d = self._agent.request(method, self.target + uri, headers, producer)
+
+        async def relay(response):
+            content = await treq.content(response) if method != b"HEAD" else b""
+            if request._disconnected:
+                return
+            request.setResponseCode(response.code)
+            for name, values in response.headers.getAllRawHeaders():
+                if name.lower() not in self.HOP_BY_HOP or method == b"HEAD":
+                    request.responseHeaders.setRawHeaders(name, values)
+            if method != b"HEAD":
+                request.setHeader(b"content-length", str(len(content)).encode())
+                request.write(content)
+            request.finish()
+
+        def failed(failure):
+            if not request._disconnected:
+                request.setResponseCode(502)
+                request.finish()
+
+        d.addCallback(lambda response: defer.Deferred.fromCoroutine(relay(response)))
+        d.addErrback(failed)
+        return NOT_DONE_YET

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import typing
+import urllib.parse
 from typing import Any
 
 import attrs
@@ -103,14 +104,84 @@ class DatabaseConfig:
     max_connections: int = attrs.field(default=10, validator=_nonneg)
 
 
+#: S3's smallest part of a multipart upload (other than the last one).
+S3_MIN_PART_SIZE = 5 * 1024 * 1024
+
+
+def _part_size(instance, attribute, value):
+    if value < S3_MIN_PART_SIZE:
+        raise ValueError(f"must be >= {S3_MIN_PART_SIZE} (5 MiB, S3's smallest multipart part)")
+
+
+def _positive(instance, attribute, value):
+    if value <= 0:
+        raise ValueError("must be > 0")
+
+
 @attrs.frozen
 class S3Config:
+    """Object storage for blobs. ``endpoint`` is ``host[:port]`` as in the original (minio-go),
+    with ``use_ssl`` choosing the scheme; a full ``http://`` or ``https://`` URL is accepted too
+    and its scheme wins."""
+
     endpoint: str = ""
     bucket: str = ""
     access_key_id: str = ""
     secret_access_key: str = ""
     region: str = ""
     use_ssl: bool = False
+    #: Our additions. ``None``: path style unless the endpoint is AWS (``*.amazonaws.com``).
+    path_style: bool | None = None
+    #: Object names are ``<prefix>/blobs/ab/<sha256>`` (no prefix: ``blobs/ab/<sha256>``).
+    prefix: str = ""
+    #: Blobs larger than this go up as a multipart upload in parts of this size.
+    multipart_threshold_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_part_size)
+    request_timeout_seconds: float = attrs.field(default=30.0, validator=_positive)
+
+    @property
+    def endpoint_url(self) -> str:
+        """``scheme://host[:port]`` of the endpoint, without a trailing slash."""
+        endpoint = self.endpoint.strip().rstrip("/")
+        if "://" in endpoint:
+            return endpoint
+        return ("https://" if self.use_ssl else "http://") + endpoint
+
+    @property
+    def host(self) -> str:
+        """``host[:port]`` of the endpoint."""
+        return self.endpoint_url.split("://", 1)[1]
+
+    @property
+    def uses_path_style(self) -> bool:
+        if self.path_style is not None:
+            return self.path_style
+        hostname = urllib.parse.urlsplit(self.endpoint_url).hostname or ""
+        return not hostname.endswith(".amazonaws.com")
+
+    @property
+    def signing_region(self) -> str:
+        return self.region or "us-east-1"
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the key when an endpoint is set but the block is
+        unusable."""
+        if not self.endpoint:
+            return
+        m = re.fullmatch(
+            r"(?:(https?)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(\d+))?/?",
+            self.endpoint.strip(),
+        )
+        if not m or (m.group(3) and int(m.group(3)) > 65535):
+            raise ConfigError(
+                f"s3.endpoint: {self.endpoint!r} is neither host[:port] nor http(s)://host[:port]"
+            )
+        for key in ("bucket", "access_key_id", "secret_access_key"):
+            if not getattr(self, key):
+                raise ConfigError(f"s3.{key}: required when s3.endpoint is set")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", self.prefix.strip("/") or "x"):
+            raise ConfigError(
+                f"s3.prefix: {self.prefix!r} may only use letters, digits, '.', '_', '-' and '/'"
+            )
 
 
 @attrs.frozen
@@ -281,6 +352,8 @@ class Config:
             config.endpoint(key)  # raises ConfigError naming the key
         if config.database.driver == "postgres" and not config.database.dsn:
             raise ConfigError('database.dsn: required when database.driver is "postgres"')
+        if config.s3 is not None:
+            config.s3.validate()
         if config.tls.mode == "manual" and not (config.tls.cert_file and config.tls.key_file):
             raise ConfigError('tls.cert_file, tls.key_file: required when tls.mode is "manual"')
         if base_dir is not None:

@@ -46,7 +46,8 @@ class ListEntry:
 
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
 class Account:
-    """One mailbox seen through IMAP. Folder changes other than reads come in a later issue."""
+    """One mailbox seen through IMAP. The server calls the store directly for folder changes
+    (it needs the store's distinct refusals); the ``IAccount`` methods are thin wrappers."""
 
     delimiter = "/"
 
@@ -90,22 +91,33 @@ class Account:
         return d
 
     def subscribe(self, name):
-        raise imap4.MailboxException("SUBSCRIBE is not supported yet")
+        return defer.ensureDeferred(self.set_subscribed(_text(name), True))
 
     def unsubscribe(self, name):
-        raise imap4.MailboxException("UNSUBSCRIBE is not supported yet")
+        return defer.ensureDeferred(self.set_subscribed(_text(name), False))
 
     def addMailbox(self, name, mbox=None):
-        raise imap4.MailboxException("creating folders is not supported yet")
+        return self.create(name)
 
     def create(self, pathspec):
-        raise imap4.MailboxException("creating folders is not supported yet")
+        return self.store.create_folder(self.mailbox_id, _text(pathspec).rstrip("/"))
 
     def delete(self, name):
-        raise imap4.MailboxException("deleting folders is not supported yet")
+        return defer.ensureDeferred(self._by_name(_text(name), self.store.delete_folder))
 
     def rename(self, oldname, newname):
-        raise imap4.MailboxException("renaming folders is not supported yet")
+        return defer.ensureDeferred(
+            self._by_name(_text(oldname), self.store.rename_folder, _text(newname))
+        )
+
+    async def set_subscribed(self, name, subscribed):
+        return await self._by_name(name, self.store.set_folder_subscribed, subscribed)
+
+    async def _by_name(self, name, method, *args):
+        folder = await self.get_folder(name)
+        if folder is None:
+            raise imap4.MailboxException("No such mailbox")
+        return await method(folder.id, *args)
 
     # -- imap4.INamespacePresenter -------------------------------------------------------
 
@@ -117,6 +129,10 @@ class Account:
 
     def getUserNamespaces(self):
         return None
+
+
+def _text(name) -> str:
+    return decode_mailbox(name) if isinstance(name, bytes) else name
 
 
 def _canonical(name: str) -> str:
@@ -150,13 +166,20 @@ def list_entries(folders, reference: str, pattern: str, subscribed_only=False) -
     regex = _pattern_regex(_canonical(reference + pattern))
     by_name = {f.name: f for f in folders if not subscribed_only or f.subscribed}
     all_names = {f.name for f in folders}
-    parents = set()
-    for name in all_names:
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parents.add("/".join(parts[:i]))
+    parents = _parents(all_names)
+    if subscribed_only:
+        # RFC 3501 6.3.9: a level above a subscribed folder that the pattern reaches but
+        # that is not subscribed itself (``%`` stopping at ``foo`` of ``foo/bar``) is listed
+        # \Noselect, so the client can walk down to the subscription.
+        implied = {
+            p
+            for p in _parents(by_name) - set(by_name)
+            if any(n.startswith(p + "/") and not regex.fullmatch(n) for n in by_name)
+        }
+    else:
+        implied = parents - all_names
     entries = []
-    for name in sorted(set(by_name) | (parents - all_names), key=lambda n: (n != "INBOX", n)):
+    for name in sorted(set(by_name) | implied, key=lambda n: (n != "INBOX", n)):
         if not regex.fullmatch(name):
             continue
         has_children = name in parents
@@ -169,6 +192,15 @@ def list_entries(folders, reference: str, pattern: str, subscribed_only=False) -
             attributes.append(folder.special_use)
         entries.append(ListEntry(name=name, attributes=tuple(attributes), folder=folder))
     return entries
+
+
+def _parents(names) -> set[str]:
+    parents = set()
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parents.add("/".join(parts[:i]))
+    return parents
 
 
 @attrs.define

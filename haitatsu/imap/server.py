@@ -35,6 +35,7 @@ from twisted.mail._cred import PLAINCredentials
 from ulid import ULID
 from zope.interface import implementer
 
+from haitatsu import __version__
 from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
@@ -42,11 +43,14 @@ from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.wire import (
     Atom,
     IMAPSyntaxError,
+    InvalidMailboxName,
     SpooledLiteral,
     String,
     decode_mailbox,
+    decode_new_mailbox,
     encode_mailbox,
     format_internal_date,
+    format_uid_set,
     literal_marker,
     parse_date_time,
     parse_sequence_set,
@@ -54,7 +58,15 @@ from haitatsu.imap.wire import (
     split_command,
     tokenize,
 )
-from haitatsu.interfaces import OverQuota, StorageUnavailable
+from haitatsu.interfaces import (
+    FolderExists,
+    FolderHasChildren,
+    FolderProtected,
+    InvalidFolderName,
+    NoSuchFolder,
+    OverQuota,
+    StorageUnavailable,
+)
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -80,10 +92,12 @@ COMMANDS = {
     b"NAMESPACE": ("namespace", _AUTH),
     b"IDLE": ("idle", _AUTH),
     b"SUBSCRIBE": ("subscribe", _AUTH),
-    b"UNSUBSCRIBE": ("not_yet", _AUTH),
-    b"CREATE": ("not_yet", _AUTH),
-    b"DELETE": ("not_yet", _AUTH),
-    b"RENAME": ("not_yet", _AUTH),
+    b"UNSUBSCRIBE": ("subscribe", _AUTH),
+    b"CREATE": ("create", _AUTH),
+    b"DELETE": ("delete", _AUTH),
+    b"RENAME": ("rename", _AUTH),
+    b"ENABLE": ("enable", _AUTH),
+    b"ID": ("id", _ANY),
     b"CHECK": ("noop", _SELECT),
     b"CLOSE": ("close", _SELECT),
     b"UNSELECT": ("unselect", _SELECT),
@@ -91,10 +105,11 @@ COMMANDS = {
     b"FETCH": ("fetch", _SELECT),
     b"STORE": ("store", _SELECT),
     b"SEARCH": ("search", _SELECT),
-    b"COPY": ("not_yet", _SELECT),
+    b"COPY": ("copy", _SELECT),
+    b"MOVE": ("copy", _SELECT),
     b"UID": ("uid", _SELECT),
 }
-UID_COMMANDS = (b"FETCH", b"STORE", b"SEARCH", b"COPY")
+UID_COMMANDS = (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE")
 
 
 class _PlainCredentials(PLAINCredentials):
@@ -308,6 +323,9 @@ class IMAPServer(imap4.IMAP4Server):
         self._idling = False
         self._idle_refresh_running = False
         self._view_lock = defer.DeferredLock()
+        self._selected_deleted = False
+        #: Capabilities the client turned on with ENABLE (RFC 5161).
+        self.enabled: set[bytes] = set()
 
     # -- connection --------------------------------------------------------------------------
 
@@ -342,7 +360,8 @@ class IMAPServer(imap4.IMAP4Server):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR"]
         if self.state == "unauth":
             caps += [b"AUTH=" + mech for mech in self.challengers]
-        caps += [b"IDLE", b"NAMESPACE", b"CHILDREN", b"SPECIAL-USE", b"UNSELECT"]
+        caps += [b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"CHILDREN", b"SPECIAL-USE"]
+        caps += [b"UNSELECT", b"UIDPLUS", b"MOVE"]
         return caps
 
     # -- framing -----------------------------------------------------------------------------
@@ -661,17 +680,141 @@ class IMAPServer(imap4.IMAP4Server):
 
     async def _cmd_subscribe(self, tag, name, args, uid):
         if len(args) != 1:
-            raise IMAPSyntaxError("SUBSCRIBE needs a mailbox")
+            raise IMAPSyntaxError("%s needs a mailbox" % name.decode())
         folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
-        elif folder.subscribed:
-            self.sendPositiveResponse(tag, b"SUBSCRIBE completed")
-        else:
-            self.sendNegativeResponse(tag, b"[CANNOT] Subscriptions cannot be changed yet")
+            return
+        wanted = name == b"SUBSCRIBE"
+        if folder.subscribed != wanted:
+            if await self.store.set_folder_subscribed(folder.id, wanted) is None:
+                self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+                return
+        self.sendPositiveResponse(tag, name + b" completed")
 
-    async def _cmd_not_yet(self, tag, name, args, uid):
-        self.sendNegativeResponse(tag, b"[CANNOT] %s is not supported yet" % name)
+    def _new_mailbox_name(self, token) -> str | None:
+        """The name for CREATE/RENAME, or None (and nothing sent) when it cannot be a folder.
+
+        A trailing delimiter only declares that the client means to create children
+        (RFC 3501 6.3.3); wildcards could never be listed back, so they are refused.
+        """
+        name = decode_new_mailbox(_astring(token))
+        stripped = name.rstrip("/")
+        if not stripped or any(c in stripped for c in "%*"):
+            raise InvalidMailboxName("mailbox name cannot be used")
+        return stripped
+
+    async def _cmd_create(self, tag, name, args, uid):
+        if len(args) != 1:
+            raise IMAPSyntaxError("CREATE needs a mailbox")
+        try:
+            folder_name = self._new_mailbox_name(args[0])
+            await self.store.create_folder(self.account.mailbox_id, folder_name)
+        except (InvalidMailboxName, InvalidFolderName) as e:
+            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            return
+        except FolderExists:
+            self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
+            return
+        self.sendPositiveResponse(tag, b"CREATE completed")
+
+    async def _cmd_delete(self, tag, name, args, uid):
+        if len(args) != 1:
+            raise IMAPSyntaxError("DELETE needs a mailbox")
+        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        if folder is None:
+            self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+            return
+        try:
+            deleted = await self.store.delete_folder(folder.id)
+        except FolderProtected:
+            self.sendNegativeResponse(tag, b"[CANNOT] System folders cannot be deleted")
+            return
+        except FolderHasChildren:
+            self.sendNegativeResponse(tag, b"[HASCHILDREN] Mailbox has children; delete them first")
+            return
+        if deleted is None:
+            self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+            return
+        if self.view is not None and self.view.folder.id == folder.id:
+            # As Dovecot does: deleting the selected mailbox leaves the session unselected.
+            self._close_view()
+            self.state = "auth"
+        self.sendPositiveResponse(tag, b"DELETE completed")
+
+    async def _cmd_rename(self, tag, name, args, uid):
+        if len(args) != 2:
+            raise IMAPSyntaxError("RENAME needs two mailbox names")
+        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        try:
+            new_name = self._new_mailbox_name(args[1])
+            if folder is None:
+                self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+                return
+            renamed = await self.store.rename_folder(folder.id, new_name)
+        except (InvalidMailboxName, InvalidFolderName) as e:
+            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            return
+        except FolderExists:
+            self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
+            return
+        except FolderProtected:
+            self.sendNegativeResponse(tag, b"[CANNOT] System folders cannot be renamed")
+            return
+        if renamed is None:
+            self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
+            return
+        if folder.name == "INBOX" and self.view is not None and self.view.folder.id == folder.id:
+            await self._report_changes()
+        self.sendPositiveResponse(tag, b"RENAME completed")
+
+    # -- ENABLE, ID -----------------------------------------------------------------------------
+
+    #: What ENABLE can turn on; CONDSTORE, QRESYNC and UTF8=ACCEPT join when they are built.
+    ENABLEABLE: tuple[bytes, ...] = ()
+
+    async def _cmd_enable(self, tag, name, args, uid):
+        if not args or not all(isinstance(a, Atom) for a in args):
+            raise IMAPSyntaxError("ENABLE needs capability names")
+        newly = []
+        for cap in args:
+            cap = cap.upper()
+            if cap in self.ENABLEABLE and cap not in self.enabled:
+                self.enabled.add(cap)
+                newly.append(cap)
+        self.sendUntaggedResponse(b" ".join([b"ENABLED", *newly]))
+        self.sendPositiveResponse(tag, b"ENABLE completed")
+
+    async def _cmd_id(self, tag, name, args, uid):
+        if len(args) != 1:
+            raise IMAPSyntaxError("ID needs NIL or a list of field-value pairs")
+        params = args[0]
+        client = {}
+        if isinstance(params, list):
+            if len(params) % 2 or len(params) > 60:
+                raise IMAPSyntaxError("ID needs at most 30 field-value pairs")
+            for field, value in zip(params[::2], params[1::2], strict=True):
+                if not isinstance(field, String) or len(field) > 30:
+                    raise IMAPSyntaxError("ID field names are strings of up to 30 octets")
+                if isinstance(value, Atom) and value.upper() == b"NIL":
+                    value = b""
+                elif not isinstance(value, String) or len(value) > 1024:
+                    raise IMAPSyntaxError("ID values are strings of up to 1024 octets or NIL")
+                client[bytes(field).decode("utf-8", "replace").lower()] = bytes(value).decode(
+                    "utf-8", "replace"
+                )
+        elif not (isinstance(params, Atom) and params.upper() == b"NIL"):
+            raise IMAPSyntaxError("ID needs NIL or a list of field-value pairs")
+        if client:
+            self._log.info(
+                "IMAP client {client_name} {client_version}",
+                client_name=client.get("name", ""),
+                client_version=client.get("version", ""),
+                client_id=client,
+                remote_ip=getattr(self.peer, "host", ""),
+            )
+        self.sendUntaggedResponse(b'ID ("name" "haitatsu" "version" "%s")' % __version__.encode())
+        self.sendPositiveResponse(tag, b"ID completed")
 
     async def _cmd_status(self, tag, name, args, uid):
         if len(args) != 2 or not isinstance(args[1], list) or not args[1]:
@@ -763,6 +906,7 @@ class IMAPServer(imap4.IMAP4Server):
             unsubscribe()
         self.view = None
         self._changes_pending = False
+        self._selected_deleted = False
 
     # -- changes (NOOP, CHECK, IDLE) ---------------------------------------------------------
 
@@ -770,6 +914,8 @@ class IMAPServer(imap4.IMAP4Server):
         view = self.view
         if view is None or change.get("folder_id", view.folder.id) != view.folder.id:
             return
+        if change.get("type") == "folder_deleted":
+            self._selected_deleted = True
         self._changes_pending = True
         if self._idling and not self._idle_refresh_running:
             self._idle_refresh_running = True
@@ -779,6 +925,8 @@ class IMAPServer(imap4.IMAP4Server):
         try:
             while self._idling and self._changes_pending and not self._closing:
                 await self._report_changes()
+        except (error.ConnectionDone, error.ConnectionLost):
+            pass  # the session is closing (a BYE was sent, or the client went away)
         except Exception:
             self._log.failure("IDLE refresh failed")
         finally:
@@ -794,6 +942,14 @@ class IMAPServer(imap4.IMAP4Server):
             if view is None or not self._changes_pending:
                 return
             self._changes_pending = False
+            if self._selected_deleted:
+                # Another session deleted the selected folder. IMAP has no way to unselect a
+                # client, so it is told and disconnected, as Dovecot does.
+                self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
+                self._closing = True
+                self._close_view()
+                self.transport.loseConnection()
+                raise error.ConnectionDone()
             rows = await self.store.list_folder_messages(view.folder.id)
             if view is not self.view or self._closing:
                 return
@@ -842,15 +998,72 @@ class IMAPServer(imap4.IMAP4Server):
     # -- EXPUNGE ------------------------------------------------------------------------------
 
     async def _cmd_expunge(self, tag, name, args, uid):
-        self._no_args(args)
+        """EXPUNGE, and UID EXPUNGE (RFC 4315) limited to the UIDs given."""
+        only = None
+        if uid:
+            if len(args) != 1:
+                raise IMAPSyntaxError("UID EXPUNGE needs a UID set")
+            only = self._target_uids(args[0], True)
+        else:
+            self._no_args(args)
         if self.view.readonly:
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
         view = self.view
-        removed = await self.store.expunge(view.folder.id)
+        if only is not None and not only:
+            removed = []
+        else:
+            removed = await self.store.expunge(view.folder.id, only)
         for seq in view.remove(removed):
             self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
         self.sendPositiveResponse(tag, b"EXPUNGE completed")
+
+    # -- COPY, MOVE -----------------------------------------------------------------------------
+
+    async def _cmd_copy(self, tag, name, args, uid):
+        """COPY (RFC 3501) and MOVE (RFC 6851), with UIDPLUS's COPYUID (RFC 4315).
+
+        The store does either in one transaction. MOVE reports COPYUID in an untagged OK
+        before the EXPUNGEs, so the client learns the new UIDs before the old ones vanish.
+        """
+        if len(args) != 2:
+            raise IMAPSyntaxError("%s needs a message set and a mailbox" % name.decode())
+        uids = self._target_uids(args[0], uid)
+        view = self.view
+        target = await self.account.get_folder(decode_mailbox(_astring(args[1])))
+        if target is None:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+            return
+        moving = name == b"MOVE"
+        if moving and view.readonly:
+            self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
+            return
+        method = self.store.move_messages if moving else self.store.copy_messages
+        try:
+            result = await method(view.folder.id, uids, target.id)
+        except NoSuchFolder:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+            return
+        except OverQuota:
+            self.sendNegativeResponse(tag, b"[OVERQUOTA] Mailbox is over its quota")
+            return
+        copyuid = b""
+        if result:
+            copyuid = b"[COPYUID %d %s %s] " % (
+                result.uid_validity,
+                format_uid_set(result.source_uids),
+                format_uid_set(result.target_uids),
+            )
+        if moving:
+            if copyuid:
+                self.sendPositiveResponse(None, copyuid + b"Moved UIDs")
+            if view is self.view:
+                for seq in view.remove(result.source_uids):
+                    self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+            copyuid = b""
+        if self.view is not None and self.view.folder.id == target.id:
+            await self._report_changes()
+        self.sendPositiveResponse(tag, copyuid + name + b" completed")
 
     # -- STORE ---------------------------------------------------------------------------------
 
@@ -1082,7 +1295,7 @@ class IMAPServer(imap4.IMAP4Server):
             return
         trace_id = str(ULID())
         try:
-            await self.store.deliver(
+            placed = await self.store.deliver(
                 message.path,
                 [
                     Delivery(
@@ -1107,7 +1320,14 @@ class IMAPServer(imap4.IMAP4Server):
         )
         if self.view is not None and self.view.folder.id == folder.id:
             await self._report_changes()
-        self.sendPositiveResponse(tag, b"APPEND completed")
+        [mm] = placed
+        uid_validity = folder.uid_validity
+        if mm.folder_id != folder.id:  # renamed or re-created in between
+            current = await self.store.get_folder_by_id(mm.folder_id)
+            uid_validity = current.uid_validity if current else uid_validity
+        self.sendPositiveResponse(
+            tag, b"[APPENDUID %d %d] APPEND completed" % (uid_validity, mm.uid)
+        )
 
     # -- UID -----------------------------------------------------------------------------------
 

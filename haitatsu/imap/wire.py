@@ -229,6 +229,23 @@ def parse_sequence_set(text: bytes) -> list[tuple[int | None, int | None]]:
     return ranges
 
 
+def format_uid_set(uids) -> bytes:
+    """``1:3,7`` for 1, 2, 3, 7, keeping the given order (COPYUID pairs its two sets by
+    position, so runs are only joined where they ascend by one)."""
+    parts = []
+    start = prev = None
+    for uid in uids:
+        if prev is not None and uid == prev + 1:
+            prev = uid
+            continue
+        if start is not None:
+            parts.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+        start = prev = uid
+    if start is not None:
+        parts.append(b"%d" % start if start == prev else b"%d:%d" % (start, prev))
+    return b",".join(parts)
+
+
 def is_sequence_set(token) -> bool:
     return isinstance(token, Atom) and re.fullmatch(rb"[0-9*:,]+", token) is not None
 
@@ -337,6 +354,31 @@ def quote(value: bytes) -> bytes:
 
 def encode_mailbox(name: str) -> bytes:
     return quote(name.encode("imap4-utf-7"))
+
+
+class InvalidMailboxName(ValueError):
+    """A mailbox name a client wants to create that is not canonical modified UTF-7."""
+
+
+def decode_new_mailbox(value: bytes) -> str:
+    """A name for CREATE or RENAME: canonical modified UTF-7 (RFC 3501 5.1.3), or raw UTF-8.
+
+    twisted's codec accepts sloppy input (``&AGE-`` for ``a``, a lone ``&``); a folder created
+    from it would come back under another spelling, so such names are refused instead.
+    """
+    value = bytes(value)
+    if max(value, default=0) >= 0x80:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidMailboxName("mailbox name is neither modified UTF-7 nor UTF-8") from None
+    try:
+        name = value.decode("imap4-utf-7")
+    except Exception:
+        raise InvalidMailboxName("invalid modified UTF-7 in mailbox name") from None
+    if name.encode("imap4-utf-7") != value:
+        raise InvalidMailboxName("mailbox name is not canonical modified UTF-7")
+    return name
 
 
 def decode_mailbox(value: bytes) -> str:

@@ -224,3 +224,17 @@ class MailboxMessage:
         """The IMAP flags: system flags first, then keywords."""
         system = tuple(flag for flag, column in FLAG_COLUMNS.items() if getattr(self, column))
         return system + tuple(self.keywords)
+
+
+@attrs.frozen
+class CopyResult:
+    """What COPY or MOVE did: the target's UIDVALIDITY and the UIDs, pairwise in UID order
+    (``source_uids[i]`` became ``target_uids[i]``), which is what UIDPLUS's COPYUID reports."""
+
+    target_folder_id: str
+    uid_validity: int
+    source_uids: tuple[int, ...] = ()
+    target_uids: tuple[int, ...] = ()
+
+    def __bool__(self):
+        return bool(self.source_uids)

@@ -210,6 +210,29 @@ class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
     def test_manual_tls_needs_files(self):
         self.assertConfigError('tls { mode = "manual" }', "tls.cert_file, tls.key_file: required")
 
+    def test_s3_endpoint_needs_bucket_and_keys(self):
+        self.assertConfigError(
+            's3 { endpoint = "127.0.0.1:9000"; access_key_id = "k"; secret_access_key = "s" }',
+            "s3.bucket: required when s3.endpoint is set",
+        )
+        self.assertConfigError(
+            's3 { endpoint = "127.0.0.1:9000"; bucket = "b"; access_key_id = "k" }',
+            "s3.secret_access_key: required when s3.endpoint is set",
+        )
+
+    def test_s3_bad_endpoint(self):
+        self.assertConfigError(
+            's3 { endpoint = "ftp://x/y"; bucket = "b"; access_key_id = "k"; '
+            'secret_access_key = "s" }',
+            "s3.endpoint: 'ftp://x/y' is neither host[:port] nor http(s)://host[:port]",
+        )
+
+    def test_s3_parts_below_five_mib(self):
+        self.assertConfigError(
+            "s3 { multipart_threshold_bytes = 1000 }",
+            "s3.multipart_threshold_bytes: must be >= 5242880",
+        )
+
 
 class PathTests(ConfigFileMixin, unittest.SynchronousTestCase):
     """Relative paths are relative to the config file's directory, not the working directory."""
@@ -335,6 +358,22 @@ class ExampleConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
         path = self.write_config(text)
         self.assertExample(load_config(path), os.path.dirname(path))
 
+    def test_example_s3_block_uncommented(self):
+        """The commented ``s3 {}`` example is a working block, secrets from the environment."""
+        import re
+
+        text = EXAMPLE.read_text()
+        text = re.sub(r"(?m)^// (s3 \{|\})$", r"\1", text)
+        text = re.sub(r"(?m)^//   ([a-z_]+ = )", r"  \1", text)
+        self.set_env("HAITATSU_S3_ACCESS_KEY", "AKIAEXAMPLE")
+        self.set_env("HAITATSU_S3_SECRET_KEY", "secret")
+        config = load_config(self.write_config(text))
+        self.assertEqual(
+            (config.s3.endpoint_url, config.s3.bucket, config.s3.access_key_id),
+            ("http://127.0.0.1:9000", "haitatsu-blobs", "AKIAEXAMPLE"),
+        )
+        self.assertEqual(config.s3.secret_access_key, "secret")
+
 
 class SchemaTests(ConfigFileMixin, unittest.SynchronousTestCase):
     """A config that amends Haitatsu.pkl gets type errors from pkl itself."""
@@ -387,6 +426,28 @@ class SchemaTests(ConfigFileMixin, unittest.SynchronousTestCase):
         )
         self.assertEqual(config.s3.bucket, "b")
         self.assertFalse(config.s3.use_ssl)
+        self.assertIsNone(config.s3.path_style)
+        self.assertTrue(config.s3.uses_path_style)
+        self.assertEqual(config.s3.endpoint_url, "http://s3.local")
+        self.assertEqual(config.s3.multipart_threshold_bytes, 16 * 1024 * 1024)
+        self.assertEqual(config.s3.request_timeout_seconds, 30.0)
+        self.assertEqual(config.s3.prefix, "")
+
+    def test_s3_additions_are_typed(self):
+        text = (
+            's3 { endpoint = "s3.eu-west-1.amazonaws.com"; bucket = "b"; access_key_id = "k"; '
+            'secret_access_key = "s"; use_ssl = true; prefix = "mail/"; '
+            "multipart_threshold_bytes = 8_388_608 }"
+        )
+        config = load_config(self.write_config(self.amending(text)))
+        self.assertFalse(config.s3.uses_path_style)
+        self.assertEqual(config.s3.endpoint_url, "https://s3.eu-west-1.amazonaws.com")
+        self.assertEqual(config.s3.multipart_threshold_bytes, 8 * 1024 * 1024)
+        self.assertConfigError(
+            self.amending(text.replace("8_388_608", "1_000")),
+            "multipart_threshold_bytes",
+            "Type constraint",
+        )
 
 
 class FindBinaryTests(ConfigFileMixin, unittest.SynchronousTestCase):

@@ -67,6 +67,11 @@ class ServerProcess:
         os.replace(tmp, self.config)
 
     def start(self):
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self):
+        """Start the process without waiting for it to be ready."""
         env = dict(os.environ)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
@@ -80,6 +85,8 @@ class ServerProcess:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+
+    def wait_ready(self):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

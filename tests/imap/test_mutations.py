@@ -203,11 +203,16 @@ class AppendTests(IMAPTestCase):
             out.append((mm, await self.store.read_message(info)))
         return out
 
+    async def appenduid(self, folder="INBOX", uid=1) -> bytes:
+        """The UIDPLUS answer for the ``uid``-th message appended to ``folder``."""
+        f = await self.store.get_folder(self.mailbox.id, folder)
+        return b"[APPENDUID %d %d] " % (f.uid_validity, uid)
+
     @d
     async def test_append_without_flags_or_date(self):
         session = await self.login()
         answer = await self.append(session, b"a APPEND INBOX", SIMPLE)
-        self.assertEqual(answer, b"a OK APPEND completed\r\n")
+        self.assertEqual(answer, b"a OK " + await self.appenduid() + b"APPEND completed\r\n")
         [(mm, data)] = await self.stored()
         self.assertEqual(data, SIMPLE)
         self.assertEqual(mm.flags, ())
@@ -218,7 +223,8 @@ class AppendTests(IMAPTestCase):
         answer = await self.append(
             session, b'a APPEND Drafts (\\Draft \\Seen) " 8-Feb-1994 06:52:25 +0100"', MULTIPART
         )
-        self.assertEqual(answer, b"a OK APPEND completed\r\n")
+        expected = b"a OK " + await self.appenduid("Drafts") + b"APPEND completed\r\n"
+        self.assertEqual(answer, expected)
         [(mm, data)] = await self.stored("Drafts")
         self.assertEqual(data, MULTIPART)
         self.assertEqual(mm.flags, ("\\Seen", "\\Draft"))
@@ -228,7 +234,7 @@ class AppendTests(IMAPTestCase):
     async def test_append_with_flags_only_nonsync_literal(self):
         session = await self.login()
         answer = await self.append(session, b"a APPEND Sent (\\Seen)", EIGHT_BIT, sync=False)
-        self.assertEqual(answer, b"a OK APPEND completed\r\n")
+        self.assertEqual(answer, b"a OK " + await self.appenduid("Sent") + b"APPEND completed\r\n")
         [(mm, data)] = await self.stored("Sent")
         self.assertEqual((mm.flags, data), (("\\Seen",), EIGHT_BIT))
         self.assertEqual(os.listdir(self.spool_dir), [])
@@ -237,7 +243,8 @@ class AppendTests(IMAPTestCase):
     async def test_append_to_selected_folder_reports_exists(self):
         session = await self.selected()
         answer = await self.append(session, b"a APPEND INBOX", SIMPLE)
-        self.assertEqual(answer, b"* 1 EXISTS\r\na OK APPEND completed\r\n")
+        expected = b"* 1 EXISTS\r\na OK " + await self.appenduid() + b"APPEND completed\r\n"
+        self.assertEqual(answer, expected)
 
     @d
     async def test_append_missing_folder_and_bad_date(self):
@@ -291,10 +298,12 @@ class AppendTests(IMAPTestCase):
         await self.store.update_mailbox(self.mailbox.id, quota_bytes=len(SIMPLE) * 2)
         session = await self.login()
         self.assertEqual(
-            await self.append(session, b"a APPEND INBOX", SIMPLE), b"a OK APPEND completed\r\n"
+            await self.append(session, b"a APPEND INBOX", SIMPLE),
+            b"a OK " + await self.appenduid() + b"APPEND completed\r\n",
         )
         self.assertEqual(
-            await self.append(session, b"b APPEND Sent", SIMPLE), b"b OK APPEND completed\r\n"
+            await self.append(session, b"b APPEND Sent", SIMPLE),
+            b"b OK " + await self.appenduid("Sent") + b"APPEND completed\r\n",
         )
         answer = await self.append(session, b"c APPEND INBOX", b"x")
         self.assertEqual(answer, b"c NO [OVERQUOTA] Mailbox is over its quota\r\n")

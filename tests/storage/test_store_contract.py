@@ -1,7 +1,8 @@
 """The storage contract: every ``IMailStore`` implementation passes these tests.
 
 ``StoreContractMixin`` holds the tests; each engine gets a ``TestCase`` that says how to build its
-store. The same tests run against PostgreSQL + S3 once that engine exists.
+store. The same tests run against PostgreSQL + S3 once that engine exists; ``SQLiteS3StoreTests``
+runs them on SQLite metadata with blobs in a real S3 endpoint (moto_server).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import random
 import shutil
 
 from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -29,7 +31,15 @@ from haitatsu.storage.engine import schema_files, split_statements
 from haitatsu.storage.records import Delivery
 from haitatsu.storage.store import CLAIM_TIMEOUT_SECONDS
 from tests.storage.corpus import LOW_THRESHOLD, attachment_message, b64, full_corpus, payload
-from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
+from tests.support import (
+    PG_SKIP,
+    MotoS3Mixin,
+    changes_settled,
+    deliver_bytes,
+    make_pg_store,
+    make_s3_store,
+    make_store,
+)
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -44,6 +54,14 @@ MESSAGE = (
 class StoreContractMixin:
     async def make(self):
         raise NotImplementedError
+
+    async def break_blobs(self, store):
+        """Make the store's blob backend fail every write (each engine knows how)."""
+        # Root ignores permissions, so break the blob directory by putting a file in its place.
+        root = store.blobs.root
+        shutil.rmtree(root, ignore_errors=True)
+        with open(root, "w") as f:
+            f.write("not a directory")
 
     async def read_blob(self, store, key) -> bytes:
         f = await store.blobs.open(key)
@@ -454,11 +472,7 @@ class StoreContractMixin:
     async def test_blob_failure_is_unavailable_and_invisible(self):
         store = await self.make()
         mailbox = await store.create_mailbox("bob@example.com")
-        # Root ignores permissions, so break the blob directory by putting a file in its place.
-        root = store.blobs.root
-        shutil.rmtree(root, ignore_errors=True)
-        with open(root, "w") as f:
-            f.write("not a directory")
+        await self.break_blobs(store)
         with self.assertRaises(StorageUnavailable):
             await deliver_bytes(store, MESSAGE, mailbox.id)
         inbox = await store.get_folder(mailbox.id, "INBOX")
@@ -1043,9 +1057,43 @@ class SQLiteStoreTests(StoreContractMixin, unittest.TestCase):
 
 class PostgresStoreTests(StoreContractMixin, unittest.TestCase):
     """PostgreSQL (a fresh database per test, copied from a migrated template), the LISTEN/NOTIFY
-    change bus and a blob directory (S3 joins when it lands)."""
+    change bus and a blob directory."""
 
     skip = PG_SKIP
 
     async def make(self):
         return await make_pg_store(self)
+
+
+class S3BlobsMixin(MotoS3Mixin):
+    """Blobs in a real S3 endpoint: moto_server for the class, a bucket of its own per test."""
+
+    timeout = 60
+
+    async def break_blobs(self, store):
+        # The bucket disappears: every write answers NoSuchBucket.
+        bucket = store.blobs.config.bucket
+
+        def remove_bucket():
+            s3 = self.moto.s3()
+            for name in self.moto.object_names(bucket):
+                s3.delete_object(Bucket=bucket, Key=name)
+            s3.delete_bucket(Bucket=bucket)
+
+        await deferToThread(remove_bucket)
+
+
+class SQLiteS3StoreTests(S3BlobsMixin, StoreContractMixin, unittest.TestCase):
+    """SQLite metadata, blobs in S3."""
+
+    async def make(self):
+        return await make_s3_store(self, self.moto)
+
+
+class PostgresS3StoreTests(S3BlobsMixin, StoreContractMixin, unittest.TestCase):
+    """Production storage: PostgreSQL metadata and change bus, blobs in S3."""
+
+    skip = PG_SKIP
+
+    async def make(self):
+        return await make_s3_store(self, self.moto, postgres=True)
