@@ -270,3 +270,51 @@ logging {{ level = "warn" }}
 
 def remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def postgres_s3_config(workdir: str) -> str:
+    """Config for haitatsu on PostgreSQL and S3: a fresh database on the local server
+    (``HAITATSU_BENCH_POSTGRES_DSN``) and a ``moto_server`` with a bucket, both removed at exit.
+
+    moto is a Python S3 emulator, so it bounds the figures: on MinIO or AWS the blob side is
+    faster. The same fixture as the tests (``tests.support.MotoServer``) starts it.
+    """
+    import atexit
+    import secrets
+
+    import psycopg2
+    from psycopg2.extensions import make_dsn, parse_dsn
+
+    sys.path.insert(0, ROOT)
+    from tests.support import MotoServer
+
+    admin_dsn = os.environ.get(
+        "HAITATSU_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+    )
+    name = f"haitatsu_bench_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(admin_dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+
+    def drop():
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+    atexit.register(drop)
+    moto = MotoServer().start()
+    atexit.register(moto.stop)
+    bucket = moto.create_bucket()
+    params = parse_dsn(admin_dsn)
+    params["dbname"] = name
+    return f"""
+database {{ driver = "postgres" dsn = "{make_dsn(**params)}" max_connections = 10 }}
+s3 {{
+  endpoint = "{moto.endpoint}"
+  bucket = "{bucket}"
+  access_key_id = "{moto.access_key_id}"
+  secret_access_key = "{moto.secret_access_key}"
+  region = "us-east-1"
+}}
+"""

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--sizes", default="10240,1048576")
-    parser.add_argument("--targets", default="sqlite,postfix")
+    parser.add_argument("--targets", default="sqlite,postgres-s3,postfix")
     args = parser.parse_args(argv)
     ensure_debian_packages("postfix")
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -108,6 +108,11 @@ def main(argv=None) -> int:
                 target.start()
                 elapsed = run_workload(target.port, count, args.sessions, size)
                 check_arrived(target, count, size)
+            except BaseException:
+                log = os.path.join(workdir, "twistd.log")
+                if os.path.exists(log):
+                    print(open(log).read()[-3000:], file=sys.stderr)
+                raise
             finally:
                 target.stop()
                 remove(workdir)

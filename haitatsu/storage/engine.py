@@ -51,6 +51,9 @@ class SQLiteEngine:
         conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
+    #: SQLite has one writer at a time (``BEGIN IMMEDIATE``): rows need no lock of their own.
+    for_update = ""
+
     def convert_sql(self, sql: str) -> str:
         return sql
 
@@ -101,6 +104,11 @@ class BaseTransaction:
     async def execute_one(self, sql: str, params=()) -> dict | None:
         rows = await self.execute(sql, params)
         return rows[0] if rows else None
+
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` where the engine needs rows locked before a read-then-write."""
+        return self.engine.for_update
 
     def in_clause(self, column: str, values) -> tuple[str, list]:
         return self.engine.in_clause(column, values)

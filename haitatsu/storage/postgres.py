@@ -2,9 +2,13 @@
 
 Store code runs unchanged: ``PostgresDatabase.run(desc, fn)`` gives ``fn`` a transaction whose
 ``execute`` converts the store's ``?`` placeholders, returns rows as dicts and sets ``rowcount``.
-Transactions run at REPEATABLE READ, so a read-then-write (quota check, UID allocation) that races
-another node fails with a serialization error instead of acting on stale data; such a transaction
-never committed and is run again.
+Transactions run at READ COMMITTED. Every delivery updates the same hot rows (the folder's
+``uid_next``, the mailbox's ``used_bytes``): at REPEATABLE READ concurrent deliveries to one
+mailbox failed each other with serialization errors faster than retries could absorb. At READ
+COMMITTED an ``UPDATE ... SET x = x + 1`` waits for the other writer and applies to the row it
+committed, quota charges are single conditional UPDATEs, and where the store reads rows and then
+writes them it locks them first (``txn.for_update``, ``SELECT ... FOR UPDATE``). Deadlocks are
+still retried.
 
 txpostgres does not reconnect. The pool notices a dead connection (the socket closed under it, or
 a statement failed with a connection error), throws it away with every idle connection (after a
@@ -118,9 +122,12 @@ class PostgresEngine:
 
     #: Run on every new connection, outside a transaction.
     session_setup = (
-        "SET default_transaction_isolation TO 'repeatable read'",
+        "SET default_transaction_isolation TO 'read committed'",
         "SET TIME ZONE 'UTC'",
     )
+
+    #: Appended to a SELECT whose rows the transaction goes on to change.
+    for_update = " FOR UPDATE"
 
     def convert_sql(self, sql: str) -> str:
         return convert_placeholders(sql)

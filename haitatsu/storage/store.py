@@ -839,7 +839,7 @@ class MailStore:
             clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
             found = await txn.execute(
                 f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
-                f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid",
+                f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid" + txn.for_update,
                 (folder_id, *params),
             )
             rows.extend(_mailbox_message(r) for r in found)
@@ -1620,7 +1620,7 @@ class MailStore:
                 clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
                 rows = await txn.execute(
                     f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
-                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid",
+                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid" + txn.for_update,
                     (folder_id, *params),
                 )
                 for row in rows:
@@ -1681,7 +1681,8 @@ class MailStore:
             folder = _folder(folder)
             rows = await txn.execute(
                 f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
-                "AND mm.deleted_at IS NULL AND mm.imap_deleted = ? ORDER BY mm.uid",
+                "AND mm.deleted_at IS NULL AND mm.imap_deleted = ? ORDER BY mm.uid"
+                + txn.for_update,
                 (folder_id, True),
             )
             targets = [_mailbox_message(r) for r in rows]

@@ -170,6 +170,9 @@ class PostgresEngineTests(unittest.TestCase):
         go_on = defer.Deferred()
 
         async def read_then_write(txn):
+            # The store runs at READ COMMITTED; a transaction that asks for REPEATABLE READ gets
+            # serialization failures, and those are retried.
+            await txn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             attempts.append(1)
             row = await txn.execute_one("SELECT n FROM t WHERE v = 'row'")
             if len(attempts) == 1:
@@ -190,6 +193,40 @@ class PostgresEngineTests(unittest.TestCase):
 
         # The stale read (0) was not written back: the retry saw the concurrent bump.
         self.assertEqual((len(attempts), await db.run("value", value)), (2, 11))
+
+    async def test_read_then_write_under_for_update_sees_the_concurrent_write(self):
+        db = await self.open()
+
+        async def seed(txn):
+            await txn.execute("INSERT INTO t (v, n) VALUES ('row', 0)")
+
+        await db.run("seed", seed)
+        go_on = defer.Deferred()
+        attempts = []
+
+        async def bump_twice(txn):
+            await txn.execute("UPDATE t SET n = n + 1 WHERE v = 'row'")
+            await go_on
+            await txn.execute("UPDATE t SET n = n + 1 WHERE v = 'row'")
+
+        async def read_then_write(txn):
+            attempts.append(1)
+            row = await txn.execute_one("SELECT n FROM t WHERE v = 'row'" + txn.for_update)
+            await txn.execute("UPDATE t SET n = ? WHERE v = 'row'", (row["n"] + 10,))
+
+        first = defer.Deferred.fromCoroutine(db.run("bump_twice", bump_twice))
+        await sleep(0.05)
+        second = defer.Deferred.fromCoroutine(db.run("read_then_write", read_then_write))
+        await sleep(0.05)
+        go_on.callback(None)
+        await first
+        await second
+
+        async def value(txn):
+            return (await txn.execute_one("SELECT n FROM t WHERE v = 'row'"))["n"]
+
+        # The locking read waited for the other transaction and saw both of its bumps.
+        self.assertEqual((len(attempts), await db.run("value", value)), (1, 12))
 
     async def test_unreachable_database_is_unavailable_then_recovers(self):
         db = await self.open()

@@ -423,6 +423,17 @@ class StoreContractMixin:
         self.assertEqual(used, 3 * size)
         self.assertEqual(await store.recompute_usage(mailbox.id), used)
 
+    async def test_many_concurrent_deliveries_to_one_mailbox_all_succeed(self):
+        """Every delivery updates the same folder and mailbox rows: none may fail for it."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        outcomes = await self._deliver_at_once(store, [mailbox.id] * 20)
+        failures = [o for o in outcomes if not isinstance(o, list)]
+        self.assertEqual(failures, [])
+        inbox = await store.get_folder(mailbox.id, "INBOX")
+        uids = [m.uid for m in await store.list_folder_messages(inbox.id)]
+        self.assertEqual(uids, list(range(1, 21)))
+
     async def test_concurrent_deliveries_never_exceed_the_domain_quota(self):
         store = await self.make()
         size = len(MESSAGE) + len(b"X-N: 0\r\n")
