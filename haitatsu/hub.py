@@ -19,11 +19,12 @@ from haitatsu import log
 from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
+from haitatsu.housekeeping import Housekeeping
 from haitatsu.storage import build_store
 
 
 class HaitatsuService(MultiService):
-    """Owns the hub: config watcher, store and listeners."""
+    """Owns the hub: config watcher, store, housekeeping and listeners."""
 
     _log = Logger()
 
@@ -37,6 +38,13 @@ class HaitatsuService(MultiService):
         # One throttle for every login listener: failures on IMAP count for POP3 and back.
         self.login_throttle = LoginThrottle(self.store, reactor)
         self.spool_dir = os.path.join(config.data_dir, "spool")
+        self.housekeeping = Housekeeping(
+            self.store,
+            reactor,
+            gc_interval=config.storage.blob_gc_interval_seconds,
+            gc_grace=config.storage.blob_gc_grace_seconds,
+        )
+        self.housekeeping.setServiceParent(self)
         self.ready = defer.Deferred()
         self._build_listeners(config)
 

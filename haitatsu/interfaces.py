@@ -46,7 +46,9 @@ class InvalidFolderName(ValueError):
 
 
 class IBlobStore(Interface):
-    """Content-addressed message bodies. Keys are derived from the SHA-256 of the content."""
+    """Content-addressed message bodies. A blob's key is the lowercase hex SHA-256 of its
+    content (a store may map it to an object name of its own, with a prefix or directories):
+    the mail store computes keys before it puts a blob, to lease them first."""
 
     def put_file(path):
         """Store the file at ``path``; fire with a ``BlobRef`` (key, sha256, size).
@@ -66,6 +68,12 @@ class IBlobStore(Interface):
 
     def delete(key):
         """Remove a blob; fire with None. Missing blobs are not an error."""
+
+    def list_keys(start_after="", limit=1000):
+        """Fire with up to ``limit`` ``(key, modified_ns)`` pairs in ascending key order, keys
+        greater than ``start_after``; fewer than ``limit`` means the listing is complete.
+        ``modified_ns`` is when the object was last written (nanoseconds since the epoch), which
+        garbage collection compares with its grace period (S3: ListObjectsV2 with StartAfter)."""
 
     def check():
         """Fire with None if the store is reachable and writable, else fail with the reason."""
@@ -230,7 +238,9 @@ class IMailStore(Interface):
     def deliver(spool_path, deliveries, trace_id, auth_results=None, internal_date=None):
         """Store the message in ``spool_path`` once and place it per ``Delivery``.
 
-        The blob is stored first, then one transaction inserts the message row, allocates UIDs
+        Large leaf parts may be stored as blobs of their own (docs/storage.md); reading the
+        message back through ``open_message`` returns it byte for byte either way. The blobs are
+        stored first, then one transaction inserts the message row, allocates UIDs
         and MODSEQs, updates quotas and writes events. Fires with the list of
         ``MailboxMessage`` after the commit, then publishes the changes. Fails with
         ``StorageUnavailable`` (nothing visible) or ``OverQuota``.
@@ -251,6 +261,24 @@ class IMailStore(Interface):
     def store_flags(folder_id, uids, flags, mode):
         """Set (``mode`` "="), add ("+") or remove ("-") IMAP flags on the given UIDs; fire
         with the changed ``MailboxMessage`` list."""
+
+    def open_message(info):
+        """Fire with a readable, seekable binary file of the whole message ``info`` (a
+        ``MessageInfo``) exactly as received, positioned at 0; the caller closes it. However the
+        store split the message into blobs, this is the only way protocols read it whole."""
+
+    def read_message(info, start=0, length=None):
+        """Fire with ``length`` bytes (to the end if None) of the message from ``start``: for
+        small ranges (headers, MIME headers, search text)."""
+
+    def purge_message(message_id):
+        """Delete a message row and its placements for good when none is live any more, and
+        drop one reference from each of its blobs; fire with True if purged, else False."""
+
+    def collect_garbage(grace_seconds=86400, batch=200, should_continue=None):
+        """Remove unreferenced blobs older than ``grace_seconds`` (rows with refcount 0, and
+        objects with no row); never one a delivery in flight is about to reference. Fire with
+        counts: ``{"unreferenced", "orphans", "bytes"}``."""
 
     def expunge(folder_id, uids=None):
         """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):

@@ -1,7 +1,8 @@
 """Messages: list, get and raw (API.md 1.7).
 
-Every ``/messages/:id`` route takes the *mailbox_message* id. ``raw`` streams the stored blob
-with a producer, so serving a large message costs a buffer, not the message's size in memory.
+Every ``/messages/:id`` route takes the *mailbox_message* id. ``raw`` streams the stored message
+(``IMailStore.open_message``, whatever blobs it is stored as) with a producer, so serving a large
+message costs a buffer, not the message's size in memory.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ async def raw_message(api, request, message_id):
     if view is None:
         raise APIError(404, "message_not_found", "Message not found")
     info = view[1]
-    blob = await api.store.blobs.open(info.blob_key)
+    blob = await api.store.open_message(info)
     finished = request.notifyFinish()
     gone = []
     finished.addErrback(gone.append)

@@ -198,9 +198,17 @@ class S3Config:
 
 @attrs.frozen
 class StorageConfig:
-    """Our addition: where the embedded default keeps blobs."""
+    """Our addition: where the embedded default keeps blobs, how messages are split into blobs
+    and how often unreferenced blobs are collected (docs/storage.md)."""
 
     blob_dir: str = ""
+    #: Leaf MIME parts with a body at least this large are stored once, as blobs of their own;
+    #: 0 stores every message as one blob.
+    attachment_dedup_threshold_bytes: int = attrs.field(default=65536, validator=_nonneg)
+    #: How often garbage collection runs; 0 turns it off.
+    blob_gc_interval_seconds: int = attrs.field(default=3600, validator=_nonneg)
+    #: How long an unreferenced blob is kept before garbage collection may remove it.
+    blob_gc_grace_seconds: int = attrs.field(default=86400, validator=_nonneg)
 
 
 @attrs.frozen

@@ -2,8 +2,9 @@
 
 twisted.mail's FETCH asks a synchronous ``IMessage`` per message and computes ENVELOPE and
 BODYSTRUCTURE itself. Ours sends the strings computed once at delivery (``MessageInfo``) and cuts
-body sections by the byte offsets recorded then, so a section is a byte range of the blob: the
-server streams it without reading the message into memory.
+body sections by the byte offsets recorded then, so a section is a byte range of the message: the
+server streams it (``IMailStore.open_message``/``read_message``) without reading the message
+into memory.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ and why:
 - **Dispatch.** One handler per command, given the tokenized arguments (``wire.tokenize``), so a
   literal can stand wherever a string can, and issue 5's extensions add handlers, not parsers.
 - **FETCH, SEARCH, STORE.** Answered from metadata rows in batches and from the ENVELOPE and
-  BODYSTRUCTURE strings stored at delivery; bodies stream from the blob store through a producer.
+  BODYSTRUCTURE strings stored at delivery; bodies stream from the store
+  (``open_message``, whatever blobs a message is stored as) through a producer.
   Message sets are intersected with the session's view, never iterated number by number.
 """
 
@@ -1130,7 +1131,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.sendPositiveResponse(tag, b"SEARCH completed")
 
     async def _message_text(self, info) -> str:
-        data = await self.store.blobs.read(info.blob_key, info.header_size, self.SEARCH_TEXT_BYTES)
+        data = await self.store.read_message(info, info.header_size, self.SEARCH_TEXT_BYTES)
         text = data.decode("utf-8", "replace")
         return " ".join(
             (info.text_body_extract or "", info.html_body_extract or "", text)
@@ -1193,7 +1194,7 @@ class IMAPServer(imap4.IMAP4Server):
                 self.transport.writeSequence(out)
                 out = []
                 if length:
-                    await self._stream_blob(info.blob_key, start, length)
+                    await self._stream_message(info, start, length)
         out.append(b")\r\n")
         self.transport.writeSequence(out)
         self._in_response = False
@@ -1221,7 +1222,7 @@ class IMAPServer(imap4.IMAP4Server):
         """``(label, bytes or None, (start, length) or None)`` for one body section."""
         size = info.size_bytes
         header_size = info.header_size
-        blobs = self.store.blobs
+        store = self.store
         data = None
         span = None
         if not section.part:
@@ -1230,7 +1231,7 @@ class IMAPServer(imap4.IMAP4Server):
             elif section.kind == "TEXT":
                 span = (header_size, size - header_size)
             else:
-                data = await blobs.read(info.blob_key, 0, header_size)
+                data = await store.read_message(info, 0, header_size)
         else:
             key = ".".join(str(p) for p in section.part)
             part = (info.parts or {}).get(key)
@@ -1241,13 +1242,13 @@ class IMAPServer(imap4.IMAP4Server):
             elif section.kind == "":
                 span = (part["body_start"], part["end"] - part["body_start"])
             elif section.kind == "MIME":
-                data = await blobs.read(
-                    info.blob_key, part["header_start"], part["body_start"] - part["header_start"]
+                data = await store.read_message(
+                    info, part["header_start"], part["body_start"] - part["header_start"]
                 )
             else:
                 # HEADER / TEXT of an encapsulated message/rfc822 part.
                 length = part["end"] - part["body_start"]
-                head = await blobs.read(info.blob_key, part["body_start"], min(length, 65536))
+                head = await store.read_message(info, part["body_start"], min(length, 65536))
                 end = fetchmod.find_header_end(head)
                 end = len(head) if end is None else end
                 if section.kind == "TEXT":
@@ -1265,8 +1266,8 @@ class IMAPServer(imap4.IMAP4Server):
         offset, count = fetchmod.window(span[1], section.partial)
         return label, None, (span[0] + offset, count)
 
-    async def _stream_blob(self, key, start, length):
-        f = await self.store.blobs.open(key)
+    async def _stream_message(self, info, start, length):
+        f = await self.store.open_message(info)
         try:
             if start:
                 f.seek(start)

@@ -11,19 +11,22 @@ from haitatsu.storage.engine import Database, SQLiteEngine
 from haitatsu.storage.store import MailStore
 
 
-def build_sqlite_store(reactor, sqlite_path: str, blob_dir: str, blobs=None) -> MailStore:
-    """The embedded default: a SQLite file and a blob directory (or the ``blobs`` given)."""
+def build_sqlite_store(
+    reactor, sqlite_path: str, blob_dir: str, blobs=None, **options
+) -> MailStore:
+    """The embedded default: a SQLite file and a blob directory (or the ``blobs`` given).
+    ``options`` go to ``MailStore`` (``attachment_dedup_threshold``)."""
     database = Database(SQLiteEngine(sqlite_path), reactor)
     if blobs is None:
         blobs = DirectoryBlobStore(blob_dir, reactor)
-    return MailStore(database, blobs, LocalChangeBus(), reactor)
+    return MailStore(database, blobs, LocalChangeBus(), reactor, **options)
 
 
 def build_postgres_store(
-    reactor, dsn: str, blob_dir: str, max_connections: int = 10, blobs=None
+    reactor, dsn: str, blob_dir: str, max_connections: int = 10, blobs=None, **options
 ) -> MailStore:
     """PostgreSQL (txpostgres pool, LISTEN/NOTIFY change bus) and a blob directory (or the
-    ``blobs`` given)."""
+    ``blobs`` given). ``options`` go to ``MailStore``."""
     from haitatsu.storage.changes_pg import PostgresChangeBus
     from haitatsu.storage.postgres import PostgresDatabase, PostgresEngine
 
@@ -33,6 +36,7 @@ def build_postgres_store(
         blobs if blobs is not None else DirectoryBlobStore(blob_dir, reactor),
         PostgresChangeBus(engine, reactor),
         reactor,
+        **options,
     )
 
 
@@ -48,6 +52,7 @@ def build_blob_store(config, reactor):
 
 def build_store(config, reactor) -> MailStore:
     """The store a ``Config`` names (not opened yet)."""
+    options = {"attachment_dedup_threshold": config.storage.attachment_dedup_threshold_bytes}
     blobs = build_blob_store(config, reactor)
     if config.database.driver == "postgres":
         return build_postgres_store(
@@ -56,8 +61,9 @@ def build_store(config, reactor) -> MailStore:
             config.blob_dir,
             config.database.max_connections,
             blobs=blobs,
+            **options,
         )
-    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir, blobs=blobs)
+    return build_sqlite_store(reactor, config.sqlite_path, config.blob_dir, blobs=blobs, **options)
 
 
 async def open_sqlite_store(reactor, sqlite_path: str, blob_dir: str) -> MailStore:

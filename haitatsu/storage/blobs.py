@@ -58,7 +58,7 @@ class DirectoryBlobStore:
         return d.addErrback(wrap)
 
     def path(self, key: str) -> str:
-        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+        if len(key) != 64 or not _is_hex(key):
             raise ValueError(f"not a blob key: {key!r}")
         return os.path.join(self.root, key[:2], key[2:4], key)
 
@@ -116,6 +116,41 @@ class DirectoryBlobStore:
         except FileNotFoundError:
             pass
 
+    def list_keys(self, start_after="", limit=1000):
+        return self._run(self._list_keys, start_after, limit)
+
+    def _list_keys(self, start_after: str, limit: int) -> list[tuple[str, int]]:
+        """Walk ``ab/cd/<key>`` in key order, skipping whole directories before ``start_after``
+        (``tmp/`` and anything not named like a key is not a blob)."""
+        out: list[tuple[str, int]] = []
+
+        def names(path, width):
+            try:
+                entries = os.listdir(path)
+            except FileNotFoundError:
+                return []
+            return sorted(n for n in entries if len(n) == width and _is_hex(n))
+
+        for first in names(self.root, 2):
+            if first < start_after[:2]:
+                continue
+            level1 = os.path.join(self.root, first)
+            for second in names(level1, 2):
+                if first + second < start_after[:4]:
+                    continue
+                level2 = os.path.join(level1, second)
+                for key in names(level2, 64):
+                    if key <= start_after or not key.startswith(first + second):
+                        continue
+                    try:
+                        modified = os.stat(os.path.join(level2, key)).st_mtime_ns
+                    except FileNotFoundError:
+                        continue
+                    out.append((key, modified))
+                    if len(out) >= limit:
+                        return out
+        return out
+
     def check(self):
         return self._run(self._check)
 
@@ -127,6 +162,10 @@ class DirectoryBlobStore:
         finally:
             os.close(fd)
             os.unlink(probe)
+
+
+def _is_hex(name: str) -> bool:
+    return all(c in "0123456789abcdef" for c in name)
 
 
 def _fsync_dir(path: str):

@@ -176,6 +176,21 @@ class MessageInfo:
     created_at: int
     updated_at: int
     deleted_at: int | None
+    #: None when the whole message is the blob ``blob_key``; otherwise the segments
+    #: ``[blob_key, offset, length]`` whose concatenation is the message (docs/storage.md).
+    layout: list | None = None
+
+    @property
+    def segments(self) -> list[tuple[str, int, int]]:
+        """Where the message's bytes are, in order: ``(blob_key, offset, length)`` triples.
+
+        ``blob_key``, ``sha256`` and ``size_bytes`` always describe the whole message as
+        received; for a message stored as a skeleton plus parts, ``blob_key`` names the skeleton.
+        Read through ``IMailStore.open_message``/``read_message``, never the blob store directly.
+        """
+        if not self.layout:
+            return [(self.blob_key, 0, self.size_bytes)]
+        return [(key, offset, length) for key, offset, length in self.layout]
 
 
 @attrs.frozen

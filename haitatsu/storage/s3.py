@@ -18,6 +18,8 @@ exist``, ``s3: cannot reach host:port``), which ``/ready`` shows as is.
 
 from __future__ import annotations
 
+import calendar
+import datetime
 import hashlib
 import io
 import os
@@ -603,6 +605,43 @@ class S3BlobStore:
     async def _delete(self, key: str):
         await self._request("DELETE", self.object_name(key), ok=(200, 204, 404))
 
+    def list_keys(self, start_after="", limit=1000):
+        return defer.Deferred.fromCoroutine(self._list_keys(start_after, limit))
+
+    async def _list_keys(self, start_after: str, limit: int) -> list[tuple[str, int]]:
+        """ListObjectsV2 under ``<prefix>/blobs/`` from ``StartAfter``: object names sort like
+        their keys (``ab/<key>`` starts with the key's first two characters). Names that are not
+        blobs are skipped, and another page is asked for while the listing is truncated, so a
+        short answer always means the end."""
+        out: list[tuple[str, int]] = []
+        after = self.object_name(start_after) if start_after else ""
+        while len(out) < limit:
+            params = {"list-type": "2", "prefix": self._names, "max-keys": str(limit - len(out))}
+            if after:
+                params["start-after"] = after
+            query = urllib.parse.urlencode(sorted(params.items()), quote_via=urllib.parse.quote)
+
+            async def collect(response, timeout):
+                buf = io.BytesIO()
+                await self._receive(response, buf, timeout)
+                return buf.getvalue()
+
+            page = _parse_listing(await self._request("GET", "", query=query, consume=collect))
+            for name, modified in page.entries:
+                after = name
+                key = name[len(self._names) :].rpartition("/")[2]
+                if name.startswith(self._names) and self.object_name_ok(key, name):
+                    out.append((key, modified))
+            if not page.truncated or not page.entries:
+                break
+        return out
+
+    def object_name_ok(self, key: str, name: str) -> bool:
+        try:
+            return self.object_name(key) == name
+        except ValueError:
+            return False
+
     def check(self):
         return defer.Deferred.fromCoroutine(self._check())
 
@@ -620,6 +659,32 @@ class S3BlobStore:
         if self._connection_pool is not None:
             return self._connection_pool.closeCachedConnections()
         return defer.succeed(None)
+
+
+@attrs.frozen
+class _Listing:
+    entries: list  # (object name, last modified in ns since the epoch)
+    truncated: bool
+
+
+def _parse_listing(body: bytes) -> _Listing:
+    """A ListObjectsV2 result: names and LastModified times (ISO 8601, UTC) of one page."""
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as e:
+        raise StorageUnavailable(f"s3: unreadable object listing: {e}") from None
+    entries = []
+    for contents in root.iter(_S3_NS + "Contents"):
+        name = contents.findtext(_S3_NS + "Key") or ""
+        stamp = contents.findtext(_S3_NS + "LastModified") or ""
+        try:
+            when = datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            raise StorageUnavailable(f"s3: bad LastModified {stamp!r} in listing") from None
+        seconds = calendar.timegm(when.utctimetuple())
+        entries.append((name, seconds * 1_000_000_000 + when.microsecond * 1000))
+    truncated = (root.findtext(_S3_NS + "IsTruncated") or "").strip().lower() == "true"
+    return _Listing(entries, truncated)
 
 
 class _Missing(Exception):

@@ -1,8 +1,10 @@
 """The mail store: SQL for metadata, a blob store for bodies, one code path for every engine.
 
-Only this module writes rows. Each public method is one transaction; delivery stores the blob
-first and commits the metadata in one transaction after, so a failure at any point leaves nothing
-visible (an unreferenced blob at worst, which garbage collection removes).
+Only this module writes rows. Each public method is one transaction; delivery leases and stores
+the blobs first and commits the metadata in one transaction after, so a failure at any point
+leaves nothing visible (an unreferenced blob at worst, which garbage collection removes). How a
+message is split into blobs, and why garbage collection never removes a blob a delivery is about
+to reference, is in docs/storage.md.
 """
 
 from __future__ import annotations
@@ -10,19 +12,21 @@ from __future__ import annotations
 import base64
 import inspect
 import json
+import os
 import secrets
 
 import attrs
 import ulid
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from haitatsu import mime
 from haitatsu.interfaces import (
+    Conflict,
     FolderExists,
     FolderHasChildren,
     FolderProtected,
@@ -32,6 +36,7 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.storage import layout as layoutmod
 from haitatsu.storage.records import (
     APP_PASSWORD_SCOPES,
     FLAG_COLUMNS,
@@ -76,6 +81,12 @@ def generate_password() -> str:
 
 def _json(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _text(value: str) -> str:
+    """A message-derived string fit for a TEXT column: PostgreSQL refuses NUL characters, which a
+    decoded text part (or a header) may contain; they become U+FFFD on every engine alike."""
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
 
 
 def _mailbox(row) -> Mailbox:
@@ -140,7 +151,8 @@ _MSG_COLUMNS = (
     "m.attachments AS m_attachments, m.spam_score AS m_spam_score, "
     "m.auth_results AS m_auth_results, m.envelope AS m_envelope, m.body AS m_body, "
     "m.bodystructure AS m_bodystructure, m.header_size AS m_header_size, m.parts AS m_parts, "
-    "m.created_at AS m_created_at, m.updated_at AS m_updated_at, m.deleted_at AS m_deleted_at"
+    "m.created_at AS m_created_at, m.updated_at AS m_updated_at, m.deleted_at AS m_deleted_at, "
+    "m.layout AS m_layout"
 )
 
 _JSON_MESSAGE_FIELDS = (
@@ -152,6 +164,7 @@ _JSON_MESSAGE_FIELDS = (
     "attachments",
     "auth_results",
     "parts",
+    "layout",
 )
 
 
@@ -205,14 +218,61 @@ def _flag_columns(flags) -> tuple[dict, list]:
     return columns, keywords
 
 
+#: ``storage.attachment_dedup_threshold_bytes`` by default: leaf parts this large get own blobs.
+DEFAULT_DEDUP_THRESHOLD = 64 * 1024
+
+#: Pauses (seconds) before a delivery leases, stores and commits again after garbage collection
+#: got in its way (``_LeaseLost``, ``_BlobBusy``); when they are used up it gives up with
+#: ``StorageUnavailable``, a temporary failure.
+DELIVERY_RETRY_DELAYS = (0.05, 0.2, 1.0)
+
+#: A garbage collection claim older than this is taken to belong to a pass that died between
+#: claiming a blob and removing it, and a later pass finishes the job. It must exceed the
+#: longest a blob store's delete call can take (docs/storage.md).
+CLAIM_TIMEOUT_SECONDS = 900
+
+#: ``blobs.refcount`` of a row claimed by garbage collection: its object is being deleted.
+_CLAIMED = -1
+
+
+class _LeaseLost(Exception):
+    """A blob row leased by a delivery was claimed by garbage collection before the delivery
+    committed: the blob may be gone, so the delivery stores it again."""
+
+
+class _BlobBusy(Exception):
+    """Garbage collection is deleting this blob right now: the delivery waits and retries."""
+
+
 @implementer(IMailStore)
 class MailStore:
-    def __init__(self, database, blobs, changes, reactor, hash_pool=None):
+    """The store.
+
+    ``attachment_dedup_threshold`` (bytes, 0 = off) is the size from which a leaf part's body is
+    stored as a blob of its own. ``before_commit`` is an optional callable run with the blob keys
+    after a delivery stored its blobs and before its metadata transaction, and
+    ``before_blob_delete`` with a key after garbage collection claimed it and before it deletes
+    the object; a Deferred either returns is waited for. They exist for race and fault tests
+    (pausing one side there), and are None in production.
+    """
+
+    def __init__(
+        self,
+        database,
+        blobs,
+        changes,
+        reactor,
+        hash_pool=None,
+        attachment_dedup_threshold=DEFAULT_DEDUP_THRESHOLD,
+    ):
         self.db = database
         self.blobs = blobs
         self.changes = changes
         self._reactor = reactor
         self._hash_pool = hash_pool if hash_pool is not None else reactor.getThreadPool()
+        self.attachment_dedup_threshold = attachment_dedup_threshold
+        self.before_commit = None
+        self.before_blob_delete = None
 
     async def open(self):
         """Connect and apply schema migrations; until this is done every call is unavailable."""
@@ -1130,55 +1190,144 @@ class MailStore:
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
-        # Parsing never fails (see _parse_safely), so the two run side by side.
-        parsed_d = self._thread(_parse_safely, spool_path)
+        # Parsing never fails (see _parse_safely); its part offsets decide the split.
+        parsed = yield self._thread(_parse_safely, spool_path)
         try:
-            ref = yield self.blobs.put_file(spool_path)
+            prepared = yield self._thread(
+                layoutmod.prepare,
+                spool_path,
+                parsed.parts,
+                self.attachment_dedup_threshold,
+                os.path.dirname(os.path.abspath(spool_path)),
+            )
+        except OSError as e:
+            raise StorageUnavailable(f"spool: {e}") from e
+        try:
+            for attempt, delay in enumerate((*DELIVERY_RETRY_DELAYS, None), 1):
+                try:
+                    generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
+                    placed, message_id = yield self._commit_delivery(
+                        prepared,
+                        generations,
+                        parsed,
+                        deliveries,
+                        trace_id,
+                        auth_results,
+                        internal_date,
+                    )
+                    break
+                except (_LeaseLost, _BlobBusy) as e:
+                    _log.warn(
+                        "blob {key} is being collected during delivery (attempt {attempt}); "
+                        "storing it again",
+                        key=str(e),
+                        attempt=attempt,
+                        trace_id=trace_id,
+                    )
+                    if delay is None:
+                        raise StorageUnavailable(
+                            "blobs kept being collected during delivery"
+                        ) from None
+                    yield task.deferLater(self._reactor, delay, lambda: None)
         finally:
-            # The caller removes the spool file once we answer: the parser must be done with it.
-            parsed = yield parsed_d
+            yield self._thread(prepared.remove_temporary)
+        _log.info(
+            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
+            message_id=message_id,
+            size=prepared.size,
+            blobs=len(prepared.pieces),
+            count=len(placed),
+            trace_id=trace_id,
+        )
+        return placed
+
+    async def _store_blobs(self, prepared) -> dict[str, str]:
+        """Lease every blob of the message, then put it; return the leased row generations.
+
+        The lease (a ``blobs`` row touched before the put) is what keeps garbage collection
+        away from a blob between its put and the commit that references it: see
+        docs/storage.md for the argument.
+        """
+        pieces = sorted(prepared.pieces, key=lambda p: p.key)
+
+        async def lease(txn):
+            now = now_ns()
+            generations = {}
+            for piece in pieces:
+                await txn.execute(
+                    "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
+                    "generation) VALUES (?, ?, 0, ?, ?, ?) "
+                    "ON CONFLICT (blob_key) DO UPDATE SET updated_at = ? "
+                    "WHERE blobs.refcount >= 0",
+                    (piece.key, piece.size, now, now, new_id(), now),
+                )
+                row = await txn.execute_one(
+                    "SELECT generation, refcount FROM blobs WHERE blob_key = ?", (piece.key,)
+                )
+                if row["refcount"] < 0:
+                    raise _BlobBusy(piece.key)
+                generations[piece.key] = row["generation"]
+            return generations
+
+        generations = await self.db.run("lease_blobs", lease)
+        for piece in prepared.pieces:
+            ref = await self.blobs.put_file(piece.path)
+            if ref.key != piece.key:
+                raise StorageUnavailable(f"blob store named {piece.key} {ref.key}")
+        if self.before_commit is not None:
+            await defer.maybeDeferred(self.before_commit, [p.key for p in pieces])
+        return generations
+
+    def _commit_delivery(
+        self, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+    ):
+        """One transaction: blob references, the message row, its placements, quotas."""
         internal = internal_date or now_ns()
         message_id = new_id()
+        size = prepared.size
 
         async def txn_fn(txn):
             now = now_ns()
-            await txn.execute(
-                "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at) "
-                "VALUES (?, ?, 1, ?) "
-                "ON CONFLICT (blob_key) DO UPDATE SET refcount = blobs.refcount + 1",
-                (ref.key, ref.size, now),
-            )
+            for key in sorted(generations):
+                await txn.execute(
+                    "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
+                    "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
+                    (now, key, generations[key]),
+                )
+                if txn.rowcount != 1:
+                    raise _LeaseLost(key)
             await txn.execute(
                 "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
                 "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
                 "date, text_body_extract, html_body_extract, attachments, spam_score, "
-                "auth_results, envelope, body, bodystructure, header_size, parts, created_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?)",
+                "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     message_id,
                     trace_id,
-                    parsed.rfc_message_id,
-                    ref.key,
-                    ref.sha256,
-                    ref.size,
+                    _text(parsed.rfc_message_id),
+                    prepared.blob_key,
+                    prepared.sha256,
+                    size,
                     _json(parsed.headers),
                     _json(parsed.from_addresses),
                     _json(parsed.to_addresses),
                     _json(parsed.cc_addresses),
                     _json(parsed.bcc_addresses),
-                    parsed.subject,
+                    _text(parsed.subject),
                     parsed.date,
-                    parsed.text_body_extract,
-                    parsed.html_body_extract,
+                    _text(parsed.text_body_extract),
+                    _text(parsed.html_body_extract),
                     _json(parsed.attachments),
                     0.0,
                     _json(auth_results or {}),
-                    parsed.envelope,
-                    parsed.body,
-                    parsed.bodystructure,
+                    _text(parsed.envelope),
+                    _text(parsed.body),
+                    _text(parsed.bodystructure),
                     parsed.header_size,
                     _json(parsed.parts),
+                    _json(prepared.layout) if prepared.layout else None,
                     now,
                     now,
                 ),
@@ -1189,7 +1338,7 @@ class MailStore:
                 if key not in seen:
                     seen.add(key)
                     placements.append(delivery)
-            refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], ref.size)
+            refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
             placed, over_quota = [], []
             for delivery, refused in zip(placements, refusals, strict=True):
                 if refused:
@@ -1225,7 +1374,7 @@ class MailStore:
                         columns["imap_deleted"],
                         _json(keywords),
                         internal,
-                        ref.size,
+                        size,
                         now,
                         now,
                     ),
@@ -1242,20 +1391,15 @@ class MailStore:
                 )
             if not placed:
                 raise OverQuota(", ".join(over_quota))
-            return placed
+            return placed, message_id
 
-        try:
-            placed = yield self._run("deliver", txn_fn)
-        except KeyError as e:
-            raise ValueError(str(e)) from None
-        _log.info(
-            "stored message {message_id} ({size} bytes) for {count} placements",
-            message_id=message_id,
-            size=ref.size,
-            count=len(placed),
-            trace_id=trace_id,
-        )
-        return placed
+        d = self._run("deliver", txn_fn)
+
+        def unknown(failure):
+            failure.trap(KeyError)
+            raise ValueError(str(failure.value))
+
+        return d.addErrback(unknown)
 
     # -- reading messages ---------------------------------------------------------------------
 
@@ -1328,6 +1472,189 @@ class MailStore:
             return [(_mailbox_message(r), _message_info(r)) for r in rows]
 
         return self._run("list_messages", txn_fn, readonly=True)
+
+    # -- message bytes ------------------------------------------------------------------------
+
+    def open_message(self, info):
+        """Fire with a binary file of the whole message as received, positioned at 0, which
+        the caller closes. Seekable; memory does not depend on the message's size."""
+        return defer.Deferred.fromCoroutine(self._open_message(info))
+
+    async def _open_message(self, info):
+        if not info.layout:
+            return await self.blobs.open(info.blob_key)
+        files = {}
+        try:
+            for key, _, _ in info.segments:
+                if key not in files:
+                    files[key] = await self.blobs.open(key)
+        except BaseException:
+            for f in files.values():
+                f.close()
+            raise
+        return layoutmod.SegmentReader(files, info.segments)
+
+    def read_message(self, info, start=0, length=None):
+        """Fire with ``length`` bytes (to the end if None) of the message from ``start``: for
+        headers and other small ranges; stream large ones from ``open_message``."""
+        return defer.Deferred.fromCoroutine(self._read_message(info, start, length))
+
+    async def _read_message(self, info, start, length):
+        if not info.layout:
+            return await self.blobs.read(info.blob_key, start, length)
+        end = info.size_bytes if length is None else min(info.size_bytes, start + length)
+        out = []
+        position = 0
+        for key, offset, size in info.segments:
+            low, high = max(start, position), min(end, position + size)
+            if low < high:
+                out.append(await self.blobs.read(key, offset + low - position, high - low))
+            position += size
+            if position >= end:
+                break
+        return b"".join(out)
+
+    # -- purge and garbage collection -------------------------------------------------------
+
+    def purge_message(self, message_id):
+        """Delete a message row for good once no live placement references it: its
+        soft-deleted placements go with it and each of its blobs loses one reference (the blobs
+        themselves go later, through ``collect_garbage``). Fire with True if it was purged."""
+
+        async def txn_fn(txn):
+            live = await txn.execute_one(
+                "SELECT COUNT(*) AS n FROM mailbox_messages WHERE message_id = ? "
+                "AND deleted_at IS NULL",
+                (message_id,),
+            )
+            if live["n"]:
+                return False
+            row = await txn.execute_one(
+                "SELECT blob_key, size_bytes, layout FROM messages WHERE id = ?", (message_id,)
+            )
+            if row is None:
+                return False
+            await txn.execute("DELETE FROM mailbox_messages WHERE message_id = ?", (message_id,))
+            await txn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            now = now_ns()
+            for key in _message_blob_keys(row["blob_key"], row["layout"]):
+                await txn.execute(
+                    "UPDATE blobs SET refcount = refcount - 1, updated_at = ? "
+                    "WHERE blob_key = ? AND refcount > 0",
+                    (now, key),
+                )
+            await self._audit(txn, "message.purged", "message", message_id)
+            return True
+
+        return self._run("purge_message", txn_fn)
+
+    def collect_garbage(self, grace_seconds=86400, batch=200, should_continue=None):
+        """Remove blobs no message references: rows with ``refcount`` 0 untouched for
+        ``grace_seconds``, and objects older than that with no row at all. Fire with a dict of
+        counts (``unreferenced``, ``orphans``, ``bytes``).
+
+        ``should_continue`` (a callable) is asked between blobs; False ends the pass early
+        (shutdown). Never removes a blob a delivery in flight is about to reference: see
+        docs/storage.md ("Garbage collection") for why.
+        """
+        return defer.Deferred.fromCoroutine(
+            self._collect_garbage(grace_seconds, batch, should_continue or (lambda: True))
+        )
+
+    async def _collect_garbage(self, grace_seconds, batch, should_continue):
+        now = now_ns()
+        cutoff = now - int(grace_seconds * 1_000_000_000)
+        stale_claims = now - CLAIM_TIMEOUT_SECONDS * 1_000_000_000
+        report = {"unreferenced": 0, "orphans": 0, "bytes": 0}
+
+        async def candidates(txn, after):
+            return await txn.execute(
+                "SELECT blob_key, size_bytes FROM blobs WHERE ((refcount = 0 AND updated_at < ?) "
+                "OR (refcount = ? AND updated_at < ?)) AND blob_key > ? ORDER BY blob_key LIMIT ?",
+                (cutoff, _CLAIMED, stale_claims, after, batch),
+            )
+
+        async def claim_row(txn, key, token):
+            await txn.execute(
+                "UPDATE blobs SET refcount = ?, generation = ?, updated_at = ? WHERE blob_key = ? "
+                "AND ((refcount = 0 AND updated_at < ?) OR (refcount = ? AND updated_at < ?))",
+                (_CLAIMED, token, now_ns(), key, cutoff, _CLAIMED, stale_claims),
+            )
+            return txn.rowcount == 1
+
+        async def claim_orphan(txn, key, token):
+            now = now_ns()
+            await txn.execute(
+                "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
+                "generation) VALUES (?, 0, ?, ?, ?, ?) ON CONFLICT (blob_key) DO NOTHING",
+                (key, _CLAIMED, now, now, token),
+            )
+            return txn.rowcount == 1
+
+        async def release(txn, key, token):
+            await txn.execute(
+                "DELETE FROM blobs WHERE blob_key = ? AND refcount = ? AND generation = ?",
+                (key, _CLAIMED, token),
+            )
+
+        async def collect(desc, claim, key) -> bool:
+            """Claim the row, delete the object, delete the row: three steps, each atomic.
+            While the row is claimed no delivery can lease the blob (it waits), and a lease
+            taken before the claim can no longer be committed."""
+            token = new_id()
+            if not await self.db.run(desc, claim, key, token):
+                return False
+            if self.before_blob_delete is not None:
+                await defer.maybeDeferred(self.before_blob_delete, key)
+            # A failure here keeps the claim: the object may be half gone, so deliveries wait
+            # until a later pass takes over the stale claim and finishes.
+            await self.blobs.delete(key)
+            try:
+                await self.db.run("gc_release", release, key, token)
+            except Conflict:
+                _log.critical(
+                    "blob {key} had no references but a message names it; it is gone", key=key
+                )
+            return True
+
+        after = ""
+        while should_continue():
+            rows = await self.db.run("gc_candidates", candidates, after, readonly=True)
+            for row in rows:
+                if not should_continue():
+                    break
+                if await collect("gc_claim", claim_row, row["blob_key"]):
+                    report["unreferenced"] += 1
+                    report["bytes"] += row["size_bytes"]
+            if len(rows) < batch:
+                break
+            after = rows[-1]["blob_key"]
+
+        async def known(txn, keys):
+            clause, params = txn.in_clause("blob_key", keys)
+            rows = await txn.execute(f"SELECT blob_key FROM blobs WHERE {clause}", params)
+            return {r["blob_key"] for r in rows}
+
+        after = ""
+        while should_continue():
+            listed = await self.blobs.list_keys(after, batch)
+            old = [key for key, modified in listed if modified < cutoff]
+            if old:
+                referenced = await self.db.run("gc_known", known, old, readonly=True)
+                for key in old:
+                    if key in referenced or not should_continue():
+                        continue
+                    if await collect("gc_claim_orphan", claim_orphan, key):
+                        report["orphans"] += 1
+            if len(listed) < batch:
+                break
+            after = listed[-1][0]
+        _log.info(
+            "garbage collection removed {unreferenced} unreferenced blobs ({bytes} bytes) "
+            "and {orphans} orphans",
+            **report,
+        )
+        return report
 
     def search_messages(self, mailbox_id, terms, folder_id=None, limit=50, before=None):
         async def txn_fn(txn):
@@ -1606,6 +1933,16 @@ def _page_where(prefix: str, before) -> tuple[list[str], list]:
         [f"({prefix}created_at < ? OR ({prefix}created_at = ? AND {prefix}id < ?))"],
         [created_at, created_at, row_id],
     )
+
+
+def _message_blob_keys(blob_key: str, layout) -> list[str]:
+    """Every blob a message row references (each once), in the order rows are locked."""
+    keys = {blob_key}
+    if layout:
+        keys.update(
+            key for key, _, _ in (json.loads(layout) if isinstance(layout, str) else layout)
+        )
+    return sorted(keys)
 
 
 def _parse_safely(path):

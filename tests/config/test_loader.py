@@ -170,6 +170,12 @@ class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
             "limits.max_message_size_bytes: must be >= 0",
         )
 
+    def test_negative_dedup_threshold(self):
+        self.assertConfigError(
+            "storage { attachment_dedup_threshold_bytes = -1 }",
+            "storage.attachment_dedup_threshold_bytes: must be >= 0",
+        )
+
     def test_wrong_type(self):
         self.assertConfigError(
             'smtp { idle_timeout_seconds = "soon" }',
@@ -253,6 +259,33 @@ class PathTests(ConfigFileMixin, unittest.SynchronousTestCase):
         self.assertEqual(config.data_dir, os.path.join(os.path.dirname(directory), "state"))
         self.assertEqual(config.sqlite_path, os.path.join(directory, "db", "mail.sqlite"))
         self.assertEqual(config.blob_dir, os.path.join(directory, "b"))
+
+    def test_storage_dedup_and_gc_settings(self):
+        path = self.write_config(
+            """
+            storage {
+              attachment_dedup_threshold_bytes = 0
+              blob_gc_interval_seconds = 600
+              blob_gc_grace_seconds = 7200
+            }
+            """
+        )
+        storage = load_config(path).storage
+        self.assertEqual(
+            (
+                storage.attachment_dedup_threshold_bytes,
+                storage.blob_gc_interval_seconds,
+                storage.blob_gc_grace_seconds,
+            ),
+            (0, 600, 7200),
+        )
+        defaults = load_config(self.write_config("")).storage
+        self.assertEqual(defaults.attachment_dedup_threshold_bytes, 65536)
+        from twisted.internet import reactor
+
+        from haitatsu.storage import build_store
+
+        self.assertEqual(build_store(load_config(path), reactor).attachment_dedup_threshold, 0)
 
     def test_absolute_paths_kept(self):
         path = self.write_config(

@@ -45,7 +45,7 @@ class RealClientTests(IMAPTestCase):
         sent = await self.store.get_folder(self.mailbox.id, "Sent")
         [row] = await self.store.list_folder_messages(sent.id)
         [(_, info)] = await self.store.get_messages(sent.id, [row.uid])
-        self.assertEqual(await self.store.blobs.read(info.blob_key), EIGHT_BIT)
+        self.assertEqual(await self.store.read_message(info), EIGHT_BIT)
 
     @d
     async def test_imapclient_fetch_search_store_idle(self):

@@ -200,7 +200,7 @@ class AppendTests(IMAPTestCase):
         out = []
         for row in rows:
             [(mm, info)] = await self.store.get_messages(f.id, [row.uid])
-            out.append((mm, await self.store.blobs.read(info.blob_key)))
+            out.append((mm, await self.store.read_message(info)))
         return out
 
     async def appenduid(self, folder="INBOX", uid=1) -> bytes:

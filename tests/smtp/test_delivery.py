@@ -61,7 +61,7 @@ class DeliveryTestCase(unittest.TestCase):
         if not messages:
             return []
         views = await store.get_messages(folder.id, [m.uid for m in messages])
-        return [(mm, info, await store.blobs.read(info.blob_key)) for mm, info in views]
+        return [(mm, info, await store.read_message(info)) for mm, info in views]
 
     async def send_message(self, rcpts, message=MESSAGE) -> list[bytes]:
         """One transaction; return every reply line from MAIL to the end of DATA."""

@@ -72,7 +72,7 @@ class SmtplibTests(unittest.TestCase):
         folder = await self.store.get_folder(self.bob.id, "INBOX")
         [mm] = await self.store.list_folder_messages(folder.id)
         [(_, info)] = await self.store.get_messages(folder.id, [mm.uid])
-        raw = await self.store.blobs.read(info.blob_key)
+        raw = await self.store.read_message(info)
         self.assertTrue(raw.startswith(b"Received: from client.example (127.0.0.1 [127.0.0.1])"))
         self.assertTrue(raw.endswith(MESSAGE), raw)
         self.assertEqual(mm.plus_tag, "loop")

@@ -7,11 +7,15 @@ runs them on SQLite metadata with blobs in a real S3 endpoint (moto_server).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import random
 import shutil
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -25,6 +29,8 @@ from haitatsu.interfaces import (
 )
 from haitatsu.storage.engine import schema_files, split_statements
 from haitatsu.storage.records import Delivery
+from haitatsu.storage.store import CLAIM_TIMEOUT_SECONDS
+from tests.storage.corpus import LOW_THRESHOLD, attachment_message, b64, full_corpus, payload
 from tests.support import (
     PG_SKIP,
     MotoS3Mixin,
@@ -59,6 +65,14 @@ class StoreContractMixin:
 
     async def read_blob(self, store, key) -> bytes:
         f = await store.blobs.open(key)
+        try:
+            return f.read()
+        finally:
+            f.close()
+
+    async def read_whole(self, store, info) -> bytes:
+        """The message through ``open_message``, the way protocols stream it."""
+        f = await store.open_message(info)
         try:
             return f.read()
         finally:
@@ -247,10 +261,12 @@ class StoreContractMixin:
         self.assertEqual([m.uid for m in listed], [1, 2])
         (pair,) = await store.get_messages(inbox.id, [1])
         mm, info = pair
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
         self.assertEqual(await self.read_blob(store, info.blob_key), MESSAGE)
         self.assertEqual(info.size_bytes, len(MESSAGE))
         self.assertEqual(mm.size_bytes, len(MESSAGE))
-        self.assertEqual(await store.blobs.read(info.blob_key, 0, 7), b"From: A")
+        self.assertEqual(await store.read_message(info, 0, 7), b"From: A")
+        self.assertEqual(info.layout, None)
         mailbox = await store.get_mailbox(mailbox.id)
         self.assertEqual(mailbox.used_bytes, len(MESSAGE) * 2 + 6)
         await changes_settled(store)
@@ -620,6 +636,449 @@ class StoreContractMixin:
         mm, info = await store.get_message_view(first.id)
         self.assertEqual(mm.id, first.id)
         self.assertEqual(info.trace_id, "TRACE")
+
+    # -- deduplication: skeleton and part blobs ------------------------------------------
+
+    async def count_rows(self, store):
+        async def count(txn):
+            blobs = await txn.execute("SELECT blob_key, refcount FROM blobs ORDER BY blob_key")
+            messages = await txn.execute_one("SELECT COUNT(*) AS n FROM messages")
+            return {r["blob_key"]: r["refcount"] for r in blobs}, messages["n"]
+
+        return await store.db.run("count", count, readonly=True)
+
+    async def stored_keys(self, store) -> set[str]:
+        """Every object in the blob store, paging through ``list_keys``."""
+        keys, after = set(), ""
+        while True:
+            page = await store.blobs.list_keys(after, 7)
+            keys.update(key for key, _ in page)
+            if len(page) < 7:
+                return keys
+            after = page[-1][0]
+
+    async def expected_refcounts(self, store) -> dict[str, int]:
+        """Reference counts recomputed from the message rows: blob_key plus layout keys."""
+
+        async def rows(txn):
+            return await txn.execute("SELECT blob_key, layout FROM messages")
+
+        counts: dict[str, int] = {}
+        for row in await store.db.run("layouts", rows, readonly=True):
+            keys = {row["blob_key"]}
+            keys.update(k for k, _, _ in json.loads(row["layout"] or "[]"))
+            for key in keys:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    async def test_one_message_to_50_recipients_is_one_message_row_and_one_blob_set(self):
+        store = await self.make()
+        store.attachment_dedup_threshold = 1024
+        boxes = [await store.create_mailbox(f"u{i}@example.com") for i in range(50)]
+        raw = attachment_message(b64(payload(20_000, 7)))
+        path = self.mktemp() + ".eml"
+        with open(path, "wb") as f:
+            f.write(raw)
+        placed = await store.deliver(path, [Delivery(mailbox_id=b.id) for b in boxes], "T50")
+        self.assertEqual(len(placed), 50)
+        self.assertEqual(len({p.message_id for p in placed}), 1)
+        refcounts, messages = await self.count_rows(store)
+        self.assertEqual(messages, 1)
+        # A skeleton and the attachment, each referenced by the one message row.
+        self.assertEqual(sorted(refcounts.values()), [1, 1])
+        self.assertEqual(await self.stored_keys(store), set(refcounts))
+        for mm in (placed[0], placed[-1]):
+            _, info = await store.get_message_view(mm.id)
+            self.assertEqual(await self.read_whole(store, info), raw)
+            self.assertEqual(info.sha256, hashlib.sha256(raw).hexdigest())
+            self.assertEqual(info.size_bytes, len(raw))
+
+    async def test_same_attachment_in_20_messages_is_stored_once(self):
+        store = await self.make()
+        store.attachment_dedup_threshold = 1024
+        mailbox = await store.create_mailbox("bob@example.com")
+        attachment = b64(payload(30_000, 8))
+        raws = [
+            attachment_message(attachment, subject=f"Report {i}", text=f"Version {i}.")
+            for i in range(20)
+        ]
+        placed = [(await deliver_bytes(store, raw, mailbox.id))[0] for raw in raws]
+        refcounts, messages = await self.count_rows(store)
+        self.assertEqual(messages, 20)
+        self.assertEqual(len(refcounts), 21)  # 20 skeletons and one attachment
+        self.assertEqual(sorted(refcounts.values()), [1] * 20 + [20])
+        self.assertEqual(await self.stored_keys(store), set(refcounts))
+        self.assertEqual(refcounts, await self.expected_refcounts(store))
+        # The attachment blob holds the encoded bytes as received, not decoded ones.
+        (shared,) = [key for key, n in refcounts.items() if n == 20]
+        self.assertEqual(await self.read_blob(store, shared), attachment[: -len(b"\r\n")])
+        infos = [(await store.get_message_view(mm.id))[1] for mm in placed]
+        self.assertEqual({info.blob_key for info in infos} & {shared}, set())
+        for raw, info in zip(raws, infos, strict=True):
+            self.assertEqual(await self.read_whole(store, info), raw)
+            self.assertEqual(info.sha256, hashlib.sha256(raw).hexdigest())
+        used = (await store.get_mailbox(mailbox.id)).used_bytes
+        self.assertEqual(used, sum(len(r) for r in raws))
+
+    async def test_threshold_zero_stores_whole_messages(self):
+        store = await self.make()
+        store.attachment_dedup_threshold = 0
+        mailbox = await store.create_mailbox("bob@example.com")
+        raw = attachment_message(b64(payload(100_000, 9)))
+        (mm,) = await deliver_bytes(store, raw, mailbox.id)
+        _, info = await store.get_message_view(mm.id)
+        self.assertIsNone(info.layout)
+        self.assertEqual(info.blob_key, hashlib.sha256(raw).hexdigest())
+        self.assertEqual(await self.read_blob(store, info.blob_key), raw)
+
+    async def test_reassembly_is_byte_exact_on_the_corpus(self):
+        """CPython's email test data and generated messages (base64 and quoted-printable
+        attachments, nested multiparts, message/rfc822 with attachments, LF-only and mixed line
+        endings, a missing final boundary, truncated base64): every one reads back exactly,
+        whole and by part ranges."""
+        store = await self.make()
+        store.attachment_dedup_threshold = LOW_THRESHOLD
+        mailbox = await store.create_mailbox("bob@example.com")
+        split = set()
+        rng = random.Random(3)
+        for name, raw in full_corpus():
+            (mm,) = await deliver_bytes(store, raw, mailbox.id)
+            _, info = await store.get_message_view(mm.id)
+            self.assertEqual(info.size_bytes, len(raw), name)
+            self.assertEqual(info.sha256, hashlib.sha256(raw).hexdigest(), name)
+            self.assertEqual(await self.read_whole(store, info), raw, name)
+            if info.layout:
+                split.add(name)
+                self.assertEqual(sum(n for _, _, n in info.layout), len(raw), name)
+                self.assertEqual(info.blob_key, info.layout[0][0], name)
+            for spec, part in info.parts.items():
+                start, end = part["header_start"], part["end"]
+                got = await store.read_message(info, start, end - start)
+                self.assertEqual(got, raw[start:end], (name, spec))
+            for _ in range(5):
+                start = rng.randrange(len(raw) + 1)
+                length = rng.randrange(len(raw) - start + 2)
+                got = await store.read_message(info, start, length)
+                self.assertEqual(got, raw[start : start + length], (name, start, length))
+            self.assertEqual(await store.read_message(info, 0), raw, name)
+            f = await store.open_message(info)
+            try:
+                for _ in range(5):
+                    start = rng.randrange(len(raw) + 1)
+                    f.seek(start)
+                    self.assertEqual(f.read(333), raw[start : start + 333], (name, start))
+            finally:
+                f.close()
+        for name in (
+            "base64-attachment",
+            "quoted-printable-attachment",
+            "nested-multipart",
+            "rfc822-with-attachment",
+            "lf-only",
+            "mixed-line-endings",
+            "missing-final-boundary",
+            "truncated-base64",
+            "same-attachment-twice",
+        ):
+            self.assertIn(name, split)
+        self.assertGreater(len([n for n in split if n.startswith("msg_")]), 10)
+        refcounts, _ = await self.count_rows(store)
+        self.assertEqual(refcounts, await self.expected_refcounts(store))
+        self.assertEqual(await self.stored_keys(store), set(refcounts))
+
+    async def test_nul_characters_in_text_are_stored_and_served_exactly(self):
+        """PostgreSQL TEXT refuses NUL: the extract gets U+FFFD, the stored bytes stay exact."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        raw = b"From: a@example.test\r\nSubject: nul\x00here\r\n\r\nbefore\x00after\r\n"
+        (mm,) = await deliver_bytes(store, raw, mailbox.id)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(info.text_body_extract, "before\ufffdafter\r\n")
+        self.assertNotIn("\x00", info.subject)
+        self.assertEqual(await self.read_whole(store, info), raw)
+
+    async def test_same_part_twice_in_one_message_is_one_reference(self):
+        store = await self.make()
+        store.attachment_dedup_threshold = LOW_THRESHOLD
+        mailbox = await store.create_mailbox("bob@example.com")
+        raw = dict(full_corpus())["same-attachment-twice"]
+        (mm,) = await deliver_bytes(store, raw, mailbox.id)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(len(info.layout), 5)  # skeleton, part, skeleton, part, skeleton
+        self.assertEqual(info.layout[1][0], info.layout[3][0])
+        refcounts, _ = await self.count_rows(store)
+        self.assertEqual(sorted(refcounts.values()), [1, 1])
+
+    # -- purge and garbage collection ----------------------------------------------------
+
+    async def remove_everywhere(self, store, mm):
+        """Expunge a placement from its folder and then from Trash: soft-deleted."""
+        await store.store_flags(mm.folder_id, [mm.uid], ["\\Deleted"], "+")
+        await store.expunge(mm.folder_id)
+        trash = await store.get_folder(mm.mailbox_id, "Trash")
+        for row in await store.list_folder_messages(trash.id):
+            await store.store_flags(trash.id, [row.uid], ["\\Deleted"], "+")
+        await store.expunge(trash.id)
+
+    async def test_purge_drops_references_only_when_no_placement_is_live(self):
+        store = await self.make()
+        store.attachment_dedup_threshold = 1024
+        a = await store.create_mailbox("a@example.com")
+        b = await store.create_mailbox("b@example.com")
+        attachment = b64(payload(10_000, 10))
+        first, second = attachment_message(attachment, "one"), attachment_message(attachment, "two")
+        path = self.mktemp() + ".eml"
+        with open(path, "wb") as f:
+            f.write(first)
+        placed = await store.deliver(path, [Delivery(a.id), Delivery(b.id)], "T")
+        (other,) = await deliver_bytes(store, second, a.id)
+        message_id = placed[0].message_id
+        self.assertFalse(await store.purge_message(message_id))
+        await self.remove_everywhere(store, placed[0])
+        self.assertFalse(await store.purge_message(message_id))  # still live in b
+        await self.remove_everywhere(store, placed[1])
+        before, _ = await self.count_rows(store)
+        self.assertTrue(await store.purge_message(message_id))
+        self.assertFalse(await store.purge_message(message_id))
+        after, messages = await self.count_rows(store)
+        self.assertEqual(messages, 1)
+        expected = await self.expected_refcounts(store)
+        self.assertEqual({k: n for k, n in after.items() if n}, expected)
+        self.assertEqual(sorted(after.values()), [0, 1, 1])  # first's skeleton now unreferenced
+        shared = [k for k, n in before.items() if n == 2]
+        self.assertEqual([after[k] for k in shared], [1])
+        _, info = await store.get_message_view(other.id)
+        self.assertEqual(await self.read_whole(store, info), second)
+
+    async def test_garbage_collection_keeps_referenced_and_removes_after_grace(self):
+        store = await self.make()
+        store.attachment_dedup_threshold = 1024
+        mailbox = await store.create_mailbox("bob@example.com")
+        attachment = b64(payload(10_000, 11))
+        keep_raw, gone_raw = (
+            attachment_message(attachment, "keep"),
+            attachment_message(attachment, "gone"),
+        )
+        (keep,) = await deliver_bytes(store, keep_raw, mailbox.id)
+        (gone,) = await deliver_bytes(store, gone_raw, mailbox.id)
+        # Referenced blobs survive a collection with no grace at all.
+        report = await store.collect_garbage(grace_seconds=0)
+        self.assertEqual((report["unreferenced"], report["orphans"]), (0, 0))
+        self.assertEqual(len(await self.stored_keys(store)), 3)
+        await self.remove_everywhere(store, gone)
+        self.assertTrue(await store.purge_message(gone.message_id))
+        # Within the grace period the unreferenced skeleton stays.
+        report = await store.collect_garbage(grace_seconds=3600)
+        self.assertEqual(report["unreferenced"], 0)
+        self.assertEqual(len(await self.stored_keys(store)), 3)
+        report = await store.collect_garbage(grace_seconds=0)
+        self.assertEqual(report["unreferenced"], 1)
+        self.assertEqual(report["bytes"], len(gone_raw) - len(attachment) + 2)
+        refcounts, _ = await self.count_rows(store)
+        self.assertEqual(sorted(refcounts.values()), [1, 1])
+        self.assertEqual(await self.stored_keys(store), set(refcounts))
+        _, info = await store.get_message_view(keep.id)
+        self.assertEqual(await self.read_whole(store, info), keep_raw)
+
+    async def test_garbage_collection_removes_orphan_objects_only_after_grace(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (mm,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        # An object with no row, as a delivery whose transaction failed leaves behind.
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"orphan bytes")
+        orphan = (await store.blobs.put_file(path)).key
+        self.assertIn(orphan, await self.stored_keys(store))
+        report = await store.collect_garbage(grace_seconds=3600)
+        self.assertEqual(report["orphans"], 0)
+        self.assertIn(orphan, await self.stored_keys(store))
+        report = await store.collect_garbage(grace_seconds=0)
+        self.assertEqual((report["orphans"], report["unreferenced"]), (1, 0))
+        refcounts, _ = await self.count_rows(store)
+        self.assertEqual(await self.stored_keys(store), set(refcounts))
+        self.assertNotIn(orphan, refcounts)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
+
+    async def test_failed_delivery_leaves_a_lease_that_is_collected_after_grace(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com", quota_bytes=10)
+        with self.assertRaises(OverQuota):
+            await deliver_bytes(store, MESSAGE, mailbox.id)
+        refcounts, messages = await self.count_rows(store)
+        self.assertEqual((list(refcounts.values()), messages), ([0], 0))
+        self.assertEqual((await store.collect_garbage(grace_seconds=3600))["unreferenced"], 0)
+        self.assertEqual((await store.collect_garbage(grace_seconds=0))["unreferenced"], 1)
+        self.assertEqual(await self.count_rows(store), ({}, 0))
+        self.assertEqual(await self.stored_keys(store), set())
+
+    def pause_before_commit(self, store):
+        """Make the next delivery stop after its blob puts, before its metadata commit.
+
+        Returns ``(reached, release, calls)``: ``reached`` fires with the blob keys when the
+        delivery is paused; firing ``release`` lets it go on. Later passes are not paused.
+        """
+        reached, release, calls = defer.Deferred(), defer.Deferred(), []
+
+        def hook(keys):
+            calls.append(keys)
+            if len(calls) == 1:
+                reached.callback(keys)
+                return release
+            return None
+
+        store.before_commit = hook
+        return reached, release, calls
+
+    async def age_blob_rows(self, store, seconds):
+        """Pretend every blob row was last touched ``seconds`` earlier."""
+
+        async def age(txn):
+            await txn.execute(
+                "UPDATE blobs SET updated_at = updated_at - ?", (seconds * 1_000_000_000,)
+            )
+
+        await store.db.run("age blobs", age)
+
+    async def test_gc_during_delivery_of_an_unreferenced_blob_never_loses_it(self):
+        """The race the lease exists for: a message purged long ago left its blob unreferenced
+        and past the grace period; the same message is delivered again and paused between its
+        blob put (which found the object already there) and its commit; collection runs."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (old,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await self.remove_everywhere(store, old)
+        self.assertTrue(await store.purge_message(old.message_id))
+        await self.age_blob_rows(store, 7200)
+        reached, release, calls = self.pause_before_commit(store)
+        delivery = defer.Deferred.fromCoroutine(deliver_bytes(store, MESSAGE, mailbox.id))
+        keys = await reached
+        report = await store.collect_garbage(grace_seconds=3600)
+        self.assertEqual((report["unreferenced"], report["orphans"]), (0, 0))
+        self.assertEqual(await self.stored_keys(store), set(keys))
+        release.callback(None)
+        (mm,) = await delivery
+        self.assertEqual(len(calls), 1)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
+        self.assertEqual(await self.count_rows(store), ({info.blob_key: 1}, 1))
+        # And nothing a later collection does takes it away.
+        await store.collect_garbage(grace_seconds=0)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
+
+    async def test_gc_taking_a_leased_blob_makes_the_delivery_store_it_again(self):
+        """A delivery slower than the grace period (here: grace 0) loses its lease to
+        collection, which removes the blob; the commit notices the row it leased is gone, and
+        the delivery leases and stores the blob again instead of referencing a missing one."""
+        store = await self.make()
+        store.attachment_dedup_threshold = 1024
+        mailbox = await store.create_mailbox("bob@example.com")
+        raw = attachment_message(b64(payload(10_000, 12)))
+        reached, release, calls = self.pause_before_commit(store)
+        delivery = defer.Deferred.fromCoroutine(deliver_bytes(store, raw, mailbox.id))
+        keys = await reached
+        report = await store.collect_garbage(grace_seconds=0)
+        self.assertEqual(report["unreferenced"], 2)
+        self.assertEqual(await self.stored_keys(store), set())
+        release.callback(None)
+        (mm,) = await delivery
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(sorted(calls[1]), sorted(keys))
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), raw)
+        refcounts, _ = await self.count_rows(store)
+        self.assertEqual(refcounts, {key: 1 for key in keys})
+        self.assertEqual(await self.stored_keys(store), set(keys))
+        self.flushLoggedErrors()
+
+    async def test_delivery_waits_while_gc_deletes_the_same_blob(self):
+        """Collection paused between claiming an unreferenced blob and deleting its object; a
+        delivery of the same bytes cannot lease it meanwhile, retries, and once the object and
+        row are gone stores the blob again: nothing refers to a deleted object."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (old,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await self.remove_everywhere(store, old)
+        self.assertTrue(await store.purge_message(old.message_id))
+        claimed, release = defer.Deferred(), defer.Deferred()
+
+        def hook(key):
+            claimed.callback(key)
+            return release
+
+        store.before_blob_delete = hook
+        collection = store.collect_garbage(grace_seconds=0)
+        key = await claimed
+        busy = []
+
+        def observe(event):
+            if "being collected" in event.get("log_format", ""):
+                busy.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        delivery = defer.Deferred.fromCoroutine(deliver_bytes(store, MESSAGE, mailbox.id))
+        for _ in range(500):
+            if busy:
+                break
+            await task.deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(busy[0]["key"], key)
+        self.assertNoResult(delivery)
+        release.callback(None)
+        self.assertEqual((await collection)["unreferenced"], 1)
+        (mm,) = await delivery
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
+        self.assertEqual(await self.count_rows(store), ({key: 1}, 1))
+
+    async def test_a_claim_left_by_a_dead_collection_is_finished_by_a_later_one(self):
+        """A pass that died after claiming a blob leaves the row claimed: deliveries of those
+        bytes fail temporarily (nothing visible) until a later pass, once the claim is stale,
+        finishes the deletion; then they store it afresh."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (old,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        await self.remove_everywhere(store, old)
+        self.assertTrue(await store.purge_message(old.message_id))
+
+        async def claim(txn):
+            await txn.execute("UPDATE blobs SET refcount = -1, generation = 'dead-pass'")
+
+        await store.db.run("dead claim", claim)
+        with self.assertRaises(StorageUnavailable):
+            await deliver_bytes(store, MESSAGE, mailbox.id)
+        inbox = await store.get_folder(mailbox.id, "INBOX")
+        self.assertEqual(await store.list_folder_messages(inbox.id), [])
+        # A fresh claim is left alone (its pass may still be deleting); a stale one is finished.
+        self.assertEqual((await store.collect_garbage(grace_seconds=0))["unreferenced"], 0)
+        await self.age_blob_rows(store, CLAIM_TIMEOUT_SECONDS + 1)
+        self.assertEqual((await store.collect_garbage(grace_seconds=3600))["unreferenced"], 1)
+        self.assertEqual(await self.count_rows(store), ({}, 0))
+        (mm,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
+        self.flushLoggedErrors()
+
+    async def test_gc_of_an_orphan_during_delivery_of_the_same_bytes_never_loses_it(self):
+        """An orphan object (no row) and a delivery of the same bytes paused after its put:
+        the delivery's lease row keeps collection away from the object."""
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(MESSAGE)
+        await store.blobs.put_file(path)
+        reached, release, calls = self.pause_before_commit(store)
+        delivery = defer.Deferred.fromCoroutine(deliver_bytes(store, MESSAGE, mailbox.id))
+        keys = await reached
+        report = await store.collect_garbage(grace_seconds=3600)
+        self.assertEqual(report["orphans"], 0)
+        self.assertEqual(await self.stored_keys(store), set(keys))
+        release.callback(None)
+        (mm,) = await delivery
+        _, info = await store.get_message_view(mm.id)
+        self.assertEqual(await self.read_whole(store, info), MESSAGE)
 
     # -- search -------------------------------------------------------------------------
 
