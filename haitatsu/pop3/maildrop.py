@@ -82,10 +82,7 @@ class Maildrop:
         if not found:
             raise NoSuchMessage(index)
         _, info = found[0]
-        opener = getattr(self.store, "open_message", None)
-        if opener is not None:
-            return await opener(info)
-        return await self.store.blobs.open(info.blob_key)
+        return await self.store.open_message(info)
 
     async def commit(self) -> list[int]:
         """Apply the deletions (RFC 1939's UPDATE state); return the UIDs removed."""
