@@ -76,17 +76,15 @@ class Postfix:
 
     def start(self) -> None:
         ensure_debian_packages("postfix")
+        # Postfix's daemons run as the postfix user: it must reach the directories (mkdtemp
+        # makes them 0700).
+        os.chmod(self.workdir, 0o755)
         for sub in ("etc", "queue", "data", "mail"):
             os.makedirs(os.path.join(self.workdir, sub), exist_ok=True)
         postfix_user = pwd.getpwnam("postfix")
         os.chown(os.path.join(self.workdir, "data"), postfix_user.pw_uid, postfix_user.pw_gid)
         os.chown(self.maildir, postfix_user.pw_uid, postfix_user.pw_gid)
-        # postfix -c needs the alternate directory named in the default main.cf.
-        default_main = "/etc/postfix/main.cf"
-        existing = open(default_main).read() if os.path.exists(default_main) else ""
-        if self.config_dir not in existing:
-            with open(default_main, "a") as f:
-                f.write(f"\nalternate_config_directories = {self.config_dir}\n")
+        _allow_config_directory(self.config_dir)
         main = {
             "compatibility_level": "3.6",
             "queue_directory": os.path.join(self.workdir, "queue"),
@@ -142,6 +140,23 @@ class Postfix:
     def delivered(self) -> int:
         new = os.path.join(self.maildir, "box", "new")
         return len(os.listdir(new)) if os.path.isdir(new) else 0
+
+
+def _allow_config_directory(config_dir: str) -> None:
+    """``postfix -c DIR`` needs DIR in ``alternate_config_directories`` of the default main.cf:
+    one line, listing the instances' directories that still exist plus this one."""
+    default_main = "/etc/postfix/main.cf"
+    lines = open(default_main).read().splitlines() if os.path.exists(default_main) else []
+    keep, dirs = [], []
+    for line in lines:
+        if line.startswith("alternate_config_directories"):
+            dirs += [d for d in line.split("=", 1)[1].replace(",", " ").split() if os.path.isdir(d)]
+        else:
+            keep.append(line)
+    dirs = sorted(set(dirs) | {config_dir})
+    keep.append("alternate_config_directories = " + " ".join(dirs))
+    with open(default_main, "w") as f:
+        f.write("\n".join(keep) + "\n")
 
 
 def _postfix(*args):

@@ -1,0 +1,575 @@
+"""Messages: delivery, reading, message bytes, search, flags, expunge and deletion."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, task
+
+from haitatsu.interfaces import (
+    OverQuota,
+    StorageUnavailable,
+)
+from haitatsu.storage import layout as layoutmod
+from haitatsu.storage.records import (
+    FLAG_COLUMNS,
+    now_ns,
+)
+from haitatsu.storage.store.base import StoreBase
+from haitatsu.storage.store.common import (
+    _MM_COLUMNS,
+    _MSG_COLUMNS,
+    DELIVERY_RETRY_DELAYS,
+    _BlobBusy,
+    _flag_columns,
+    _folder,
+    _json,
+    _LeaseLost,
+    _log,
+    _mailbox_message,
+    _message_info,
+    _page_where,
+    _parse_safely,
+    _text,
+    new_id,
+)
+
+
+class MessagesMixin(StoreBase):
+    @defer.inlineCallbacks
+    def deliver(self, spool_path, deliveries, trace_id, auth_results=None, internal_date=None):
+        deliveries = list(deliveries)
+        if not deliveries:
+            raise ValueError("deliver needs at least one Delivery")
+        # Parsing never fails (see _parse_safely); its part offsets decide the split.
+        parsed = yield self._thread(_parse_safely, spool_path)
+        try:
+            prepared = yield self._thread(
+                layoutmod.prepare,
+                spool_path,
+                parsed.parts,
+                self.attachment_dedup_threshold,
+                os.path.dirname(os.path.abspath(spool_path)),
+            )
+        except OSError as e:
+            raise StorageUnavailable(f"spool: {e}") from e
+        try:
+            for attempt, delay in enumerate((*DELIVERY_RETRY_DELAYS, None), 1):
+                try:
+                    generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
+                    placed, message_id = yield self._commit_delivery(
+                        prepared,
+                        generations,
+                        parsed,
+                        deliveries,
+                        trace_id,
+                        auth_results,
+                        internal_date,
+                    )
+                    break
+                except (_LeaseLost, _BlobBusy) as e:
+                    _log.warn(
+                        "blob {key} is being collected during delivery (attempt {attempt}); "
+                        "storing it again",
+                        key=str(e),
+                        attempt=attempt,
+                        trace_id=trace_id,
+                    )
+                    if delay is None:
+                        raise StorageUnavailable(
+                            "blobs kept being collected during delivery"
+                        ) from None
+                    yield task.deferLater(self._reactor, delay, lambda: None)
+        finally:
+            yield self._thread(prepared.remove_temporary)
+        _log.info(
+            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
+            message_id=message_id,
+            size=prepared.size,
+            blobs=len(prepared.pieces),
+            count=len(placed),
+            trace_id=trace_id,
+        )
+        return placed
+
+    async def _store_blobs(self, prepared) -> dict[str, str]:
+        """Lease every blob of the message, then put it; return the leased row generations.
+
+        The lease (a ``blobs`` row touched before the put) is what keeps garbage collection
+        away from a blob between its put and the commit that references it: see
+        docs/storage.md for the argument.
+        """
+        pieces = sorted(prepared.pieces, key=lambda p: p.key)
+
+        async def lease(txn):
+            now = now_ns()
+            generations = {}
+            for piece in pieces:
+                await txn.execute(
+                    "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
+                    "generation) VALUES (?, ?, 0, ?, ?, ?) "
+                    "ON CONFLICT (blob_key) DO UPDATE SET updated_at = ? "
+                    "WHERE blobs.refcount >= 0",
+                    (piece.key, piece.size, now, now, new_id(), now),
+                )
+                row = await txn.execute_one(
+                    "SELECT generation, refcount FROM blobs WHERE blob_key = ?", (piece.key,)
+                )
+                if row["refcount"] < 0:
+                    raise _BlobBusy(piece.key)
+                generations[piece.key] = row["generation"]
+            return generations
+
+        generations = await self.db.run("lease_blobs", lease)
+        for piece in prepared.pieces:
+            ref = await self.blobs.put_file(piece.path)
+            if ref.key != piece.key:
+                raise StorageUnavailable(f"blob store named {piece.key} {ref.key}")
+        if self.before_commit is not None:
+            await defer.maybeDeferred(self.before_commit, [p.key for p in pieces])
+        return generations
+
+    def _commit_delivery(
+        self, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+    ):
+        """One transaction: blob references, the message row, its placements, quotas."""
+        internal = internal_date or now_ns()
+        message_id = new_id()
+        size = prepared.size
+
+        async def txn_fn(txn):
+            now = now_ns()
+            for key in sorted(generations):
+                await txn.execute(
+                    "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
+                    "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
+                    (now, key, generations[key]),
+                )
+                if txn.rowcount != 1:
+                    raise _LeaseLost(key)
+            await txn.execute(
+                "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
+                "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
+                "date, text_body_extract, html_body_extract, attachments, spam_score, "
+                "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    message_id,
+                    trace_id,
+                    _text(parsed.rfc_message_id),
+                    prepared.blob_key,
+                    prepared.sha256,
+                    size,
+                    _json(parsed.headers),
+                    _json(parsed.from_addresses),
+                    _json(parsed.to_addresses),
+                    _json(parsed.cc_addresses),
+                    _json(parsed.bcc_addresses),
+                    _text(parsed.subject),
+                    parsed.date,
+                    _text(parsed.text_body_extract),
+                    _text(parsed.html_body_extract),
+                    _json(parsed.attachments),
+                    0.0,
+                    _json(auth_results or {}),
+                    _text(parsed.envelope),
+                    _text(parsed.body),
+                    _text(parsed.bodystructure),
+                    parsed.header_size,
+                    _json(parsed.parts),
+                    _json(prepared.layout) if prepared.layout else None,
+                    now,
+                    now,
+                ),
+            )
+            placements, seen = [], set()
+            for delivery in deliveries:
+                key = (delivery.mailbox_id, delivery.folder)
+                if key not in seen:
+                    seen.add(key)
+                    placements.append(delivery)
+            refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
+            placed, over_quota = [], []
+            for delivery, refused in zip(placements, refusals, strict=True):
+                if refused:
+                    over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
+                    continue
+                folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
+                if folder is None:
+                    raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
+                uid, modseq = await self._allocate_uid(txn, folder.id)
+                columns, keywords = _flag_columns(delivery.flags)
+                row_id = new_id()
+                await txn.execute(
+                    "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
+                    "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
+                    "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
+                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                    "?, ?, ?, ?, ?)",
+                    (
+                        row_id,
+                        delivery.mailbox_id,
+                        message_id,
+                        folder.id,
+                        uid,
+                        modseq,
+                        delivery.original_rcpt,
+                        delivery.base_rcpt,
+                        delivery.plus_tag,
+                        delivery.route_id,
+                        columns["read"],
+                        columns["flagged"],
+                        columns["answered"],
+                        columns["draft"],
+                        columns["imap_deleted"],
+                        _json(keywords),
+                        internal,
+                        size,
+                        now,
+                        now,
+                    ),
+                )
+                row = await txn.execute_one(
+                    f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
+                )
+                mm = _mailbox_message(row)
+                placed.append(mm)
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+                )
+            if not placed:
+                raise OverQuota(", ".join(over_quota))
+            return placed, message_id
+
+        d = self._run("deliver", txn_fn)
+
+        def unknown(failure):
+            failure.trap(KeyError)
+            raise ValueError(str(failure.value))
+
+        return d.addErrback(unknown)
+
+    def list_folder_messages(self, folder_id):
+        async def txn_fn(txn):
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                "AND mm.deleted_at IS NULL ORDER BY mm.uid",
+                (folder_id,),
+            )
+            return [_mailbox_message(r) for r in rows]
+
+        return self._run("list_folder_messages", txn_fn, readonly=True)
+
+    def get_messages(self, folder_id, uids):
+        uids = sorted(set(int(u) for u in uids))
+
+        async def txn_fn(txn):
+            out = []
+            for start in range(0, len(uids), 500):
+                clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
+                rows = await txn.execute(
+                    f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+                    "JOIN messages m ON m.id = mm.message_id WHERE mm.folder_id = ? "
+                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid",
+                    (folder_id, *params),
+                )
+                out.extend((_mailbox_message(r), _message_info(r)) for r in rows)
+            return out
+
+        if not uids:
+            return defer.succeed([])
+        return self._run("get_messages", txn_fn, readonly=True)
+
+    def get_message_view(self, mailbox_message_id):
+        async def txn_fn(txn):
+            row = await txn.execute_one(
+                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE mm.id = ? "
+                "AND mm.deleted_at IS NULL",
+                (mailbox_message_id,),
+            )
+            return (_mailbox_message(row), _message_info(row)) if row else None
+
+        return self._run("get_message_view", txn_fn, readonly=True)
+
+    def list_messages(
+        self, mailbox_id, folder_id=None, read=None, flagged=None, limit=50, before=None
+    ):
+        async def txn_fn(txn):
+            where, params = _page_where("mm.", before)
+            where += ["mm.mailbox_id = ?", "mm.deleted_at IS NULL"]
+            params.append(mailbox_id)
+            if folder_id:
+                where.append("mm.folder_id = ?")
+                params.append(folder_id)
+            if read is not None:
+                where.append("mm.read = ?")
+                params.append(bool(read))
+            if flagged is not None:
+                where.append("mm.flagged = ?")
+                params.append(bool(flagged))
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE "
+                + " AND ".join(where)
+                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [(_mailbox_message(r), _message_info(r)) for r in rows]
+
+        return self._run("list_messages", txn_fn, readonly=True)
+
+    def open_message(self, info):
+        """Fire with a binary file of the whole message as received, positioned at 0, which
+        the caller closes. Seekable; memory does not depend on the message's size."""
+        return defer.Deferred.fromCoroutine(self._open_message(info))
+
+    async def _open_message(self, info):
+        if not info.layout:
+            return await self.blobs.open(info.blob_key)
+        files = {}
+        try:
+            for key, _, _ in info.segments:
+                if key not in files:
+                    files[key] = await self.blobs.open(key)
+        except BaseException:
+            for f in files.values():
+                f.close()
+            raise
+        return layoutmod.SegmentReader(files, info.segments)
+
+    def read_message(self, info, start=0, length=None):
+        """Fire with ``length`` bytes (to the end if None) of the message from ``start``: for
+        headers and other small ranges; stream large ones from ``open_message``."""
+        return defer.Deferred.fromCoroutine(self._read_message(info, start, length))
+
+    async def _read_message(self, info, start, length):
+        if not info.layout:
+            return await self.blobs.read(info.blob_key, start, length)
+        end = info.size_bytes if length is None else min(info.size_bytes, start + length)
+        out = []
+        position = 0
+        for key, offset, size in info.segments:
+            low, high = max(start, position), min(end, position + size)
+            if low < high:
+                out.append(await self.blobs.read(key, offset + low - position, high - low))
+            position += size
+            if position >= end:
+                break
+        return b"".join(out)
+
+    def search_messages(self, mailbox_id, terms, folder_id=None, limit=50, before=None):
+        async def txn_fn(txn):
+            where, params = _page_where("mm.", before)
+            match, match_params = txn.search_clause("m", terms)
+            where += ["mm.mailbox_id = ?", "mm.deleted_at IS NULL", match]
+            params += [mailbox_id, *match_params]
+            if folder_id:
+                where.append("mm.folder_id = ?")
+                params.append(folder_id)
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE "
+                + " AND ".join(where)
+                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [(_mailbox_message(r), _message_info(r)) for r in rows]
+
+        return self._run("search_messages", txn_fn, readonly=True)
+
+    def store_flags(self, folder_id, uids, flags, mode):
+        if mode not in ("=", "+", "-"):
+            raise ValueError(f"bad flag mode {mode!r}")
+        uids = sorted(set(int(u) for u in uids))
+        wanted_columns, wanted_keywords = _flag_columns(flags)
+        wanted_system = {c for c, on in wanted_columns.items() if on}
+
+        async def txn_fn(txn):
+            changed = []
+            for start in range(0, len(uids), 500):
+                clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
+                rows = await txn.execute(
+                    f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid" + txn.for_update,
+                    (folder_id, *params),
+                )
+                for row in rows:
+                    current = _mailbox_message(row)
+                    system = {c for c in FLAG_COLUMNS.values() if getattr(current, c)}
+                    keywords = list(current.keywords)
+                    if mode == "=":
+                        system, keywords = set(wanted_system), list(wanted_keywords)
+                    elif mode == "+":
+                        system |= wanted_system
+                        keywords += [k for k in wanted_keywords if k not in keywords]
+                    else:
+                        system -= wanted_system
+                        keywords = [k for k in keywords if k not in wanted_keywords]
+                    if system == {c for c in FLAG_COLUMNS.values() if getattr(current, c)} and (
+                        keywords == list(current.keywords)
+                    ):
+                        continue
+                    modseq = await self._bump_modseq(txn, folder_id)
+                    sets = ", ".join(f"{c} = ?" for c in FLAG_COLUMNS.values())
+                    await txn.execute(
+                        f"UPDATE mailbox_messages SET {sets}, keywords = ?, modseq = ?, "
+                        "updated_at = ? WHERE id = ?",
+                        (
+                            *(c in system for c in FLAG_COLUMNS.values()),
+                            _json(keywords),
+                            modseq,
+                            now_ns(),
+                            current.id,
+                        ),
+                    )
+                    row = await txn.execute_one(
+                        f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?",
+                        (current.id,),
+                    )
+                    mm = _mailbox_message(row)
+                    changed.append(mm)
+                    await self._announce(
+                        txn,
+                        mm.mailbox_id,
+                        {
+                            "type": "flags",
+                            "folder_id": folder_id,
+                            "uid": mm.uid,
+                            "id": mm.id,
+                            "flags": list(mm.flags),
+                        },
+                    )
+            return changed
+
+        return self._run("store_flags", txn_fn) if uids else defer.succeed([])
+
+    def expunge(self, folder_id, uids=None):
+        async def txn_fn(txn):
+            folder = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
+            if folder is None:
+                return []
+            folder = _folder(folder)
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                "AND mm.deleted_at IS NULL AND mm.imap_deleted = ? ORDER BY mm.uid"
+                + txn.for_update,
+                (folder_id, True),
+            )
+            targets = [_mailbox_message(r) for r in rows]
+            if uids is not None:
+                allowed = set(int(u) for u in uids)
+                targets = [t for t in targets if t.uid in allowed]
+            now = now_ns()
+            trash = None
+            if folder.special_use != "\\Trash":
+                trash = await txn.execute_one(
+                    "SELECT * FROM folders WHERE mailbox_id = ? AND special_use = '\\Trash'",
+                    (folder.mailbox_id,),
+                )
+                trash = _folder(trash) if trash else None
+            moved = []
+            for mm in targets:
+                if trash is None:
+                    await txn.execute(
+                        "UPDATE mailbox_messages SET deleted_at = ?, updated_at = ? WHERE id = ?",
+                        (now, now, mm.id),
+                    )
+                    await txn.execute(
+                        "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
+                        (mm.size_bytes, mm.mailbox_id),
+                    )
+                else:
+                    uid, modseq = await self._allocate_uid(txn, trash.id)
+                    await txn.execute(
+                        "UPDATE mailbox_messages SET folder_id = ?, uid = ?, modseq = ?, "
+                        "imap_deleted = ?, updated_at = ? WHERE id = ?",
+                        (trash.id, uid, modseq, False, now, mm.id),
+                    )
+                    moved.append((mm, uid))
+            if targets:
+                await self._bump_modseq(txn, folder_id)
+            for mm in targets:
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id},
+                )
+            for mm, uid in moved:
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id},
+                )
+            return [mm.uid for mm in targets]
+
+        return self._run("expunge", txn_fn)
+
+    def delete_messages(self, folder_id, uids, to_trash=True):
+        """Remove the live messages with these UIDs from the folder, whatever their flags: moved
+        to Trash when ``to_trash`` (and the folder is not Trash), else soft-deleted with the quota
+        released. Fire with the removed UIDs; UIDs already gone are skipped.
+
+        POP3 applies DELE at QUIT with this. Unlike ``expunge`` it does not depend on
+        ``\\Deleted``, so an IMAP client's flags never widen or narrow what a POP3 client deleted.
+        """
+        uids = sorted(set(int(u) for u in uids))
+
+        async def txn_fn(txn):
+            row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
+            if row is None:
+                return []
+            folder = _folder(row)
+            targets = []
+            for start in range(0, len(uids), 500):
+                clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
+                rows = await txn.execute(
+                    f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                    f"AND mm.deleted_at IS NULL AND {clause} ORDER BY mm.uid" + txn.for_update,
+                    (folder_id, *params),
+                )
+                targets.extend(_mailbox_message(r) for r in rows)
+            trash = None
+            if to_trash and folder.special_use != "\\Trash":
+                trash = await txn.execute_one(
+                    "SELECT * FROM folders WHERE mailbox_id = ? AND special_use = '\\Trash'",
+                    (folder.mailbox_id,),
+                )
+                trash = _folder(trash) if trash else None
+            now = now_ns()
+            changes = []
+            for mm in targets:
+                changes.append(
+                    {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id}
+                )
+                if trash is None:
+                    await txn.execute(
+                        "UPDATE mailbox_messages SET deleted_at = ?, updated_at = ? WHERE id = ?",
+                        (now, now, mm.id),
+                    )
+                    await txn.execute(
+                        "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
+                        (mm.size_bytes, mm.mailbox_id),
+                    )
+                else:
+                    uid, modseq = await self._allocate_uid(txn, trash.id)
+                    await txn.execute(
+                        "UPDATE mailbox_messages SET folder_id = ?, uid = ?, modseq = ?, "
+                        "imap_deleted = ?, updated_at = ? WHERE id = ?",
+                        (trash.id, uid, modseq, False, now, mm.id),
+                    )
+                    changes.append(
+                        {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id}
+                    )
+            if targets:
+                await self._bump_modseq(txn, folder_id)
+            for change in changes:
+                await self._announce(txn, folder.mailbox_id, change)
+            return [mm.uid for mm in targets]
+
+        if not uids:
+            return defer.succeed([])
+        return self._run("delete_messages", txn_fn)
