@@ -28,7 +28,7 @@ from haitatsu.interfaces import (
     StorageUnavailable,
 )
 from haitatsu.storage.engine import schema_files, split_statements
-from haitatsu.storage.records import Delivery
+from haitatsu.storage.records import Delivery, now_ns
 from haitatsu.storage.store import CLAIM_TIMEOUT_SECONDS
 from tests.storage.corpus import LOW_THRESHOLD, attachment_message, b64, full_corpus, payload
 from tests.support import (
@@ -461,6 +461,47 @@ class StoreContractMixin:
         used = (await store.get_mailbox(mailbox.id)).used_bytes
         self.assertEqual(used, 3 * size)
         self.assertEqual(await store.recompute_usage(mailbox.id), used)
+
+    async def test_enqueue_outbound_and_count(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("bob@example.com")
+        (placed,) = await deliver_bytes(store, MESSAGE, mailbox.id, folder="Sent")
+        before = now_ns()
+
+        async def enqueue(txn):
+            return await store._enqueue(
+                txn,
+                placed.message_id,
+                mailbox.id,
+                "bounces+x@example.com",
+                ["a@remote.test", "A@remote.test", "b@remote.test"],
+                trace_id="T",
+            )
+
+        job_id = await store.db.run("enqueue", enqueue)
+
+        async def rows(txn):
+            job = await txn.execute_one("SELECT * FROM outbound_jobs WHERE id = ?", (job_id,))
+            rcpts = await txn.execute(
+                "SELECT rcpt, status FROM outbound_recipients WHERE job_id = ? ORDER BY rcpt",
+                (job_id,),
+            )
+            return job, rcpts
+
+        job, rcpts = await store.db.run("read", rows, readonly=True)
+        self.assertEqual(
+            (job["status"], job["attempts"], job["mail_from"]),
+            ("queued", 0, "bounces+x@example.com"),
+        )
+        self.assertEqual(
+            rcpts,
+            [
+                {"rcpt": "a@remote.test", "status": "pending"},
+                {"rcpt": "b@remote.test", "status": "pending"},
+            ],
+        )
+        self.assertEqual(await store.count_outbound_since(mailbox.id, before), 1)
+        self.assertEqual(await store.count_outbound_since(mailbox.id, now_ns()), 0)
 
     async def test_many_concurrent_deliveries_to_one_mailbox_all_succeed(self):
         """Every delivery updates the same folder and mailbox rows: none may fail for it."""

@@ -8,7 +8,8 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages`` and ``gc``. A new concern gets a module and a mixin of its own.
+``folders``, ``messages``, ``outbound`` (the queue's rows) and ``gc``. A new concern gets a
+module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -29,10 +30,11 @@ from haitatsu.storage.store.common import (
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
 from haitatsu.storage.store.messages import MessagesMixin
+from haitatsu.storage.store.outbound import OutboundMixin
 
 
 @implementer(IMailStore)
-class MailStore(AccountsMixin, FoldersMixin, MessagesMixin, GarbageMixin, StoreBase):
+class MailStore(AccountsMixin, FoldersMixin, MessagesMixin, OutboundMixin, GarbageMixin, StoreBase):
     __doc__ = StoreBase.__doc__
 
 
