@@ -8,7 +8,8 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages``, ``outbound`` (the queue's rows) and ``gc``. A new concern gets a
+``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
+(MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``. A new concern gets a
 module and a mixin of its own.
 """
 
@@ -17,6 +18,7 @@ from zope.interface import implementer
 from haitatsu.interfaces import IMailStore
 from haitatsu.storage.store.accounts import AccountsMixin
 from haitatsu.storage.store.base import StoreBase
+from haitatsu.storage.store.batch import BatchMixin
 from haitatsu.storage.store.common import (
     CLAIM_TIMEOUT_SECONDS,
     DEFAULT_DEDUP_THRESHOLD,
@@ -31,10 +33,20 @@ from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
 from haitatsu.storage.store.messages import MessagesMixin
 from haitatsu.storage.store.outbound import OutboundMixin
+from haitatsu.storage.store.sync import SyncMixin
 
 
 @implementer(IMailStore)
-class MailStore(AccountsMixin, FoldersMixin, MessagesMixin, OutboundMixin, GarbageMixin, StoreBase):
+class MailStore(
+    AccountsMixin,
+    FoldersMixin,
+    MessagesMixin,
+    SyncMixin,
+    BatchMixin,
+    OutboundMixin,
+    GarbageMixin,
+    StoreBase,
+):
     __doc__ = StoreBase.__doc__
 
 

@@ -23,6 +23,7 @@ from haitatsu.storage.store.common import (
     folder_name,
     new_id,
 )
+from haitatsu.storage.store.sync import record_vanished
 
 
 class FoldersMixin(StoreBase):
@@ -160,6 +161,7 @@ class FoldersMixin(StoreBase):
                         "deleted_at = COALESCE(deleted_at, ?), updated_at = ? WHERE id = ?",
                         (home.id, first + i, modseq, now, now, r["id"]),
                     )
+            await txn.execute("DELETE FROM expunged_uids WHERE folder_id = ?", (folder_id,))
             await txn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
             await self._audit(txn, "folder.deleted", "folder", folder_id, folder.mailbox_id)
             notes.append(
@@ -348,8 +350,7 @@ class FoldersMixin(StoreBase):
                     {"type": "exists", "folder_id": target.id, "uid": uid, "id": mm.id},
                 )
             )
-        if source.id != target.id:
-            await self._bump_modseq(txn, source.id)
+        await record_vanished(txn, source.id, [mm.uid for mm in rows])
         return CopyResult(
             target.id, target.uid_validity, tuple(mm.uid for mm in rows), tuple(new_uids)
         )
