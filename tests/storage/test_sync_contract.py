@@ -52,9 +52,7 @@ class SyncContractMixin:
         self.assertEqual(await store.store_flags(inbox.id, [2], ["\\Seen"], "+"), [])
         self.assertEqual((await store.get_folder_by_id(inbox.id)).highest_modseq, before + 1)
         self.assertEqual([r.uid for r in await store.changed_since(inbox.id, before)], [2])
-        self.assertEqual(
-            [r.uid for r in await store.changed_since(inbox.id, modseqs[0])], [2, 3]
-        )
+        self.assertEqual([r.uid for r in await store.changed_since(inbox.id, modseqs[0])], [2, 3])
 
     @d
     async def test_expunge_move_and_pop3_deletion_remember_the_vanished_uids(self):
@@ -133,9 +131,7 @@ class SyncContractMixin:
         self.assertEqual([mm.uid for mm in placed], [1, 2])
         self.assertTrue(placed[1].read)
         self.assertEqual(placed[1].internal_date, 1_000_000_000_000_000_000)
-        self.assertEqual(
-            (await store.get_mailbox(mailbox.id)).used_bytes, 2 * len(MESSAGE) + 6
-        )
+        self.assertEqual((await store.get_mailbox(mailbox.id)).used_bytes, 2 * len(MESSAGE) + 6)
 
     @d
     async def test_batch_delivery_over_quota_stores_nothing(self):
