@@ -49,6 +49,7 @@ def base_subject(subject: str) -> tuple[str, bool]:
             text = text[: m.start()]
         while True:
             before = text
+            text = text.lstrip(" ")
             m = _LEADER.match(text)
             if m:
                 text = text[m.end() :]
