@@ -284,6 +284,23 @@ class IMailStore(Interface):
         """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):
         moved to Trash, or soft-deleted when the folder is Trash. Fire with the removed UIDs."""
 
+    def changed_since(folder_id, modseq):
+        """Fire with the folder's live ``MailboxMessage`` rows whose MODSEQ is above
+        ``modseq`` (new messages, flag changes), ordered by UID. RFC 7162 CONDSTORE."""
+
+    def vanished_since(folder_id, modseq):
+        """Fire with the UIDs that left the folder (expunge, move, POP3 deletion) at a MODSEQ
+        above ``modseq``, ascending. RFC 7162 QRESYNC."""
+
+    def store_flags_unchanged_since(folder_id, uids, flags, mode, unchanged_since):
+        """``store_flags`` that leaves alone every message whose MODSEQ is above
+        ``unchanged_since``; fire with ``ConditionalStore(changed, modified)``."""
+
+    def deliver_batch(items, trace_id):
+        """Deliver ``(spool_path, Delivery, internal_date or None)`` items in one transaction:
+        all are stored or none (``OverQuota``, ``ValueError`` for a missing folder). Fire with
+        the placed ``MailboxMessage`` of each, in order. IMAP MULTIAPPEND."""
+
     def delete_messages(folder_id, uids, to_trash=True):
         """Remove the folder's live messages with these UIDs regardless of flags (POP3 DELE):
         moved to Trash, or soft-deleted with the quota released when ``to_trash`` is false or

@@ -1288,8 +1288,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                     if uid
                     else b"%d FETCH (MODSEQ (%d))" % (view.seq(u), row.modseq)
                 )
-        if modified:
-            numbers = [u for u in modified if u in view.by_uid]
+        numbers = [u for u in modified if u in view.by_uid]
+        if numbers:
             if not uid:
                 numbers = [view.seq(u) for u in numbers]
             self.sendPositiveResponse(
