@@ -84,7 +84,7 @@ class ReloadTests(WatcherTestCase):
         self.rewrite(config_text(size=2000, imap="127.0.0.1:11144", tls="acme"))
         with self.assertRaises(ReloadError) as caught:
             await self.watcher.reload()
-        self.assertEqual(str(caught.exception), "reload requires restart: [imap.addr tls]")
+        self.assertEqual(str(caught.exception), "reload requires restart: [imap.addr tls.mode]")
         self.assertIs(self.watcher.current, old)
         self.assertEqual(self.calls, [])
 
