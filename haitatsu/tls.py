@@ -332,7 +332,8 @@ class TLSService(Service):
             self.reactor, self.reactor.getThreadPool(), self._loader, config.tls
         )
         now = _now()
-        running = {c.source: c for c in self._certificates.certificates}
+        current = self._certificates
+        running = {c.source: c for c in current.certificates} if current is not None else {}
         for cert in new.certificates:
             old = running.get(cert.source)
             if not cert.valid_at(now) and (old is None or old.valid_at(now)):
