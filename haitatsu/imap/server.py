@@ -14,6 +14,10 @@ and why:
   BODYSTRUCTURE strings stored at delivery; bodies stream from the store
   (``open_message``, whatever blobs a message is stored as) through a producer.
   Message sets are intersected with the session's view, never iterated number by number.
+- **STARTTLS** (RFC 3501 6.2.1), offered when the factory has a ``TLSService``. Until TLS is on,
+  such a server advertises ``LOGINDISABLED`` and no ``AUTH=`` mechanism, and answers LOGIN and
+  AUTHENTICATE ``NO [PRIVACYREQUIRED]`` (RFC 5530): the password never crosses in the clear.
+  Input pipelined behind STARTTLS is discarded.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ from haitatsu.interfaces import (
     StorageUnavailable,
 )
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
+from haitatsu.tls import is_secure
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_BY_LOWER = {f.lower(): f for f in FLAG_COLUMNS}
@@ -84,6 +89,7 @@ COMMANDS = {
     b"LOGOUT": ("logout", _ANY),
     b"LOGIN": ("login", ("unauth",)),
     b"AUTHENTICATE": ("authenticate", ("unauth",)),
+    b"STARTTLS": ("starttls", ("unauth",)),
     b"SELECT": ("select", _AUTH),
     b"EXAMINE": ("examine", _AUTH),
     b"LIST": ("list", _AUTH),
@@ -310,9 +316,11 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     _log = Logger()
 
-    def __init__(self, config, store, portal, clock, spool_dir=None):
+    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
+        #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
+        self.tls = tls
         self.store = store
         self.portal = portal
         self.clock = clock
@@ -374,10 +382,22 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self._close_view()
         self.transport.loseConnection()
 
+    @property
+    def secure(self) -> bool:
+        return is_secure(self.transport)
+
+    @property
+    def login_disabled(self) -> bool:
+        """TLS is configured but not yet on: no credentials may be sent (RFC 3501 6.2.3)."""
+        return self.tls is not None and not self.secure
+
     def listCapabilities(self):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR"]
         if self.state == "unauth":
-            caps += [b"AUTH=" + mech for mech in self.challengers]
+            if self.login_disabled:
+                caps += [b"STARTTLS", b"LOGINDISABLED"]
+            else:
+                caps += [b"AUTH=" + mech for mech in self.challengers]
         caps += [b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"CHILDREN", b"SPECIAL-USE"]
         caps += [b"UNSELECT", b"UIDPLUS", b"MOVE", b"CONDSTORE", b"QRESYNC"]
         caps += [b"ESEARCH", b"SEARCHRES", b"WITHIN", b"SORT"]
@@ -617,7 +637,51 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     # -- authentication ----------------------------------------------------------------------
 
+    def _refuse_plaintext(self, tag, command: bytes) -> bool:
+        if not self.login_disabled:
+            return False
+        self._log.info(
+            "IMAP {command} refused before STARTTLS",
+            command=command.decode("ascii"),
+            remote_ip=getattr(self.peer, "host", ""),
+        )
+        self.sendNegativeResponse(
+            tag, b"[PRIVACYREQUIRED] " + command + b" is disabled before STARTTLS"
+        )
+        return True
+
+    async def _cmd_starttls(self, tag, name, args, uid):
+        self._no_args(args)
+        if self.secure:
+            self.sendBadResponse(tag, b"TLS is already active")
+            return
+        if self.tls is None:
+            self.sendBadResponse(tag, b"STARTTLS is not available")
+            return
+        if not self.tls.available:
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] TLS is temporarily unavailable")
+            return
+        if self._inbuf:
+            # Anything pipelined behind STARTTLS was sent in the clear, possibly by someone in
+            # the middle: it must not run inside the encrypted session.
+            self._log.warn(
+                "discarding {octets} octets pipelined after STARTTLS",
+                octets=len(self._inbuf),
+                remote_ip=getattr(self.peer, "host", ""),
+            )
+            self._inbuf.clear()
+            self._discarding_line = False
+        self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
+        try:
+            self.transport.startTLS(self.tls)
+        except Exception:
+            self._log.failure("IMAP STARTTLS failed")
+            self._closing = True
+            self.transport.loseConnection()
+
     async def _cmd_login(self, tag, name, args, uid):
+        if self._refuse_plaintext(tag, b"LOGIN"):
+            return
         if len(args) != 2:
             raise IMAPSyntaxError("LOGIN needs a user name and a password")
         user, password = _astring(args[0]), _astring(args[1])
@@ -626,6 +690,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_authenticate(self, tag, name, args, uid):
         if not args or len(args) > 2 or not isinstance(args[0], Atom):
             raise IMAPSyntaxError("AUTHENTICATE needs a mechanism")
+        if self._refuse_plaintext(tag, b"AUTHENTICATE"):
+            return
         mechanism = args[0].upper()
         if mechanism not in self.challengers:
             self.sendNegativeResponse(tag, b"Unsupported authentication mechanism")
@@ -1744,13 +1810,15 @@ class IMAPFactory(protocol.ServerFactory):
     """Builds an ``IMAPServer`` per connection with the configuration current at that moment.
 
     ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
-    without it the factory makes its own on ``reactor``.
+    without it the factory makes its own on ``reactor``. ``tls`` (a ``TLSService``) turns on
+    STARTTLS and, until it is used, LOGINDISABLED.
     """
 
     protocol = IMAPServer
 
-    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None):
+    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None):
         self.get_config = get_config
+        self.tls = tls
         self.store = store
         self.reactor = reactor
         self.spool_dir = spool_dir
@@ -1765,7 +1833,9 @@ class IMAPFactory(protocol.ServerFactory):
         if spool_dir is None:
             candidate = os.path.join(config.data_dir, "spool")
             spool_dir = candidate if os.path.isdir(candidate) else None
-        p = self.protocol(config, self.store, self.portal, self.reactor, spool_dir=spool_dir)
+        p = self.protocol(
+            config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
+        )
         p.factory = self
         return p
 
