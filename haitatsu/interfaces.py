@@ -138,9 +138,14 @@ class IMailStore(Interface):
         """Undo a soft delete (app passwords stay revoked); fire with the Mailbox or None."""
 
     def resolve_recipient(address):
-        """Resolve an RCPT address (API.md 5.2: exact mailbox, plus-addressing); fire with a
-        ``Recipient`` for an active mailbox, or None. ``Recipient.over_quota`` says whether the
-        mailbox (``used >= quota``) or its domain is already full ("mailbox", "domain", "")."""
+        """Resolve an RCPT address (API.md 5.2 steps 2-7: exact mailbox, exact route, the
+        ``+tag``-less base as mailbox then route, pattern routes, the catch-all); fire with a
+        ``Recipient`` or None. ``Recipient.mailbox_ids`` are the active mailboxes with room;
+        when every one is full, ``over_quota`` says which quota ("mailbox", "domain")."""
+
+    def may_send_as(mailbox_id, address):
+        """Fire with whether the mailbox may send as ``address``: its primary address, or the
+        source of an active route whose destinations include it (API.md 1.4), without case."""
 
     # -- quotas ----------------------------------------------------------------------------
 

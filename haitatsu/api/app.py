@@ -12,11 +12,36 @@ from twisted.logger import Logger
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from haitatsu.api import conventions, domains, folders, mailboxes, messages, ops, passwords
+from haitatsu.api import (
+    audit,
+    conventions,
+    domains,
+    folders,
+    labels,
+    mail_routes,
+    mailboxes,
+    message_actions,
+    messages,
+    ops,
+    passwords,
+    routing_rules,
+)
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
 
-RESOURCES = (ops, mailboxes, passwords, folders, messages, domains)
+RESOURCES = (
+    ops,
+    mailboxes,
+    passwords,
+    folders,
+    messages,
+    domains,
+    mail_routes,
+    routing_rules,
+    labels,
+    message_actions,
+    audit,
+)
 
 API_PREFIX = b"/api/v1"
 

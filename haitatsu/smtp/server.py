@@ -464,8 +464,8 @@ class InboundESMTP(ESMTP):
             self.reply(UNKNOWN_RECIPIENT)
             return
         if recipient.over_quota:
-            # API.md 5.2 step 8: a full mailbox is dropped; with routes resolving to several
-            # mailboxes this becomes "none left".
+            # API.md 5.2 step 8: full mailboxes are dropped (resolve_recipient leaves them out
+            # of mailbox_ids); this is the case where none is left.
             self._log.info(
                 "recipient {rcpt} from {remote_ip} refused: {quota} quota full",
                 rcpt=address,
@@ -585,19 +585,23 @@ class InboundESMTP(ESMTP):
         deliveries = []
         seen = set()
         for r in recipients:
-            if r.mailbox_id in seen:
-                continue
-            seen.add(r.mailbox_id)
-            deliveries.append(
-                Delivery(
-                    mailbox_id=r.mailbox_id,
-                    folder="INBOX",
-                    original_rcpt=r.original_rcpt,
-                    base_rcpt=r.base_rcpt,
-                    plus_tag=r.plus_tag,
-                    route_id=r.route_id,
+            # A route may name several mailboxes; each mailbox gets the message once, with the
+            # first recipient that reached it (API.md 5.2, DATA).
+            for mailbox_id in r.mailbox_ids:
+                if mailbox_id in seen:
+                    continue
+                seen.add(mailbox_id)
+                deliveries.append(
+                    Delivery(
+                        mailbox_id=mailbox_id,
+                        folder="INBOX",
+                        original_rcpt=r.original_rcpt,
+                        base_rcpt=r.base_rcpt,
+                        plus_tag=r.plus_tag,
+                        route_id=r.route_id,
+                        apply_rules=True,
+                    )
                 )
-            )
         fields = dict(
             trace_id=trace_id,
             remote_ip=self.remote_ip,

@@ -9,7 +9,9 @@ to reference, is in docs/storage.md.
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
-(MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``. A new concern gets a
+(MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
+resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
+``folder_ops`` and ``audit``. A new concern gets a
 module and a mixin of its own.
 """
 
@@ -17,6 +19,7 @@ from zope.interface import implementer
 
 from haitatsu.interfaces import IMailStore
 from haitatsu.storage.store.accounts import AccountsMixin
+from haitatsu.storage.store.audit import AuditMixin
 from haitatsu.storage.store.base import StoreBase
 from haitatsu.storage.store.batch import BatchMixin
 from haitatsu.storage.store.common import (
@@ -29,10 +32,21 @@ from haitatsu.storage.store.common import (
     new_id,
     verify_password,
 )
+from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
+from haitatsu.storage.store.labels import (
+    LabelsMixin,
+    NoSuchLabel,
+    NoSuchMailbox,
+    NoSuchMessage,
+    WrongMailbox,
+)
+from haitatsu.storage.store.message_ops import MessageOpsMixin, MessageQuery, UnknownSearchName
 from haitatsu.storage.store.messages import MessagesMixin
 from haitatsu.storage.store.outbound import OutboundMixin
+from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
+from haitatsu.storage.store.rules import RulesMixin
 from haitatsu.storage.store.sync import SyncMixin
 
 
@@ -45,6 +59,13 @@ class MailStore(
     BatchMixin,
     OutboundMixin,
     GarbageMixin,
+    # The REST API's resources (API.md 1.4-1.9):
+    RoutesMixin,
+    RulesMixin,
+    LabelsMixin,
+    MessageOpsMixin,
+    FolderOpsMixin,
+    AuditMixin,
     StoreBase,
 ):
     __doc__ = StoreBase.__doc__
@@ -54,7 +75,14 @@ __all__ = [
     "CLAIM_TIMEOUT_SECONDS",
     "DEFAULT_DEDUP_THRESHOLD",
     "DELIVERY_RETRY_DELAYS",
+    "InvalidRoute",
     "MailStore",
+    "MessageQuery",
+    "NoSuchLabel",
+    "NoSuchMailbox",
+    "NoSuchMessage",
+    "UnknownSearchName",
+    "WrongMailbox",
     "folder_name",
     "generate_password",
     "hash_password",

@@ -263,12 +263,18 @@ class MessagesMixin(StoreBase):
                 f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
             )
             mm = _mailbox_message(row)
+            others = []
+            if delivery.apply_rules:  # RulesMixin (API.md 1.5), in this transaction
+                mm, others = await self._apply_routing_rules(txn, mm, delivery, parsed, size)
             placed.append(mm)
-            await self._announce(
-                txn,
-                mm.mailbox_id,
-                {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-            )
+            if mm.deleted_at is None:
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+                )
+            for mailbox_id, change in others:
+                await self._announce(txn, mailbox_id, change)
         if not placed:
             raise OverQuota(", ".join(over_quota))
         return placed, message_id
