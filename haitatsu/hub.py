@@ -20,6 +20,7 @@ from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.housekeeping import Housekeeping
+from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 
 
@@ -46,6 +47,11 @@ class HaitatsuService(MultiService):
         )
         self.housekeeping.setServiceParent(self)
         self.ready = defer.Deferred()
+        self.bounces = BounceHandler(self.store, reactor)
+        #: Started once the store is open, when ``workers.enabled`` (restart-only).
+        self.queue = None
+        if config.workers.enabled:
+            self.queue = OutboundQueue(self.store, self.get_config, reactor, self.spool_dir)
         self._build_listeners(config)
 
     def get_config(self) -> Config:
@@ -59,7 +65,7 @@ class HaitatsuService(MultiService):
 
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir
+                self.get_config, self.store, self.reactor, self.spool_dir, bounces=self.bounces
             ),
             "imap.addr": lambda: IMAPFactory(
                 self.get_config, self.store, self.reactor, self.spool_dir, self.login_throttle
@@ -89,6 +95,8 @@ class HaitatsuService(MultiService):
         d.addCallbacks(self._opened, self._failed_to_open)
 
     def _opened(self, _):
+        if self.queue is not None and self.running:
+            self.queue.setServiceParent(self)  # starts it: the parent is running
         self._log.info("storage open; haitatsu is ready")
         self.ready.callback(self)
 

@@ -12,11 +12,20 @@ from twisted.logger import Logger
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from haitatsu.api import conventions, domains, folders, mailboxes, messages, ops, passwords
+from haitatsu.api import (
+    conventions,
+    domains,
+    folders,
+    mailboxes,
+    messages,
+    ops,
+    passwords,
+    queue,
+)
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
 
-RESOURCES = (ops, mailboxes, passwords, folders, messages, domains)
+RESOURCES = (ops, mailboxes, passwords, folders, messages, domains, queue)
 
 API_PREFIX = b"/api/v1"
 

@@ -8,7 +8,8 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages``, ``outbound`` (the queue's rows) and ``gc``. A new concern gets a
+``folders``, ``messages``, ``outbound`` (the queue's rows), ``bounces`` (VERP bounces received)
+and ``gc``. A new concern gets a
 module and a mixin of its own.
 """
 
@@ -17,6 +18,7 @@ from zope.interface import implementer
 from haitatsu.interfaces import IMailStore
 from haitatsu.storage.store.accounts import AccountsMixin
 from haitatsu.storage.store.base import StoreBase
+from haitatsu.storage.store.bounces import BouncesMixin
 from haitatsu.storage.store.common import (
     CLAIM_TIMEOUT_SECONDS,
     DEFAULT_DEDUP_THRESHOLD,
@@ -34,7 +36,15 @@ from haitatsu.storage.store.outbound import OutboundMixin
 
 
 @implementer(IMailStore)
-class MailStore(AccountsMixin, FoldersMixin, MessagesMixin, OutboundMixin, GarbageMixin, StoreBase):
+class MailStore(
+    AccountsMixin,
+    FoldersMixin,
+    MessagesMixin,
+    OutboundMixin,
+    BouncesMixin,
+    GarbageMixin,
+    StoreBase,
+):
     __doc__ = StoreBase.__doc__
 
 
