@@ -272,8 +272,9 @@ class RelayClient(ESMTPClient):
 
 def _describe(error) -> str:
     text = str(error) or type(error).__name__
-    if "certificate" in text.lower() or "SSL" in type(error).__name__ or "ssl" in text.lower():
-        return f"TLS: {text}"
+    module = type(error).__module__
+    if module.startswith(("service_identity", "OpenSSL")):
+        return f"TLS failed (certificate not valid for the relay, or handshake refused): {text}"
     return text
 
 
