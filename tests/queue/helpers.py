@@ -174,6 +174,7 @@ class RelaySession(smtp.ESMTP):
         if self.relay.auth and self.user is None:
             raise smtp.SMTPServerError(530, "5.7.0 authentication required")
         self._collectors = []
+        self.mail_from = str(origin)
         return origin
 
     def validateTo(self, user):
@@ -204,7 +205,7 @@ class RelaySession(smtp.ESMTP):
                     "data": data,
                     "tls": self.startedTLS,
                     "user": self.user,
-                    "from": str(self._helo),
+                    "from": self.mail_from,
                 }
             )
             relay.arrived.callback(None) if not relay.arrived.called else None
