@@ -210,6 +210,9 @@ class RelayDeliveryTests(unittest.TestCase):
         )
         # docs/queue.md: 30 attempts, cap 240 minutes -> 5295 minutes (88 h 15 min).
         self.assertEqual(retry_window_seconds(30, 240), 5295 * 60)
+        # ... and the two settings it suggests for about two days.
+        self.assertEqual(retry_window_seconds(20, 240), (48 * 60 + 15) * 60)
+        self.assertEqual(retry_window_seconds(30, 120), (46 * 60 + 7) * 60)
 
 
 class RelayTLSTests(unittest.TestCase):
