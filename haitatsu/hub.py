@@ -20,6 +20,7 @@ from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.housekeeping import Housekeeping
+from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 from haitatsu.tls import TLSService
 
@@ -53,6 +54,11 @@ class HaitatsuService(MultiService):
             self.tls.setServiceParent(self)
             self.watcher.add_reload_check(self.tls.prepare_reload)
         self.ready = defer.Deferred()
+        self.bounces = BounceHandler(self.store, reactor)
+        #: Started once the store is open, when ``workers.enabled`` (restart-only).
+        self.queue = None
+        if config.workers.enabled:
+            self.queue = OutboundQueue(self.store, self.get_config, reactor, self.spool_dir)
         self._build_listeners(config)
 
     def get_config(self) -> Config:
@@ -83,7 +89,8 @@ class HaitatsuService(MultiService):
 
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir, tls=tls
+                self.get_config, self.store, self.reactor, self.spool_dir, tls=tls,
+                bounces=self.bounces
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,
@@ -127,6 +134,8 @@ class HaitatsuService(MultiService):
         d.addCallbacks(self._opened, self._failed_to_open)
 
     def _opened(self, _):
+        if self.queue is not None and self.running:
+            self.queue.setServiceParent(self)  # starts it: the parent is running
         self._log.info("storage open; haitatsu is ready")
         self.ready.callback(self)
 

@@ -24,6 +24,7 @@ from haitatsu.api import (
     messages,
     ops,
     passwords,
+    queue,
     routing_rules,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
@@ -41,6 +42,7 @@ RESOURCES = (
     labels,
     message_actions,
     audit,
+    queue,
 )
 
 API_PREFIX = b"/api/v1"

@@ -53,6 +53,8 @@ class SQLiteEngine:
 
     #: SQLite has one writer at a time (``BEGIN IMMEDIATE``): rows need no lock of their own.
     for_update = ""
+    #: Queue claims need no ``SKIP LOCKED`` either: only one writer runs at a time.
+    skip_locked = ""
 
     def convert_sql(self, sql: str) -> str:
         return sql
@@ -109,6 +111,12 @@ class BaseTransaction:
     def for_update(self) -> str:
         """`` FOR UPDATE`` where the engine needs rows locked before a read-then-write."""
         return self.engine.for_update
+
+    @property
+    def skip_locked(self) -> str:
+        """`` FOR UPDATE SKIP LOCKED`` where concurrent claimers of queue rows must pass over
+        rows another transaction holds instead of waiting for them (PostgreSQL)."""
+        return self.engine.skip_locked
 
     def in_clause(self, column: str, values) -> tuple[str, list]:
         return self.engine.in_clause(column, values)

@@ -11,8 +11,8 @@ announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttli
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
 resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
-``folder_ops`` and ``audit``. A new concern gets a
-module and a mixin of its own.
+``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received). A new concern gets
+a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -22,6 +22,7 @@ from haitatsu.storage.store.accounts import AccountsMixin
 from haitatsu.storage.store.audit import AuditMixin
 from haitatsu.storage.store.base import StoreBase
 from haitatsu.storage.store.batch import BatchMixin
+from haitatsu.storage.store.bounces import BouncesMixin
 from haitatsu.storage.store.common import (
     CLAIM_TIMEOUT_SECONDS,
     DEFAULT_DEDUP_THRESHOLD,
@@ -58,6 +59,7 @@ class MailStore(
     SyncMixin,
     BatchMixin,
     OutboundMixin,
+    BouncesMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,
