@@ -89,8 +89,12 @@ class HaitatsuService(MultiService):
 
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir, tls=tls,
-                bounces=self.bounces
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.spool_dir,
+                tls=tls,
+                bounces=self.bounces,
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,

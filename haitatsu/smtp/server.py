@@ -694,6 +694,7 @@ class InboundSMTPFactory(ServerFactory):
         spool_dir: str,
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
+        bounces=None,
     ):
         self.get_config = get_config
         self.tls = tls
