@@ -56,6 +56,11 @@ class HaitatsuService(MultiService):
         from haitatsu.imap import IMAPFactory
         from haitatsu.pop3 import POP3Factory
         from haitatsu.smtp import InboundSMTPFactory
+        from haitatsu.submission import SubmissionFactory
+        from haitatsu.submission.pipeline import SubmissionPipeline
+
+        # One pipeline for SMTP submission and the REST API's outbound route.
+        submission = SubmissionPipeline(self.store, self.get_config, self.reactor, self.spool_dir)
 
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
@@ -67,13 +72,31 @@ class HaitatsuService(MultiService):
             "pop3.addr": lambda: POP3Factory(
                 self.get_config, self.store, self.reactor, self.login_throttle
             ),
-            # TODO(tls): "pop3.tls_addr" (implicit TLS) once listeners get a TLS context.
+            "submission.starttls_addr": lambda: SubmissionFactory(
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.spool_dir,
+                throttle=self.login_throttle,
+                pipeline=submission,
+            ),
+            # TODO(tls): "pop3.tls_addr" and "submission.tls_addr" (implicit TLS) once
+            # listeners get a TLS context; the latter with SubmissionFactory(implicit_tls=True).
             "server.api_addr": lambda: HaitatsuAPI(
-                self.get_config, self.store, self.watcher, self.reactor
+                self.get_config,
+                self.store,
+                self.watcher,
+                self.reactor,
+                spool_dir=self.spool_dir,
+                submission=submission,
             ).site(),
         }
         if config.pop3.tls_addr:
             self._log.warn("pop3.tls_addr is set, but implicit TLS is not built yet: not listening")
+        if config.submission.tls_addr:
+            self._log.warn(
+                "submission.tls_addr is set, but implicit TLS is not built yet: not listening"
+            )
         for key, make_factory in listeners.items():
             endpoint = config.endpoint(key)
             if not endpoint:

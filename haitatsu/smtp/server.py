@@ -448,17 +448,7 @@ class InboundESMTP(ESMTP):
         spool = None
         try:
             spool = SpoolFile.create(self.spool_dir)
-            spool.write(
-                trace_headers(
-                    helo=self.helo_name,
-                    remote_ip=self.remote_ip,
-                    remote_name=self.remote_name,
-                    hostname=self.config.server.public_hostname,
-                    instance=self.config.server.instance_name,
-                    trace_id=trace_id,
-                    when=self.clock.seconds(),
-                )
-            )
+            spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
             if spool is not None:
@@ -471,6 +461,19 @@ class InboundESMTP(ESMTP):
         self._data_size = 0
         self.mode = DATA
         self.sendCode(354, b"end data with <CR><LF>.<CR><LF>")
+
+    def _spool_prelude(self, trace_id: str) -> bytes:
+        """What the spool file starts with, before the client's bytes: the MX's trace headers
+        (submission, which finishes the message itself, writes nothing here)."""
+        return trace_headers(
+            helo=self.helo_name,
+            remote_ip=self.remote_ip,
+            remote_name=self.remote_name,
+            hostname=self.config.server.public_hostname,
+            instance=self.config.server.instance_name,
+            trace_id=trace_id,
+            when=self.clock.seconds(),
+        )
 
     def _data_line(self, line: bytes):
         if line == b".":
@@ -506,7 +509,7 @@ class InboundESMTP(ESMTP):
         self.mode = COMMAND
         spool, self._spool = self._spool, None
         error, size, trace_id = self._data_error, self._data_size, self._trace_id
-        recipients = self.recipients
+        sender, recipients = self.sender, self.recipients
         self._reset_transaction()
         if error is not None:
             spool.discard()
@@ -527,9 +530,9 @@ class InboundESMTP(ESMTP):
             spool.discard()
             self.reply(TEMPFAIL)
             return
-        self._run_pending(self._deliver(spool, recipients, trace_id, size))
+        self._run_pending(self._deliver(spool, recipients, trace_id, size, sender))
 
-    async def _deliver(self, spool: SpoolFile, recipients, trace_id: str, size: int):
+    async def _deliver(self, spool: SpoolFile, recipients, trace_id: str, size: int, sender=""):
         deliveries = []
         seen = set()
         for r in recipients:

@@ -41,10 +41,33 @@ class MessagesMixin(StoreBase):
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
+
+        def commit(prepared, parsed, generations):
+            return self._commit_delivery(
+                prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+            )
+
+        (placed, message_id), prepared = yield defer.Deferred.fromCoroutine(
+            self._store_message(spool_path, trace_id, commit)
+        )
+        _log.info(
+            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
+            message_id=message_id,
+            size=prepared.size,
+            blobs=len(prepared.pieces),
+            count=len(placed),
+            trace_id=trace_id,
+        )
+        return placed
+
+    async def _store_message(self, spool_path, trace_id, commit):
+        """Parse and split the spool file, store its blobs and run ``commit(prepared, parsed,
+        generations)`` (a Deferred of the metadata transaction); store and commit again while
+        garbage collection gets in the way. Return ``(commit's result, prepared)``."""
         # Parsing never fails (see _parse_safely); its part offsets decide the split.
-        parsed = yield self._thread(_parse_safely, spool_path)
+        parsed = await self._thread(_parse_safely, spool_path)
         try:
-            prepared = yield self._thread(
+            prepared = await self._thread(
                 layoutmod.prepare,
                 spool_path,
                 parsed.parts,
@@ -56,17 +79,9 @@ class MessagesMixin(StoreBase):
         try:
             for attempt, delay in enumerate((*DELIVERY_RETRY_DELAYS, None), 1):
                 try:
-                    generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
-                    placed, message_id = yield self._commit_delivery(
-                        prepared,
-                        generations,
-                        parsed,
-                        deliveries,
-                        trace_id,
-                        auth_results,
-                        internal_date,
-                    )
-                    break
+                    generations = await self._store_blobs(prepared)
+                    result = await commit(prepared, parsed, generations)
+                    return result, prepared
                 except (_LeaseLost, _BlobBusy) as e:
                     _log.warn(
                         "blob {key} is being collected during delivery (attempt {attempt}); "
@@ -79,18 +94,9 @@ class MessagesMixin(StoreBase):
                         raise StorageUnavailable(
                             "blobs kept being collected during delivery"
                         ) from None
-                    yield task.deferLater(self._reactor, delay, lambda: None)
+                    await task.deferLater(self._reactor, delay, lambda: None)
         finally:
-            yield self._thread(prepared.remove_temporary)
-        _log.info(
-            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
-            message_id=message_id,
-            size=prepared.size,
-            blobs=len(prepared.pieces),
-            count=len(placed),
-            trace_id=trace_id,
-        )
-        return placed
+            await self._thread(prepared.remove_temporary)
 
     async def _store_blobs(self, prepared) -> dict[str, str]:
         """Lease every blob of the message, then put it; return the leased row generations.
@@ -139,49 +145,9 @@ class MessagesMixin(StoreBase):
 
         async def txn_fn(txn):
             now = now_ns()
-            for key in sorted(generations):
-                await txn.execute(
-                    "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
-                    "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
-                    (now, key, generations[key]),
-                )
-                if txn.rowcount != 1:
-                    raise _LeaseLost(key)
-            await txn.execute(
-                "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
-                "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
-                "date, text_body_extract, html_body_extract, attachments, spam_score, "
-                "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message_id,
-                    trace_id,
-                    _text(parsed.rfc_message_id),
-                    prepared.blob_key,
-                    prepared.sha256,
-                    size,
-                    _json(parsed.headers),
-                    _json(parsed.from_addresses),
-                    _json(parsed.to_addresses),
-                    _json(parsed.cc_addresses),
-                    _json(parsed.bcc_addresses),
-                    _text(parsed.subject),
-                    parsed.date,
-                    _text(parsed.text_body_extract),
-                    _text(parsed.html_body_extract),
-                    _json(parsed.attachments),
-                    0.0,
-                    _json(auth_results or {}),
-                    _text(parsed.envelope),
-                    _text(parsed.body),
-                    _text(parsed.bodystructure),
-                    parsed.header_size,
-                    _json(parsed.parts),
-                    _json(prepared.layout) if prepared.layout else None,
-                    now,
-                    now,
-                ),
+            await self._reference_blobs(txn, generations, now)
+            await self._insert_message(
+                txn, message_id, prepared, parsed, trace_id, auth_results, now
             )
             placements, seen = [], set()
             for delivery in deliveries:
@@ -195,51 +161,7 @@ class MessagesMixin(StoreBase):
                 if refused:
                     over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
                     continue
-                folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
-                if folder is None:
-                    raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
-                uid, modseq = await self._allocate_uid(txn, folder.id)
-                columns, keywords = _flag_columns(delivery.flags)
-                row_id = new_id()
-                await txn.execute(
-                    "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
-                    "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
-                    "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?, ?, ?, ?)",
-                    (
-                        row_id,
-                        delivery.mailbox_id,
-                        message_id,
-                        folder.id,
-                        uid,
-                        modseq,
-                        delivery.original_rcpt,
-                        delivery.base_rcpt,
-                        delivery.plus_tag,
-                        delivery.route_id,
-                        columns["read"],
-                        columns["flagged"],
-                        columns["answered"],
-                        columns["draft"],
-                        columns["imap_deleted"],
-                        _json(keywords),
-                        internal,
-                        size,
-                        now,
-                        now,
-                    ),
-                )
-                row = await txn.execute_one(
-                    f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
-                )
-                mm = _mailbox_message(row)
-                placed.append(mm)
-                await self._announce(
-                    txn,
-                    mm.mailbox_id,
-                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-                )
+                placed.append(await self._place(txn, message_id, delivery, size, internal, now))
             if not placed:
                 raise OverQuota(", ".join(over_quota))
             return placed, message_id
@@ -251,6 +173,108 @@ class MessagesMixin(StoreBase):
             raise ValueError(str(failure.value))
 
         return d.addErrback(unknown)
+
+    @staticmethod
+    async def _reference_blobs(txn, generations, now):
+        """Count one more reference on each leased blob; ``_LeaseLost`` if garbage collection
+        claimed one since the lease (its object may be gone)."""
+        for key in sorted(generations):
+            await txn.execute(
+                "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
+                "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
+                (now, key, generations[key]),
+            )
+            if txn.rowcount != 1:
+                raise _LeaseLost(key)
+
+    @staticmethod
+    async def _insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now):
+        """The ``messages`` row of a stored message."""
+        await txn.execute(
+            "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
+            "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
+            "date, text_body_extract, html_body_extract, attachments, spam_score, "
+            "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message_id,
+                trace_id,
+                _text(parsed.rfc_message_id),
+                prepared.blob_key,
+                prepared.sha256,
+                prepared.size,
+                _json(parsed.headers),
+                _json(parsed.from_addresses),
+                _json(parsed.to_addresses),
+                _json(parsed.cc_addresses),
+                _json(parsed.bcc_addresses),
+                _text(parsed.subject),
+                parsed.date,
+                _text(parsed.text_body_extract),
+                _text(parsed.html_body_extract),
+                _json(parsed.attachments),
+                0.0,
+                _json(auth_results or {}),
+                _text(parsed.envelope),
+                _text(parsed.body),
+                _text(parsed.bodystructure),
+                parsed.header_size,
+                _json(parsed.parts),
+                _json(prepared.layout) if prepared.layout else None,
+                now,
+                now,
+            ),
+        )
+
+    async def _place(self, txn, message_id, delivery, size, internal, now):
+        """Place the message in ``delivery``'s folder (quota already charged): take a UID and a
+        MODSEQ, insert the row, announce it. Return the ``MailboxMessage``."""
+        folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
+        if folder is None:
+            raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
+        uid, modseq = await self._allocate_uid(txn, folder.id)
+        columns, keywords = _flag_columns(delivery.flags)
+        row_id = new_id()
+        await txn.execute(
+            "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
+            "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
+            "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?)",
+            (
+                row_id,
+                delivery.mailbox_id,
+                message_id,
+                folder.id,
+                uid,
+                modseq,
+                delivery.original_rcpt,
+                delivery.base_rcpt,
+                delivery.plus_tag,
+                delivery.route_id,
+                columns["read"],
+                columns["flagged"],
+                columns["answered"],
+                columns["draft"],
+                columns["imap_deleted"],
+                _json(keywords),
+                internal,
+                size,
+                now,
+                now,
+            ),
+        )
+        row = await txn.execute_one(
+            f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
+        )
+        mm = _mailbox_message(row)
+        await self._announce(
+            txn,
+            mm.mailbox_id,
+            {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+        )
+        return mm
 
     def list_folder_messages(self, folder_id):
         async def txn_fn(txn):
