@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from haitatsu.auth import AppPasswordChecker, LoginThrottle, ThrottledPortal
+from haitatsu.interfaces import StorageUnavailable
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.server import (
     HELO_FIRST,
@@ -117,6 +118,14 @@ class SubmissionESMTP(InboundESMTP):
         # TODO(tls): STARTTLS (RFC 3207) joins here, with ext_STARTTLS, once haitatsu.tls
         # provides the context; it sets tls_active and forgets EHLO and AUTH state.
         return ext
+
+    def lookupMethod(self, command):
+        """AUTH is a command here even when EHLO does not list it (before TLS, after a login),
+        so the client learns why (530, 503) instead of "not implemented"."""
+        verb = command.decode("ascii") if isinstance(command, bytes) else command
+        if verb.upper() == "AUTH":
+            return self.ext_AUTH
+        return super().lookupMethod(command)
 
     def lineReceived(self, line):
         if self._sasl is not None:
@@ -274,6 +283,10 @@ class SubmissionESMTP(InboundESMTP):
             )
             self.reply(e.reason.reply)
             return
+        except StorageUnavailable as e:
+            self._log.warn("checking sender {sender} failed: {error}", sender=sender, error=str(e))
+            self.reply(TEMPFAIL)
+            return
         except Exception:
             self._log.failure("checking sender {sender} failed", sender=sender)
             self.reply(TEMPFAIL)
@@ -342,6 +355,16 @@ class SubmissionESMTP(InboundESMTP):
                 remote_ip=self.remote_ip,
             )
             self.reply(e.reason.reply)
+            return
+        except StorageUnavailable as e:
+            self._log.warn(
+                "tempfail {trace_id}: storage unavailable: {error}",
+                trace_id=trace_id,
+                error=str(e),
+                mailbox_id=self.mailbox_id,
+                remote_ip=self.remote_ip,
+            )
+            self.reply(TEMPFAIL)
             return
         except Exception:
             self._log.failure(
