@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from tests.submission.helpers import SubmissionSession, plain, verify
 from tests.submission.test_session import add_key
-from tests.support import make_store
+from tests.support import PG_SKIP, make_pg_store, make_store
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"
@@ -58,8 +58,10 @@ async def queue_rows(store):
 
 
 class SubmittedMessageTests(unittest.TestCase):
+    make_store = staticmethod(make_store)
+
     async def setUp(self):
-        self.store = await make_store(self)
+        self.store = await self.make_store(self)
         self.alice = await self.store.create_mailbox("alice@example.com")
         self.bob = await self.store.create_mailbox("bob@example.com")
         _, self.password = await self.store.create_app_password(self.alice.id, "mua", ["smtp"])
@@ -248,3 +250,10 @@ class SubmittedMessageTests(unittest.TestCase):
         lines = await self.session.converse(dot_stuff(MESSAGE) + b".\r\n")
         self.assertEqual(lines, [b"451 4.3.0 temporary local problem"])
         self.assertEqual(self.session.spool_files(), [])
+
+
+class PostgresSubmittedMessageTests(SubmittedMessageTests):
+    """The same on PostgreSQL (READ COMMITTED, FOR UPDATE paths)."""
+
+    skip = PG_SKIP
+    make_store = staticmethod(make_pg_store)

@@ -8,6 +8,7 @@ from twisted.trial import unittest
 
 from haitatsu import dkim as dkimmod
 from tests.submission.helpers import SubmissionSession, b64, make_config, plain
+from tests.support import PG_SKIP, make_pg_store, make_store
 
 _KEYS: dict[str, dkimmod.KeyPair] = {}
 
@@ -38,11 +39,10 @@ EHLO = [
 
 class SubmissionTestCase(unittest.TestCase):
     config = None
+    make_store = staticmethod(make_store)
 
     async def setUp(self):
-        from tests.support import make_store
-
-        self.store = await make_store(self)
+        self.store = await self.make_store(self)
         self.alice = await self.store.create_mailbox("alice@example.com")
         self.bob = await self.store.create_mailbox("bob@example.com")
         _, self.password = await self.store.create_app_password(self.alice.id, "mua", ["smtp"])
@@ -355,3 +355,10 @@ class LimitTests(SubmissionTestCase):
         self.assertEqual(await self.store.list_folder_messages(sent.id), [])
         self.assertEqual(await self.store.count_outbound_since(self.alice.id, 0), 0)
         self.assertEqual(self.session.spool_files(), [])
+
+
+class PostgresLimitTests(LimitTests):
+    """Limits and quota on PostgreSQL: the in-transaction count and the quota charge."""
+
+    skip = PG_SKIP
+    make_store = staticmethod(make_pg_store)
