@@ -69,6 +69,11 @@ class HaitatsuService(MultiService):
         from haitatsu.imap import IMAPFactory
         from haitatsu.pop3 import POP3Factory
         from haitatsu.smtp import InboundSMTPFactory
+        from haitatsu.submission import SubmissionFactory
+        from haitatsu.submission.pipeline import SubmissionPipeline
+
+        # One pipeline for SMTP submission and the REST API's outbound route.
+        submission = SubmissionPipeline(self.store, self.get_config, self.reactor, self.spool_dir)
 
         tls = self.tls
 
@@ -87,6 +92,18 @@ class HaitatsuService(MultiService):
                 self.get_config, self.store, self.reactor, self.login_throttle, tls=tls
             )
 
+        def submission_factory(implicit_tls):
+            return SubmissionFactory(
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.spool_dir,
+                throttle=self.login_throttle,
+                implicit_tls=implicit_tls,
+                pipeline=submission,
+                tls=None if implicit_tls else tls,
+            )
+
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
                 self.get_config,
@@ -98,13 +115,23 @@ class HaitatsuService(MultiService):
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,
+            "submission.starttls_addr": lambda: submission_factory(implicit_tls=False),
             "server.api_addr": lambda: HaitatsuAPI(
-                self.get_config, self.store, self.watcher, self.reactor
+                self.get_config,
+                self.store,
+                self.watcher,
+                self.reactor,
+                spool_dir=self.spool_dir,
+                submission=submission,
             ).site(),
         }
         # Implicit TLS: the same protocols, TLS from the first byte (and so no STARTTLS and no
         # plaintext-login refusal on them). Served only when TLS is configured.
-        implicit = {"imap.tls_addr": imap, "pop3.tls_addr": pop3}
+        implicit = {
+            "imap.tls_addr": imap,
+            "pop3.tls_addr": pop3,
+            "submission.tls_addr": lambda: submission_factory(implicit_tls=True),
+        }
         for key, make_factory in listeners.items():
             self.listen(config, key, make_factory)
         for key, make_factory in implicit.items():

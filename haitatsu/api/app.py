@@ -7,6 +7,8 @@ state" pattern) and every route shares one error handler and one set of conventi
 
 from __future__ import annotations
 
+import tempfile
+
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
@@ -15,6 +17,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from haitatsu.api import (
     audit,
     conventions,
+    dkim,
     domains,
     folders,
     labels,
@@ -23,12 +26,14 @@ from haitatsu.api import (
     message_actions,
     messages,
     ops,
+    outbound,
     passwords,
     queue,
     routing_rules,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
+from haitatsu.submission.pipeline import SubmissionPipeline
 
 RESOURCES = (
     ops,
@@ -43,6 +48,8 @@ RESOURCES = (
     message_actions,
     audit,
     queue,
+    dkim,
+    outbound,
 )
 
 API_PREFIX = b"/api/v1"
@@ -63,17 +70,25 @@ class HaitatsuAPI:
 
     ``get_config()`` returns the live ``Config``; the service token is read from it on every
     request, so a reload changes it at once. ``reloader.reload()`` returns a Deferred that
-    fails with the reason when a reload is refused; ``reloader`` may be None.
+    fails with the reason when a reload is refused; ``reloader`` may be None. ``spool_dir`` is
+    where ``POST /mailboxes/:id/outbound`` writes the message it sends (default: the system's
+    temporary directory); ``submission`` the ``SubmissionPipeline`` it goes through (default:
+    one on the same store and config).
     """
 
     app = _klein_app()
     _log = Logger()
 
-    def __init__(self, get_config, store, reloader, reactor):
+    def __init__(self, get_config, store, reloader, reactor, spool_dir=None, submission=None):
         self.get_config = get_config
         self.store = store
         self.reloader = reloader
         self.reactor = reactor
+        if submission is None:
+            submission = SubmissionPipeline(
+                store, get_config, reactor, spool_dir or tempfile.gettempdir()
+            )
+        self.submission = submission
 
     def resource(self):
         """The twisted.web resource of the whole API (root, /health, /ready and /api/v1)."""

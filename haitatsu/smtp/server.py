@@ -511,18 +511,7 @@ class InboundESMTP(ESMTP):
         spool = None
         try:
             spool = SpoolFile.create(self.spool_dir)
-            spool.write(
-                trace_headers(
-                    helo=self.helo_name,
-                    remote_ip=self.remote_ip,
-                    remote_name=self.remote_name,
-                    hostname=self.config.server.public_hostname,
-                    instance=self.config.server.instance_name,
-                    trace_id=trace_id,
-                    when=self.clock.seconds(),
-                    tls=self.secure,
-                )
-            )
+            spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
             if spool is not None:
@@ -535,6 +524,20 @@ class InboundESMTP(ESMTP):
         self._data_size = 0
         self.mode = DATA
         self.sendCode(354, b"end data with <CR><LF>.<CR><LF>")
+
+    def _spool_prelude(self, trace_id: str) -> bytes:
+        """What the spool file starts with, before the client's bytes: the MX's trace headers
+        (submission, which finishes the message itself, writes nothing here)."""
+        return trace_headers(
+            helo=self.helo_name,
+            remote_ip=self.remote_ip,
+            remote_name=self.remote_name,
+            hostname=self.config.server.public_hostname,
+            instance=self.config.server.instance_name,
+            trace_id=trace_id,
+            when=self.clock.seconds(),
+            tls=self.secure,
+        )
 
     def _data_line(self, line: bytes):
         if line == b".":

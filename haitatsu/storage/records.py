@@ -214,6 +214,36 @@ def address_domain(address: str) -> str:
 
 
 @attrs.frozen
+class DkimKey:
+    """A DKIM signing key (API.md 1.11): ``algorithm`` is "rsa" or "ed25519"; the private key
+    never leaves the server (the REST shape shows the DNS record only)."""
+
+    id: str
+    domain: str
+    selector: str
+    algorithm: str
+    private_key: str
+    public_key: str
+    active: bool
+    created_at: int
+    updated_at: int
+
+
+@attrs.frozen
+class Submitted:
+    """What ``store.submit`` stored for one outgoing message: the message row, its copy in the
+    sender's Sent folder, the placements in local recipients' INBOXes, the outbound job (None
+    when no recipient is remote) and the local recipients that went into the job instead,
+    because their mailbox could not take the message now (docs/submission.md)."""
+
+    message: MessageInfo
+    sent: MailboxMessage
+    delivered: tuple
+    job_id: str | None
+    requeued: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Delivery:
     """One placement of a message being stored: which mailbox, which folder, which flags."""
 

@@ -11,7 +11,8 @@ announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttli
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
 resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
-``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received). A new concern gets
+``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
+(send-as and storing outgoing mail) and ``dkim`` (signing keys). A new concern gets
 a module and a mixin of its own.
 """
 
@@ -33,6 +34,7 @@ from haitatsu.storage.store.common import (
     new_id,
     verify_password,
 )
+from haitatsu.storage.store.dkim import DkimMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
@@ -48,6 +50,7 @@ from haitatsu.storage.store.messages import MessagesMixin
 from haitatsu.storage.store.outbound import OutboundMixin
 from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
 from haitatsu.storage.store.rules import RulesMixin
+from haitatsu.storage.store.submission import SubmissionMixin
 from haitatsu.storage.store.sync import SyncMixin
 
 
@@ -60,6 +63,8 @@ class MailStore(
     BatchMixin,
     OutboundMixin,
     BouncesMixin,
+    SubmissionMixin,
+    DkimMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,
