@@ -1,5 +1,6 @@
-"""Servers the benchmarks run side by side: haitatsu itself and Postfix, each a throwaway
-instance on loopback ports in a temporary directory.
+"""Servers the benchmarks run side by side: haitatsu itself, Postfix and a minimal Twisted ESMTP
+server (``bench/minimal_smtp.py``), each a throwaway instance on loopback ports in a temporary
+directory.
 
 Postfix comes from Debian's ``postfix`` package (``apt-get install postfix``; as root the
 benchmarks install it themselves). Its instance accepts mail for one virtual domain on a loopback
@@ -184,6 +185,47 @@ def _dedupe_services(lines):
         yield line
 
 
+class MinimalSMTP:
+    """``bench/minimal_smtp.py``: Twisted's ESMTP writing and fsyncing each message to a file,
+    nothing else; the ceiling of an SMTP server on our stack."""
+
+    name = "minimal twisted"
+
+    def __init__(self, workdir: str):
+        self.workdir = os.path.abspath(workdir)
+        self.port = free_port()
+        self.maildir = os.path.join(self.workdir, "mail")
+        self.proc = None
+
+    def start(self) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        self.log = open(os.path.join(self.workdir, "minimal.log"), "wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(ROOT, "bench", "minimal_smtp.py"),
+                str(self.port),
+                self.maildir,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc:
+            self.log.close()
+
+    def delivered(self) -> int:
+        return len(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else 0
+
+
 class Haitatsu:
     """``twistd -n haitatsu`` from this checkout with a temporary config and data directory."""
 
@@ -196,6 +238,7 @@ class Haitatsu:
         domain: str = "bench.test",
         extra_config: str = "",
         label: str = "haitatsu",
+        submission: bool = False,
     ):
         self.workdir = os.path.abspath(workdir)
         self.domain = domain
@@ -203,12 +246,15 @@ class Haitatsu:
         self.name = label
         self.port = free_port()
         self.http_port = free_port()
+        #: A plaintext submission listener (TLS is off in the benchmark), when asked for.
+        self.submission_port = free_port() if submission else None
         self.proc = None
         self.mailbox_id = None
 
     def start(self) -> None:
         os.makedirs(self.workdir, exist_ok=True)
         config = os.path.join(self.workdir, "haitatsu.pkl")
+        submission = f"127.0.0.1:{self.submission_port}" if self.submission_port else ""
         with open(config, "w") as f:
             f.write(
                 f"""
@@ -220,7 +266,7 @@ server {{
 }}
 smtp {{ inbound_addr = "127.0.0.1:{self.port}" }}
 imap {{ addr = "" }}
-submission {{ starttls_addr = "" tls_addr = "" }}
+submission {{ starttls_addr = "{submission}" tls_addr = "" }}
 tls {{ mode = "off" }}
 api {{ service_token = "{self.token}" }}
 limits {{ max_message_size_bytes = 104857600 max_inbound_recipients = 1000 }}
@@ -256,6 +302,23 @@ logging {{ level = "warn" }}
         if status != 201:
             raise RuntimeError(f"cannot create the mailbox: {status} {body!r}")
         self.mailbox_id = json.loads(body)["data"]["id"]
+
+    def app_password(self) -> str:
+        """A new ``smtp`` app password for the benchmark mailbox, and a DKIM key for its domain
+        (submission signs every message): what the submission benchmark needs."""
+        status, body = self.http(
+            "POST", "/api/v1/dkim", {"domain": self.domain, "selector": "bench"}
+        )
+        if status != 201:
+            raise RuntimeError(f"cannot create a DKIM key: {status} {body!r}")
+        status, body = self.http(
+            "POST",
+            f"/api/v1/mailboxes/{self.mailbox_id}/passwords",
+            {"name": "bench", "scopes": ["smtp"]},
+        )
+        if status != 201:
+            raise RuntimeError(f"cannot create an app password: {status} {body!r}")
+        return json.loads(body)["data"]["password"]
 
     def http(self, method, path, body=None, auth=True):
         data = json.dumps(body).encode() if body is not None else None

@@ -173,6 +173,11 @@ class InboundESMTP(ESMTP):
         self._draining = True
         try:
             while not self._busy and not self._closed and not self.transport.disconnecting:
+                if self.mode is DATA and not self._discarding:
+                    if self._data_chunk():
+                        continue
+                    self._check_partial_line()
+                    return
                 end = self._buffer.find(b"\r\n")
                 if end < 0:
                     self._check_partial_line()
@@ -538,6 +543,56 @@ class InboundESMTP(ESMTP):
             when=self.clock.seconds(),
             tls=self.secure,
         )
+
+    def _data_chunk(self) -> bool:
+        """Take every complete line of message data in the buffer at once (the buffer always
+        starts at a line start): up to the end-of-data line if it is there, else up to the last
+        CRLF; a partial last line waits in the buffer for its CRLF, so a dot or a terminator
+        split across packets is seen whole next time. Dot-unstuffing, the size count and the
+        line-length check run on the whole chunk in C (bytes methods), and the spool gets one
+        write: per-line Python was most of the MX's CPU time. False: no complete line yet."""
+        buffer = self._buffer
+        if buffer.startswith(b".\r\n"):
+            end, consumed = 0, 3
+        else:
+            end = buffer.find(b"\r\n.\r\n")
+            if end >= 0:
+                end += 2
+                consumed = end + 3
+            else:
+                end = buffer.rfind(b"\r\n")
+                if end < 0:
+                    return False
+                end += 2
+                consumed = end
+        chunk = bytes(buffer[:end])
+        del buffer[:consumed]
+        if chunk:
+            self._data_lines(chunk)
+        if consumed > end:
+            self._end_data()
+        return True
+
+    def _data_lines(self, chunk: bytes):
+        """Complete lines of message data (``chunk`` ends with CRLF and holds no end-of-data
+        line): RFC 5321 4.5.2 transparency removes the first character of every line that
+        starts with a dot."""
+        too_long = len(chunk) - 2 > self.max_line_length and (
+            max(map(len, chunk[:-2].split(b"\r\n"))) > self.max_line_length
+        )
+        if chunk[:1] == b".":
+            chunk = chunk[1:]
+        chunk = chunk.replace(b"\r\n.", b"\r\n")
+        self._count_data(len(chunk))
+        if too_long:
+            self.line_too_long()
+        if self._data_error is not None:
+            return
+        try:
+            self._spool.write(chunk)
+        except OSError:
+            self._log.failure("spool write failed", trace_id=self._trace_id)
+            self._fail_data(TEMPFAIL)
 
     def _data_line(self, line: bytes):
         if line == b".":

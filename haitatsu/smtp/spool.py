@@ -1,7 +1,7 @@
 """Spool files: where a message goes while DATA is being received.
 
-A message is never held in memory on the receive path (DESIGN.md, invariant 2): each line is
-written here as it arrives and the store reads the finished file. Writes are small buffered writes
+A message is never held in memory on the receive path (DESIGN.md, invariant 2): what arrives is
+written here at once and the store reads the finished file. Writes are buffered writes
 into the page cache and do not wait on the disk; durability comes later, from the blob store's
 fsync, before the client is told 250.
 """

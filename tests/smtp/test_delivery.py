@@ -448,3 +448,98 @@ class QuotaTests(DeliveryTestCase):
         self.assertEqual(await self.inbox(self.bob), [])
         self.assertEqual(await self.inbox(self.carol), [])
         self.assertEqual((await self.store.get_domain("example.com")).used_bytes, 0)
+
+
+class ChunkedDataTests(DeliveryTestCase):
+    """DATA is taken in chunks (every complete line in the buffer at once), so what used to be
+    a line boundary is now also a packet boundary: these split the client's bytes anywhere."""
+
+    async def open_data(self):
+        lines = await self.session.converse(
+            b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n", replies=3
+        )
+        self.assertEqual(lines[-1], b"354 end data with <CR><LF>.<CR><LF>")
+
+    async def send_in_pieces(self, wire: bytes, cuts) -> list[bytes]:
+        """Send ``wire`` (everything after 354, up to and including the end-of-data line) in
+        pieces cut at ``cuts``; return the reply to the final dot."""
+        await self.open_data()
+        start = 0
+        for cut in cuts:
+            self.session.send(wire[start:cut])
+            self.assertEqual(self.session.lines(), [])
+            start = cut
+        return await self.session.converse(wire[start:])
+
+    async def test_terminator_split_at_every_offset(self):
+        """The end-of-data line cut at every offset of ``\\r\\n.\\r\\n`` (and the line before
+        it): the message ends where it should and arrives intact, each time."""
+        wire = dot_stuff(MESSAGE) + b".\r\n"
+        tail = len(wire) - len(b"Alice\r\n.\r\n")
+        for cut in range(tail, len(wire)):
+            lines = await self.send_in_pieces(wire, [cut])
+            self.assertTrue(_OK.match(lines[-1]), (cut, lines))
+        raws = [raw for _, _, raw in await self.inbox(self.bob)]
+        self.assertEqual(len(raws), len(wire) - tail)
+        for raw in raws:
+            self.assertTrue(raw.endswith(b"\r\n" + MESSAGE), raw[-200:])
+
+    async def test_dot_line_split_across_packets(self):
+        """A dot-stuffed line cut just before, between and after its dots is unstuffed once."""
+        wire = dot_stuff(MESSAGE) + b".\r\n"
+        at = wire.index(b"\r\n...two dots") + 2
+        cuts = list(range(at - 2, at + 4))
+        for cut in cuts:
+            lines = await self.send_in_pieces(wire, [cut])
+            self.assertTrue(_OK.match(lines[-1]), (cut, lines))
+        raws = [raw for _, _, raw in await self.inbox(self.bob)]
+        self.assertEqual(len(raws), len(cuts))
+        for raw in raws:
+            self.assertTrue(raw.endswith(b"\r\n" + MESSAGE), raw[-200:])
+
+    async def test_one_byte_at_a_time(self):
+        """Every byte its own packet: every boundary at once."""
+        wire = dot_stuff(MESSAGE) + b".\r\n"
+        lines = await self.send_in_pieces(wire, range(1, len(wire)))
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(_, _, raw)] = await self.inbox(self.bob)
+        self.assertTrue(raw.endswith(b"\r\n" + MESSAGE), raw[-200:])
+
+    async def test_end_of_data_as_the_first_line(self):
+        """``.\\r\\n`` right after 354 ends an empty message (only our trace headers are kept)
+        and the command pipelined behind it is answered after it."""
+        await self.open_data()
+        lines = await self.session.converse(b".\r\nNOOP\r\n", replies=2)
+        self.assertTrue(_OK.match(lines[0]), lines)
+        self.assertEqual(lines[1], b"250 2.0.0 OK")
+        [(_, info, raw)] = await self.inbox(self.bob)
+        self.assertTrue(raw.startswith(b"Received: "), raw[:100])
+        self.assertFalse(raw.endswith(b"\r\n.\r\n"), raw[-50:])
+
+    async def test_dot_stuffed_first_line(self):
+        """A first line that starts with a dot (no CRLF before it in the buffer) is unstuffed
+        too, and the line after a chunk boundary likewise."""
+        message = b".first\r\n\r\n..second\r\n"
+        wire = dot_stuff(message) + b".\r\n"
+        lines = await self.send_in_pieces(wire, [len(b"..first\r\n")])
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(_, _, raw)] = await self.inbox(self.bob)
+        self.assertTrue(raw.endswith(b"\r\n" + message), raw[-100:])
+
+    async def test_over_long_line_inside_a_chunk(self):
+        """An over-long line that arrives whole among short ones in one packet is found by the
+        chunk check: 500 5.5.2 at the final dot, nothing stored, the session goes on."""
+        wire = b"Subject: x\r\n\r\nshort\r\n" + b"q" * 201 + b"\r\nshort\r\n.\r\n"
+        lines = await self.send_in_pieces(wire, [])
+        self.assertEqual(lines, [b"500 5.5.2 message line too long"])
+        self.assertEqual(self.session.spool_files(), [])
+        self.assertEqual(await self.inbox(self.bob), [])
+        self.assertEqual(self.session.command(b"NOOP\r\n"), [b"250 2.0.0 OK"])
+
+    async def test_line_at_the_limit_inside_a_chunk(self):
+        """A line of exactly ``max_line_length`` octets among others in one packet is kept."""
+        message = b"Subject: x\r\n\r\n" + b"q" * 200 + b"\r\nshort\r\n"
+        lines = await self.send_in_pieces(message + b".\r\n", [])
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(_, _, raw)] = await self.inbox(self.bob)
+        self.assertTrue(raw.endswith(b"\r\n" + message))
