@@ -31,6 +31,7 @@ from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
 from haitatsu.smtp.spool import SpoolFile
 from haitatsu.storage.records import Delivery
+from haitatsu.storage.store.events import Received
 
 #: Extra EHLO keywords for a connection: ``{"X-RESTMAIL": ["v1", "https://..."]}``; a value of
 #: None (or an empty list) advertises the bare keyword.
@@ -558,6 +559,10 @@ class InboundESMTP(ESMTP):
                 deliveries,
                 trace_id=trace_id,
                 auth_results={"remote_ip": self.remote_ip, "helo": self.helo_name, "tls": False},
+                received=[
+                    Received(r.original_rcpt, r.base_rcpt, r.plus_tag, (r.mailbox_id,))
+                    for r in recipients
+                ],
             )
         except OverQuota:
             self._log.info("tempfail {trace_id}: every mailbox over quota", **fields)

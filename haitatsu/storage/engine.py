@@ -53,6 +53,8 @@ class SQLiteEngine:
 
     #: SQLite has one writer at a time (``BEGIN IMMEDIATE``): rows need no lock of their own.
     for_update = ""
+    #: Claiming a queue row (webhook outbox, outbound queue) needs no lock either.
+    for_update_skip_locked = ""
 
     def convert_sql(self, sql: str) -> str:
         return sql
@@ -109,6 +111,12 @@ class BaseTransaction:
     def for_update(self) -> str:
         """`` FOR UPDATE`` where the engine needs rows locked before a read-then-write."""
         return self.engine.for_update
+
+    @property
+    def for_update_skip_locked(self) -> str:
+        """`` FOR UPDATE SKIP LOCKED`` where workers claiming queue rows must pass over rows
+        another worker holds instead of waiting for them."""
+        return self.engine.for_update_skip_locked
 
     def in_clause(self, column: str, values) -> tuple[str, list]:
         return self.engine.in_clause(column, values)

@@ -128,6 +128,7 @@ class PostgresEngine:
 
     #: Appended to a SELECT whose rows the transaction goes on to change.
     for_update = " FOR UPDATE"
+    for_update_skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def convert_sql(self, sql: str) -> str:
         return convert_placeholders(sql)

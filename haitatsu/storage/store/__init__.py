@@ -8,7 +8,8 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages``, ``outbound`` (the queue's rows) and ``gc``. A new concern gets a
+``folders``, ``messages``, ``outbound`` (the queue's rows), ``events`` (the event log and
+webhook outbox), ``senderrules`` and ``gc``. A new concern gets a
 module and a mixin of its own.
 """
 
@@ -27,14 +28,25 @@ from haitatsu.storage.store.common import (
     new_id,
     verify_password,
 )
+from haitatsu.storage.store.events import EventsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
 from haitatsu.storage.store.messages import MessagesMixin
 from haitatsu.storage.store.outbound import OutboundMixin
+from haitatsu.storage.store.senderrules import SenderRulesMixin
 
 
 @implementer(IMailStore)
-class MailStore(AccountsMixin, FoldersMixin, MessagesMixin, OutboundMixin, GarbageMixin, StoreBase):
+class MailStore(
+    AccountsMixin,
+    FoldersMixin,
+    MessagesMixin,
+    OutboundMixin,
+    EventsMixin,
+    SenderRulesMixin,
+    GarbageMixin,
+    StoreBase,
+):
     __doc__ = StoreBase.__doc__
 
 

@@ -37,7 +37,11 @@ from haitatsu.storage.store.common import (
 
 class MessagesMixin(StoreBase):
     @defer.inlineCallbacks
-    def deliver(self, spool_path, deliveries, trace_id, auth_results=None, internal_date=None):
+    def deliver(
+        self, spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+    ):
+        """``received``: the ``events.Received`` routing results whose ``message.received``
+        events are written in the delivery's transaction (empty for APPEND and the like)."""
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
@@ -65,6 +69,7 @@ class MessagesMixin(StoreBase):
                         trace_id,
                         auth_results,
                         internal_date,
+                        received,
                     )
                     break
                 except (_LeaseLost, _BlobBusy) as e:
@@ -130,7 +135,15 @@ class MessagesMixin(StoreBase):
         return generations
 
     def _commit_delivery(
-        self, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+        self,
+        prepared,
+        generations,
+        parsed,
+        deliveries,
+        trace_id,
+        auth_results,
+        internal_date,
+        received=(),
     ):
         """One transaction: blob references, the message row, its placements, quotas."""
         internal = internal_date or now_ns()
@@ -242,6 +255,8 @@ class MessagesMixin(StoreBase):
                 )
             if not placed:
                 raise OverQuota(", ".join(over_quota))
+            if received:
+                await self._record_received(txn, received, placed, message_id, trace_id)
             return placed, message_id
 
         d = self._run("deliver", txn_fn)
