@@ -32,7 +32,13 @@ IDLE_MAX_SECONDS = 30.0
 #: How much of a failing answer's body goes into ``last_error``.
 ERROR_BODY_BYTES = 2048
 
-_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
 
 
 def go_json(value) -> bytes:
@@ -109,6 +115,7 @@ class WebhookWorker(Service):
         self.loops = max(1, loops)
         self.metrics = metrics or METRICS
         self._running = False
+        self._stopping = False
         self._sleepers: set = set()
         self._tasks: list = []
         self._unsubscribe = None
@@ -118,6 +125,7 @@ class WebhookWorker(Service):
     def startService(self):
         super().startService()
         self._running = True
+        self._stopping = False
         self._unsubscribe = self.store.changes.subscribe(EVENTS_CHANNEL, lambda _: self.wake())
         for number in range(self.loops):
             d = defer.Deferred.fromCoroutine(self._loop(number))
@@ -127,6 +135,7 @@ class WebhookWorker(Service):
     def stopService(self):
         super().stopService()
         self._running = False
+        self._stopping = True
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -237,7 +246,7 @@ class WebhookWorker(Service):
         except Exception as e:
             if timed_out:
                 return f'Post "{url}": timeout after {timeout:g}s awaiting the response'
-            if isinstance(e, CancelledError) or not self._running:
+            if isinstance(e, CancelledError) or self._stopping:
                 raise CancelledError() from e  # stopping: the lease expires, a node retries
             return f'Post "{url}": {_reason(e)}'
         finally:

@@ -74,7 +74,8 @@ class EventLogTests:
         self.assertEqual(event.mailbox_id, "")
         self.assertEqual(event.payload["default_destinations"], [self.bob.id, self.carol.id])
         # Both mailboxes' streams see it.
-        self.assertEqual([e.id for e in await self.store.events_after(self.carol.id, "")], [event.id])
+        replay = await self.store.events_after(self.carol.id, "")
+        self.assertEqual([e.id for e in replay], [event.id])
 
     async def test_a_failed_delivery_writes_no_event(self):
         with self.assertRaises(ValueError):
