@@ -12,11 +12,42 @@ from twisted.logger import Logger
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from haitatsu.api import conventions, domains, folders, mailboxes, messages, ops, passwords
+from haitatsu.api import (
+    conventions,
+    dnscheck,
+    domains,
+    events,
+    folders,
+    mailboxes,
+    messages,
+    metrics,
+    openapi,
+    ops,
+    passwords,
+    senderrules,
+)
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
 
-RESOURCES = (ops, mailboxes, passwords, folders, messages, domains)
+RESOURCES = (
+    ops,
+    mailboxes,
+    passwords,
+    folders,
+    messages,
+    domains,
+    events,
+    senderrules,
+    dnscheck,
+    metrics,
+    openapi,
+)
+
+
+def all_routes() -> list:
+    """Every route of the application, in registration order."""
+    return [route for module in RESOURCES for route in module.routes.routes]
+
 
 API_PREFIX = b"/api/v1"
 
@@ -36,17 +67,41 @@ class HaitatsuAPI:
 
     ``get_config()`` returns the live ``Config``; the service token is read from it on every
     request, so a reload changes it at once. ``reloader.reload()`` returns a Deferred that
-    fails with the reason when a reload is refused; ``reloader`` may be None.
+    fails with the reason when a reload is refused; ``reloader`` may be None. ``metrics`` is
+    the ``haitatsu.metrics.Metrics`` to count requests in and serve (the server's by default).
     """
 
     app = _klein_app()
     _log = Logger()
 
-    def __init__(self, get_config, store, reloader, reactor):
+    #: Seconds between the comment lines that keep an idle event stream (and proxies) alive.
+    sse_heartbeat_seconds = 15.0
+
+    def __init__(self, get_config, store, reloader, reactor, metrics=None):
+        from haitatsu.metrics import METRICS
+
         self.get_config = get_config
         self.store = store
         self.reloader = reloader
         self.reactor = reactor
+        self.metrics = metrics if metrics is not None else METRICS
+        self._resolver = (None, None)
+        self._openapi = None
+
+    def resolver(self):
+        """The DNS resolver for the live ``dns`` config (rebuilt when a reload changes it)."""
+        config = self.get_config()
+        key, resolver = self._resolver
+        if resolver is None or key != config.dns.servers():
+            resolver = dnscheck.resolver_for(config, self.reactor)
+            self._resolver = (config.dns.servers(), resolver)
+        return resolver
+
+    def openapi(self) -> dict:
+        """The OpenAPI document of every route (built once)."""
+        if self._openapi is None:
+            self._openapi = openapi.build_document(all_routes())
+        return self._openapi
 
     def resource(self):
         """The twisted.web resource of the whole API (root, /health, /ready and /api/v1)."""
