@@ -56,9 +56,11 @@ def time_filter(request, name: str) -> int | None:
     if not text:
         return None
     try:
-        return parse_rfc3339(text)
+        value = parse_rfc3339(text)
     except ValueError:
         raise APIError(400, f"invalid_{name}", f"{name} must be an RFC 3339 time") from None
+    # Times are int64 nanoseconds in the database: years past 2262 mean "no bound".
+    return max(-(2**63), min(value, 2**63 - 1))
 
 
 @routes.route(
