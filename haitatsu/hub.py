@@ -24,7 +24,7 @@ from haitatsu.storage import build_store
 
 
 class HaitatsuService(MultiService):
-    """Owns the hub: config watcher, store, housekeeping and listeners."""
+    """Owns the hub: config watcher, store, housekeeping, webhook workers and listeners."""
 
     _log = Logger()
 
@@ -46,6 +46,7 @@ class HaitatsuService(MultiService):
         )
         self.housekeeping.setServiceParent(self)
         self.ready = defer.Deferred()
+        self.webhooks = self._build_webhooks(config)
         self._build_listeners(config)
 
     def get_config(self) -> Config:
@@ -90,7 +91,31 @@ class HaitatsuService(MultiService):
 
     def _opened(self, _):
         self._log.info("storage open; haitatsu is ready")
+        if self.webhooks is not None:
+            # Started once the store is open (a running MultiService starts a child it gains);
+            # stopped with the other children, before the store closes.
+            self.webhooks.setServiceParent(self)
         self.ready.callback(self)
+
+    def _build_webhooks(self, config: Config):
+        """The webhook workers (``workers.enabled``), each POSTing through one treq client."""
+        if not config.workers.enabled:
+            return None
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from haitatsu.webhooks import WebhookWorker
+
+        pool = HTTPConnectionPool(self.reactor, persistent=True)
+        pool.maxPersistentPerHost = 4
+        return WebhookWorker(
+            self.store,
+            self.get_config,
+            HTTPClient(Agent(self.reactor, pool=pool)),
+            self.reactor,
+            node=config.server.instance_name,
+            loops=config.workers.concurrency or 1,
+        )
 
     def _failed_to_open(self, failure):
         self._log.failure("could not open storage; stopping", failure)

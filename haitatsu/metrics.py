@@ -16,8 +16,12 @@ from prometheus_client import (
     Gauge,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+
+# Go's client has no ``*_created`` series; a scraper configured for the original sees the same.
+disable_created_metrics()
 
 __all__ = ["CONTENT_TYPE_LATEST", "METRICS", "Metrics"]
 

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.mail.smtp import COMMAND, DATA, ESMTP
 
 from haitatsu.interfaces import OverQuota
+from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
 from haitatsu.smtp.spool import SpoolFile
@@ -116,6 +117,7 @@ class InboundESMTP(ESMTP):
         peer = self.transport.getPeer()
         self.remote_ip = str(getattr(peer, "host", peer))
         self._log.debug("connection from {remote_ip}", remote_ip=self.remote_ip)
+        METRICS.smtp_connections.inc()
         ESMTP.connectionMade(self)
 
     def greeting(self):
@@ -565,6 +567,7 @@ class InboundESMTP(ESMTP):
                 ],
             )
         except OverQuota:
+            METRICS.mailbox_over_quota.inc()
             self._log.info("tempfail {trace_id}: every mailbox over quota", **fields)
             self.reply(OVER_QUOTA)
             return
@@ -585,6 +588,7 @@ class InboundESMTP(ESMTP):
             "accepted {trace_id} from {remote_ip} for {mailbox_ids} ({size} bytes)",
             **{**fields, "mailbox_ids": placed_ids},
         )
+        METRICS.messages_received.inc()
         self.reply(Reply(250, "2.0.0", f"OK {trace_id}"))
 
 
