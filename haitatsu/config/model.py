@@ -298,6 +298,8 @@ class WebhooksConfig:
 
 
 def _nameservers(value) -> tuple:
+    if value == {}:
+        return ()  # `nameservers {}` in a config that does not amend the schema
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise ValueError("expected a Listing of host or host:port Strings")
     out = []
