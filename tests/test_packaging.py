@@ -13,6 +13,25 @@ SITE = sysconfig.get_paths()["purelib"]
 INSTALLED = os.path.isdir(os.path.join(SITE, "haitatsu"))
 
 
+class PackageListTests(unittest.SynchronousTestCase):
+    """setup.cfg lists packages explicitly (DESIGN.md): every package in the tree must be there,
+    or ``pip install .`` silently leaves it out."""
+
+    def test_every_package_is_listed_in_setup_cfg(self):
+        import configparser
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        parser = configparser.ConfigParser()
+        parser.read(os.path.join(root, "setup.cfg"))
+        listed = set(parser["options"]["packages"].split())
+        found = {
+            os.path.relpath(dirpath, root).replace(os.sep, ".")
+            for dirpath, _, files in os.walk(os.path.join(root, "haitatsu"))
+            if "__init__.py" in files
+        }
+        self.assertEqual(sorted(found - listed), [])
+
+
 class InstalledPackageTests(unittest.SynchronousTestCase):
     skip = None if INSTALLED else "haitatsu is not installed in this environment (run ./dev test)"
 

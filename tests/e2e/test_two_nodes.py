@@ -1,6 +1,6 @@
-"""Two real ``twistd -n haitatsu`` nodes on one PostgreSQL database and one shared blob
-directory: IMAP IDLE on node A sees a message delivered over SMTP to node B within a second (the
-LISTEN/NOTIFY change bus), and so does NOOP."""
+"""Two real ``twistd -n haitatsu`` nodes on one PostgreSQL database and one S3 bucket (moto on
+loopback): IMAP IDLE on node A sees a message delivered over SMTP to node B within a second (the
+LISTEN/NOTIFY change bus), and so does NOOP; the body B stored is read back on A from S3."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import time
 from twisted.trial import unittest
 
 from tests.e2e.test_mail_loop import ServerProcess, free_port
-from tests.support import PG_SKIP, make_pg_database
+from tests.support import MOTO_REGION, PG_SKIP, MotoS3Mixin, make_pg_database
 
 
-def node_config(ports: dict, name: str, dsn: str, blob_dir: str) -> str:
+def node_config(ports: dict, name: str, dsn: str, moto, bucket: str) -> str:
     return f"""
 server {{
   api_addr = "127.0.0.1:{ports["http"]}"
@@ -31,7 +31,13 @@ database {{
   dsn = {json.dumps(dsn)}
   max_connections = 4
 }}
-storage {{ blob_dir = {json.dumps(blob_dir)} }}
+s3 {{
+  endpoint = "{moto.endpoint}"
+  bucket = "{bucket}"
+  access_key_id = "{moto.access_key_id}"
+  secret_access_key = "{moto.secret_access_key}"
+  region = "{MOTO_REGION}"
+}}
 tls {{ mode = "off" }}
 api {{ service_token = read?("env:E2E_TOKEN") ?? "unset" }}
 """
@@ -85,20 +91,33 @@ MESSAGE = (
 )
 
 
-class TwoNodeTests(unittest.TestCase):
+class TwoNodeTests(MotoS3Mixin, unittest.TestCase):
     skip = PG_SKIP
+    timeout = 120
+
+    @classmethod
+    def setUpClass(cls):
+        if PG_SKIP:
+            return
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        if PG_SKIP:
+            return
+        super().tearDownClass()
 
     async def setUp(self):
         dsn = await make_pg_database(self)
         root = os.path.abspath(self.mktemp())
-        blob_dir = os.path.join(root, "shared-blobs")
+        self.bucket = bucket = self.moto.create_bucket()
         self.nodes = {}
         for name in ("a", "b"):
             workdir = os.path.join(root, name)
             os.makedirs(workdir)
             ports = {key: free_port() for key in ("http", "smtp", "imap")}
             node = ServerProcess(workdir, ports)
-            node.write_config(0, node_config(ports, name, dsn, blob_dir))
+            node.write_config(0, node_config(ports, name, dsn, self.moto, bucket))
             self.nodes[name] = node
         for node in self.nodes.values():
             self.addCleanup(node.stop)
@@ -145,7 +164,7 @@ class TwoNodeTests(unittest.TestCase):
             self.assertTrue(ok.startswith(b"a3 OK"), ok)
 
             # NOOP on A (another connection, not idling) reports the same delivery, and the
-            # message body written by B is readable on A from the shared blob directory.
+            # message body B put in the bucket is readable on A.
             ok = poller.command(b"a3", b"NOOP")
             self.assertTrue(ok.startswith(b"a3 OK"), ok)
             self.assertIn(b"* 1 EXISTS", poller.transcript)
@@ -158,6 +177,7 @@ class TwoNodeTests(unittest.TestCase):
             ok = poller.command(b"a5", b"UID FETCH 1 (BODY.PEEK[])")
             self.assertTrue(ok.startswith(b"a5 OK"), ok)
             self.assertIn(b"Delivered on B, announced on A.", poller.transcript)
+            self.assertTrue(self.moto.object_names(self.bucket))
         finally:
             idler.close()
             poller.close()
