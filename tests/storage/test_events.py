@@ -165,3 +165,25 @@ class PostgresEventLogTests(EventLogTests, unittest.TestCase):
 
     async def make(self):
         return await make_pg_store(self)
+
+
+class PostgresClaimTests(unittest.TestCase):
+    skip = PG_SKIP
+
+    async def test_concurrent_claims_on_two_nodes_take_different_rows(self):
+        """FOR UPDATE SKIP LOCKED: node B passes over the row node A is claiming."""
+        from twisted.internet import defer, reactor
+
+        from haitatsu.storage import build_postgres_store
+
+        a = await make_pg_store(self)
+        b = build_postgres_store(reactor, a.db.engine.dsn, self.mktemp(), 2)
+        await b.open()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(b.close()))
+        ids = {await a.record_event("x.test", {"event": "x.test"}) for _ in range(6)}
+        claims = await defer.gatherResults(
+            [store.claim_event(name, {"x.test"}) for store, name in [(a, "a"), (b, "b")] * 3]
+        )
+        claimed = [c.id for c in claims if c is not None]
+        self.assertEqual(len(claimed), len(set(claimed)))
+        self.assertEqual(set(claimed), ids)
