@@ -81,8 +81,17 @@ class SchemathesisTests(unittest.TestCase):
             "--no-color",
         ]
         env = dict(os.environ, NO_COLOR="1", SCHEMATHESIS_HOOKS="")
+        # schemathesis keeps a cache of what it found in its working directory: a temporary one.
+        workdir = self.mktemp()
+        os.makedirs(workdir)
         result = await deferToThread(
-            subprocess.run, argv, capture_output=True, text=True, timeout=110, env=env
+            subprocess.run,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=110,
+            env=env,
+            cwd=workdir,
         )
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 0, output[-6000:])
