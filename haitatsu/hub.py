@@ -21,6 +21,7 @@ from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.housekeeping import Housekeeping
 from haitatsu.storage import build_store
+from haitatsu.tls import TLSService
 
 
 class HaitatsuService(MultiService):
@@ -45,6 +46,12 @@ class HaitatsuService(MultiService):
             gc_grace=config.storage.blob_gc_grace_seconds,
         )
         self.housekeeping.setServiceParent(self)
+        # None when tls.mode is off. Built here, before the reactor runs and before twistd drops
+        # privileges, so unusable certificate files stop the start with their error.
+        self.tls = TLSService.from_config(config, reactor)
+        if self.tls is not None:
+            self.tls.setServiceParent(self)
+            self.watcher.add_reload_check(self.tls.prepare_reload)
         self.ready = defer.Deferred()
         self.webhooks = self._build_webhooks(config)
         self._build_listeners(config)
@@ -58,30 +65,61 @@ class HaitatsuService(MultiService):
         from haitatsu.pop3 import POP3Factory
         from haitatsu.smtp import InboundSMTPFactory
 
+        tls = self.tls
+
+        def imap():
+            return IMAPFactory(
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.spool_dir,
+                self.login_throttle,
+                tls=tls,
+            )
+
+        def pop3():
+            return POP3Factory(
+                self.get_config, self.store, self.reactor, self.login_throttle, tls=tls
+            )
+
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir
+                self.get_config, self.store, self.reactor, self.spool_dir, tls=tls
             ),
-            "imap.addr": lambda: IMAPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir, self.login_throttle
-            ),
-            "pop3.addr": lambda: POP3Factory(
-                self.get_config, self.store, self.reactor, self.login_throttle
-            ),
-            # TODO(tls): "pop3.tls_addr" (implicit TLS) once listeners get a TLS context.
+            "imap.addr": imap,
+            "pop3.addr": pop3,
             "server.api_addr": lambda: HaitatsuAPI(
                 self.get_config, self.store, self.watcher, self.reactor
             ).site(),
         }
-        if config.pop3.tls_addr:
-            self._log.warn("pop3.tls_addr is set, but implicit TLS is not built yet: not listening")
+        # Implicit TLS: the same protocols, TLS from the first byte (and so no STARTTLS and no
+        # plaintext-login refusal on them). Served only when TLS is configured.
+        implicit = {"imap.tls_addr": imap, "pop3.tls_addr": pop3}
         for key, make_factory in listeners.items():
-            endpoint = config.endpoint(key)
-            if not endpoint:
-                continue
-            service = strports.service(endpoint, make_factory())
-            service.setName(key)
-            service.setServiceParent(self)
+            self.listen(config, key, make_factory)
+        for key, make_factory in implicit.items():
+            self.listen(config, key, make_factory, implicit_tls=True)
+
+    def listen(self, config: Config, key: str, make_factory, implicit_tls: bool = False):
+        """Add a listener service for the address under ``key`` (nothing if it is empty).
+
+        With ``implicit_tls`` the connections speak TLS from the first byte; without TLS
+        configured such a listener is not opened (logged), as API.md says of
+        ``submission.tls_addr``.
+        """
+        endpoint = config.endpoint(key)
+        if not endpoint:
+            return None
+        factory = make_factory()
+        if implicit_tls:
+            if self.tls is None:
+                self._log.warn("{key} is set but tls.mode is off: not listening on it", key=key)
+                return None
+            factory = self.tls.wrap_factory(factory)
+        service = strports.service(endpoint, factory)
+        service.setName(key)
+        service.setServiceParent(self)
+        return service
 
     def startService(self):
         os.makedirs(self.spool_dir, exist_ok=True)

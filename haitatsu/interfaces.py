@@ -138,9 +138,14 @@ class IMailStore(Interface):
         """Undo a soft delete (app passwords stay revoked); fire with the Mailbox or None."""
 
     def resolve_recipient(address):
-        """Resolve an RCPT address (API.md 5.2: exact mailbox, plus-addressing); fire with a
-        ``Recipient`` for an active mailbox, or None. ``Recipient.over_quota`` says whether the
-        mailbox (``used >= quota``) or its domain is already full ("mailbox", "domain", "")."""
+        """Resolve an RCPT address (API.md 5.2 steps 2-7: exact mailbox, exact route, the
+        ``+tag``-less base as mailbox then route, pattern routes, the catch-all); fire with a
+        ``Recipient`` or None. ``Recipient.mailbox_ids`` are the active mailboxes with room;
+        when every one is full, ``over_quota`` says which quota ("mailbox", "domain")."""
+
+    def may_send_as(mailbox_id, address):
+        """Fire with whether the mailbox may send as ``address``: its primary address, or the
+        source of an active route whose destinations include it (API.md 1.4), without case."""
 
     # -- quotas ----------------------------------------------------------------------------
 
@@ -289,6 +294,23 @@ class IMailStore(Interface):
     def expunge(folder_id, uids=None):
         """Remove the folder's messages flagged ``\\Deleted`` (only those in ``uids`` if given):
         moved to Trash, or soft-deleted when the folder is Trash. Fire with the removed UIDs."""
+
+    def changed_since(folder_id, modseq):
+        """Fire with the folder's live ``MailboxMessage`` rows whose MODSEQ is above
+        ``modseq`` (new messages, flag changes), ordered by UID. RFC 7162 CONDSTORE."""
+
+    def vanished_since(folder_id, modseq):
+        """Fire with the UIDs that left the folder (expunge, move, POP3 deletion) at a MODSEQ
+        above ``modseq``, ascending. RFC 7162 QRESYNC."""
+
+    def store_flags_unchanged_since(folder_id, uids, flags, mode, unchanged_since):
+        """``store_flags`` that leaves alone every message whose MODSEQ is above
+        ``unchanged_since``; fire with ``ConditionalStore(changed, modified)``."""
+
+    def deliver_batch(items, trace_id):
+        """Deliver ``(spool_path, Delivery, internal_date or None)`` items in one transaction:
+        all are stored or none (``OverQuota``, ``ValueError`` for a missing folder). Fire with
+        the placed ``MailboxMessage`` of each, in order. IMAP MULTIAPPEND."""
 
     def delete_messages(folder_id, uids, to_trash=True):
         """Remove the folder's live messages with these UIDs regardless of flags (POP3 DELE):

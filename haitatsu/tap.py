@@ -45,4 +45,8 @@ def makeService(options):
 
     from haitatsu.hub import HaitatsuService
 
-    return HaitatsuService(options["config"], options["parsed_config"], reactor)
+    try:
+        return HaitatsuService(options["config"], options["parsed_config"], reactor)
+    except ConfigError as e:
+        # Unusable TLS certificate files, for example: say which, without a traceback.
+        raise SystemExit(f"haitatsu: cannot start: {e}") from None

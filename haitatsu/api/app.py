@@ -13,17 +13,22 @@ from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from haitatsu.api import (
+    audit,
     conventions,
     dnscheck,
     domains,
     events,
     folders,
+    labels,
+    mail_routes,
     mailboxes,
+    message_actions,
     messages,
     metrics,
     openapi,
     ops,
     passwords,
+    routing_rules,
     senderrules,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
@@ -36,6 +41,11 @@ RESOURCES = (
     folders,
     messages,
     domains,
+    mail_routes,
+    routing_rules,
+    labels,
+    message_actions,
+    audit,
     events,
     senderrules,
     dnscheck,

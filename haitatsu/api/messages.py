@@ -1,4 +1,4 @@
-"""Messages: list, get and raw (API.md 1.7).
+"""Messages: list (with search), get and raw (API.md 1.7).
 
 Every ``/messages/:id`` route takes the *mailbox_message* id. ``raw`` streams the stored message
 (``IMailStore.open_message``, whatever blobs it is stored as) with a producer, so serving a large
@@ -13,6 +13,7 @@ from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
 
+from haitatsu.api import search
 from haitatsu.api.conventions import (
     APIError,
     RouteTable,
@@ -20,10 +21,12 @@ from haitatsu.api.conventions import (
     omit_zero,
     page_of,
     page_response,
-    query,
     timestamp,
 )
+from haitatsu.api.conventions import query as query_param
+from haitatsu.api.labels import label_json
 from haitatsu.api.mailboxes import go_number
+from haitatsu.storage.store import MessageQuery, UnknownSearchName
 
 routes = RouteTable()
 _log = Logger()
@@ -83,44 +86,47 @@ def message_json(info) -> dict:
 
 
 def message_view_json(view) -> dict:
-    """``{"mailbox_message", "message", "labels"}``; ``labels`` is null while none exist."""
-    row, info = view
+    """``{"mailbox_message", "message", "labels"}``; ``labels`` is null when there are none."""
+    row, info = view[0], view[1]
+    labels = view[2] if len(view) > 2 else []
     return {
         "mailbox_message": mailbox_message_json(row),
         "message": message_json(info),
-        "labels": None,
+        "labels": [label_json(label) for label in labels] or None,
     }
 
 
-def _flag_filter(text: str) -> bool | None:
+def _flag_filter(text: str) -> tuple[bool, ...]:
     # The original: "true" filters on true, any other non-empty value on false.
     if not text:
-        return None
-    return text == "true"
+        return ()
+    return (text == "true",)
 
 
 @routes.route("GET", "/api/v1/mailboxes/<mailbox_id>/messages", failure="message_list_failed")
 async def list_messages(api, request, mailbox_id):
     page = page_of(request)
-    if query(request, "q").strip():
-        raise APIError(400, "invalid_message_search", "search is not available yet")
-    if query(request, "label_id"):
-        # No message carries a label yet, so a label filter matches nothing.
-        return page_response(request, [], page, message_view_json)
-    rows = await api.store.list_messages(
-        mailbox_id,
-        folder_id=query(request, "folder_id") or None,
-        read=_flag_filter(query(request, "read")),
-        flagged=_flag_filter(query(request, "flagged")),
-        limit=page.limit + 1,
-        before=page.before,
+    query = MessageQuery(
+        folder_id=query_param(request, "folder_id") or None,
+        label_id=query_param(request, "label_id") or None,
+        read=_flag_filter(query_param(request, "read")),
+        flagged=_flag_filter(query_param(request, "flagged")),
     )
+    q = query_param(request, "q")
+    if q.strip():
+        query = search.parse(q, query)
+    try:
+        rows = await api.store.query_messages(
+            mailbox_id, query, limit=page.limit + 1, before=page.before
+        )
+    except UnknownSearchName as e:
+        raise search.invalid_search(str(e)) from None
     return page_response(request, rows, page, message_view_json)
 
 
 @routes.route("GET", "/api/v1/messages/<message_id>", failure="message_load_failed")
 async def get_message(api, request, message_id):
-    view = await api.store.get_message_view(message_id)
+    view = await api.store.get_message_entry(message_id)
     if view is None:
         raise APIError(404, "message_not_found", "Message not found")
     return data(request, message_view_json(view))

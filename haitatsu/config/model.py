@@ -75,6 +75,8 @@ class SMTPConfig:
 @attrs.frozen
 class IMAPConfig:
     addr: str = "127.0.0.1:1143"
+    #: Our addition: IMAP over implicit TLS (port 993); served only when TLS is configured.
+    tls_addr: str = ""
     max_connections_per_ip: int = attrs.field(default=30, validator=_nonneg)
     idle_timeout_seconds: int = attrs.field(default=1800, validator=_nonneg)
 
@@ -85,7 +87,7 @@ class POP3Config:
     existing configuration of the original opens no new port."""
 
     addr: str = ""
-    #: Implicit TLS (port 995); served once TLS is built. TODO(tls): wire with the TLS issue.
+    #: Implicit TLS (port 995); served only when TLS is configured.
     tls_addr: str = ""
     #: RFC 1939 wants at least 10 minutes; 0 disables the timer.
     idle_timeout_seconds: int = attrs.field(default=600, validator=_nonneg)
@@ -212,13 +214,25 @@ class StorageConfig:
 
 
 @attrs.frozen
+class TLSCertificateConfig:
+    """One more certificate for ``tls.mode = "manual"``, served to clients that ask for one of
+    its names (SNI)."""
+
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@attrs.frozen
 class TLSConfig:
     mode: str = attrs.field(
         default="off",
         validator=attrs.validators.in_(["off", "disabled", "", "manual", "acme", "storage"]),
     )
+    #: The default certificate (PEM, leaf first, then the chain) and its key.
     cert_file: str = ""
     key_file: str = ""
+    #: Our addition: more certificates, chosen by the name the client asks for (docs/tls.md).
+    certificates: tuple[TLSCertificateConfig, ...] = ()
     acme_email: str = ""
     acme_ca: str = ""
     acme_cache_path: str = "/var/lib/haitatsu/certmagic"
@@ -405,6 +419,10 @@ class Config:
                 self.tls,
                 cert_file=absolute(self.tls.cert_file),
                 key_file=absolute(self.tls.key_file),
+                certificates=tuple(
+                    attrs.evolve(c, cert_file=absolute(c.cert_file), key_file=absolute(c.key_file))
+                    for c in self.tls.certificates
+                ),
                 acme_cache_path=absolute(self.tls.acme_cache_path),
             ),
         )
@@ -436,6 +454,9 @@ class Config:
             raise ConfigError("webhooks.secret: required when webhooks.endpoints is not empty")
         if config.tls.mode == "manual" and not (config.tls.cert_file and config.tls.key_file):
             raise ConfigError('tls.cert_file, tls.key_file: required when tls.mode is "manual"')
+        for i, extra in enumerate(config.tls.certificates):
+            if not (extra.cert_file and extra.key_file):
+                raise ConfigError(f"tls.certificates[{i}]: cert_file and key_file are required")
         if base_dir is not None:
             config = config.resolve_paths(base_dir)
         return config
@@ -446,6 +467,7 @@ LISTENER_KEYS = (
     "server.api_addr",
     "smtp.inbound_addr",
     "imap.addr",
+    "imap.tls_addr",
     "pop3.addr",
     "pop3.tls_addr",
     "submission.starttls_addr",
@@ -463,11 +485,18 @@ RESTART_KEYS = (
     "server.data_dir",
     "smtp.inbound_addr",
     "imap.addr",
+    "imap.tls_addr",
     "pop3.addr",
     "pop3.tls_addr",
     "submission.starttls_addr",
     "submission.tls_addr",
-    "tls",
+    # Turning TLS on or off changes which listeners exist and what they allow before TLS; the
+    # certificate files (tls.cert_file, key_file, certificates) are re-read on every reload,
+    # so renewed or moved certificates need no restart (docs/tls.md).
+    "tls.mode",
+    "tls.acme_email",
+    "tls.acme_ca",
+    "tls.acme_cache_path",
     "workers.enabled",
 )
 
@@ -531,6 +560,10 @@ def _coerce(hint, value, key):
         if value is None:
             return None
         (hint,) = [a for a in args if a is not type(None)]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a Listing, got {_kind(value)}")
+        return tuple(_coerce(args[0], item, f"{key}[{i}]") for i, item in enumerate(value))
     if attrs.has(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a block, got {_kind(value)}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 from twisted.application.service import Service
@@ -38,6 +38,10 @@ class ReloadError(Exception):
 
 
 Listener = Callable[[Config, Config], object]
+
+#: ``async check(new) -> commit | None``: runs on every reload, before the swap, even when the
+#: file is unchanged; raising ``ConfigError`` refuses the reload; ``commit()`` runs after the swap.
+ReloadCheck = Callable[[Config], Awaitable[Callable[[], None] | None]]
 
 
 class ConfigWatcher(Service):
@@ -64,6 +68,7 @@ class ConfigWatcher(Service):
         self._debounce = debounce
         self._handle_sighup = handle_sighup
         self._listeners: list[Listener] = []
+        self._checks: list[ReloadCheck] = []
         self._lock = DeferredLock()
         self._auto_queued = False
         self._pending_call = None
@@ -80,6 +85,13 @@ class ConfigWatcher(Service):
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+
+    def add_reload_check(self, check: ReloadCheck) -> None:
+        """Run ``check(new)`` on every reload that passes validation, before the swap and even
+        when the file did not change: for state that lives outside the file but is re-read on
+        reload (TLS certificate files). A ``ConfigError`` from it refuses the reload; the
+        callable it returns (if any) runs once the reload is accepted."""
+        self._checks.append(check)
 
     def reload(self) -> Deferred[Config]:
         """Re-evaluate the file and swap it in; fire with the live config or fail ``ReloadError``.
@@ -199,6 +211,21 @@ class ConfigWatcher(Service):
                 reason=reason,
             )
             raise ReloadError(reason)
+        commits = []
+        for check in list(self._checks):
+            try:
+                commit = await check(new)
+            except ConfigError as e:
+                self._log.error(
+                    "config reload ({trigger}) refused, keeping the running config: {reason}",
+                    trigger=trigger,
+                    reason=str(e),
+                )
+                raise ReloadError(str(e)) from None
+            if commit is not None:
+                commits.append(commit)
+        for commit in commits:
+            commit()
         if new == old:
             self._log.info("config reload ({trigger}): no change", trigger=trigger)
             return old

@@ -76,7 +76,9 @@ class Account:
         if folder is None:
             return None
         rows = await self.store.list_folder_messages(folder.id)
-        return FolderView(folder=folder, readonly=not rw, rows=list(rows))
+        return FolderView(
+            folder=folder, readonly=not rw, rows=list(rows), highest_modseq=folder.highest_modseq
+        )
 
     def listMailboxes(self, ref, wildcard):
         ref = decode_mailbox(ref) if isinstance(ref, bytes) else ref
@@ -208,6 +210,7 @@ class Update:
     """What changed between a session's view and the store, in the order to report it."""
 
     expunged: list[int] = attrs.Factory(list)  # sequence numbers, descending
+    vanished: list[int] = attrs.Factory(list)  # the same messages' UIDs, ascending
     flags: list[tuple[int, object]] = attrs.Factory(list)  # (seq, row)
     exists: int | None = None
 
@@ -222,6 +225,9 @@ class FolderView:
     folder: object
     readonly: bool
     rows: list = attrs.field(factory=list)  # MailboxMessage, sorted by uid
+    #: The folder's HIGHESTMODSEQ as far as this session has told its client (RFC 7162): read
+    #: before the rows of each refresh, so it never covers a change not yet reported.
+    highest_modseq: int = 0
     uids: list[int] = attrs.field(init=False)
     by_uid: dict = attrs.field(init=False)
 
@@ -286,10 +292,11 @@ class FolderView:
         """Bring the view up to ``rows`` (the folder's current messages) and say what changed."""
         update = Update()
         current = {r.uid: r for r in rows}
-        update.expunged = self.remove([uid for uid in self.uids if uid not in current])
+        update.vanished = [uid for uid in self.uids if uid not in current]
+        update.expunged = self.remove(update.vanished)
         for i, uid in enumerate(self.uids):
             new = current[uid]
-            if new.flags != self.rows[i].flags:
+            if new.flags != self.rows[i].flags or new.modseq != self.rows[i].modseq:
                 update.flags.append((i + 1, new))
             self.rows[i] = new
             self.by_uid[uid] = new

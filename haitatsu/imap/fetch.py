@@ -16,7 +16,7 @@ import attrs
 from haitatsu.imap.wire import Atom, IMAPSyntaxError
 
 #: Items answered from the mailbox_message row alone.
-ROW_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE"})
+ROW_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 #: Items answered from the stored MessageInfo strings.
 INFO_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 

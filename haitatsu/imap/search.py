@@ -46,10 +46,17 @@ class SearchProgram:
     predicate: Callable[[Candidate], bool]
     needs_info: bool = False
     needs_text: bool = False
+    #: The keys include MODSEQ (RFC 7162 3.1.5): the answer reports the highest MODSEQ matched.
+    uses_modseq: bool = False
 
 
-def compile_search(tokens: list, uids: list[int]) -> SearchProgram:
-    """Compile SEARCH arguments against the session's view (``uids`` in sequence order)."""
+def compile_search(
+    tokens: list, uids: list[int], saved: list[int] | None = None, now_ns: int = 0
+) -> SearchProgram:
+    """Compile SEARCH arguments against the session's view (``uids`` in sequence order).
+
+    ``saved`` is SEARCHRES's ``$`` (RFC 5182) as UIDs; ``now_ns`` the time WITHIN's OLDER and
+    YOUNGER (RFC 5032) count back from."""
     tokens = list(tokens)
     if len(tokens) >= 2 and _is_word(tokens[0], "CHARSET"):
         charset = _text(tokens[1]).upper()
@@ -59,7 +66,7 @@ def compile_search(tokens: list, uids: list[int]) -> SearchProgram:
     if not tokens:
         raise IMAPSyntaxError("missing search keys")
     program = SearchProgram(predicate=lambda c: True)
-    parser = _Parser(tokens, uids, program)
+    parser = _Parser(tokens, uids, program, saved or [], now_ns)
     predicates = []
     while parser.more():
         predicates.append(parser.key())
@@ -100,11 +107,13 @@ _ADDRESS_KEYS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
 
 
 class _Parser:
-    def __init__(self, tokens, uids, program):
+    def __init__(self, tokens, uids, program, saved, now_ns):
         self.tokens = tokens
         self.i = 0
         self.uids = uids
         self.program = program
+        self.saved = saved
+        self.now_ns = now_ns
 
     def more(self) -> bool:
         return self.i < len(self.tokens)
@@ -136,13 +145,16 @@ class _Parser:
         if isinstance(token, list):
             if not token:
                 raise IMAPSyntaxError("empty search list")
-            inner = _Parser(token, self.uids, self.program)
+            inner = _Parser(token, self.uids, self.program, self.saved, self.now_ns)
             predicates = []
             while inner.more():
                 predicates.append(inner.key())
             return _all(predicates)
         if not isinstance(token, Atom):
             raise IMAPSyntaxError("search key expected")
+        if token == b"$":
+            wanted = set(self.saved)
+            return lambda c: c.row.uid in wanted
         if is_sequence_set(token):
             return self._uid_set(token, by_uid=False)
         name = token.upper().decode("ascii", "replace")
@@ -188,8 +200,34 @@ class _Parser:
             self.program.needs_info = self.program.needs_text = True
             needle = self.string()
             return lambda c: needle in (c.text or "") or needle in _all_headers_text(c.info)
+        if name in ("OLDER", "YOUNGER"):
+            seconds = self.number()
+            if seconds == 0:
+                raise IMAPSyntaxError("interval must be positive")
+            limit = self.now_ns - seconds * 1_000_000_000
+            if name == "OLDER":
+                return lambda c: c.row.internal_date <= limit
+            return lambda c: c.row.internal_date >= limit
+        if name == "MODSEQ":
+            # MODSEQ [entry-name entry-type] n: every flag shares the message's MODSEQ here,
+            # so the entry is checked for syntax and the message's MODSEQ compared.
+            if self.more() and isinstance(self.tokens[self.i], String):
+                self.next()
+                entry_type = self.next()
+                if (
+                    not _is_word(entry_type, "PRIV")
+                    and not _is_word(entry_type, "SHARED")
+                    and not _is_word(entry_type, "ALL")
+                ):
+                    raise IMAPSyntaxError("MODSEQ entry type is priv, shared or all")
+            modseq = self.number()
+            self.program.uses_modseq = True
+            return lambda c: c.row.modseq >= modseq
         if name == "UID":
             token = self.next()
+            if token == b"$":
+                wanted = set(self.saved)
+                return lambda c: c.row.uid in wanted
             if not is_sequence_set(token):
                 raise IMAPSyntaxError("UID needs a sequence set")
             return self._uid_set(token, by_uid=True)

@@ -14,6 +14,10 @@ and why:
   BODYSTRUCTURE strings stored at delivery; bodies stream from the store
   (``open_message``, whatever blobs a message is stored as) through a producer.
   Message sets are intersected with the session's view, never iterated number by number.
+- **STARTTLS** (RFC 3501 6.2.1), offered when the factory has a ``TLSService``. Until TLS is on,
+  such a server advertises ``LOGINDISABLED`` and no ``AUTH=`` mechanism, and answers LOGIN and
+  AUTHENTICATE ``NO [PRIVACYREQUIRED]`` (RFC 5530): the password never crosses in the clear.
+  Input pipelined behind STARTTLS is discarded.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
+from haitatsu.imap.extensions import ExtensionsMixin
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.wire import (
     Atom,
@@ -53,7 +58,6 @@ from haitatsu.imap.wire import (
     format_internal_date,
     format_uid_set,
     literal_marker,
-    parse_date_time,
     parse_sequence_set,
     resolve_sequence_set,
     split_command,
@@ -70,6 +74,7 @@ from haitatsu.interfaces import (
 )
 from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
+from haitatsu.tls import is_secure
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_BY_LOWER = {f.lower(): f for f in FLAG_COLUMNS}
@@ -85,6 +90,7 @@ COMMANDS = {
     b"LOGOUT": ("logout", _ANY),
     b"LOGIN": ("login", ("unauth",)),
     b"AUTHENTICATE": ("authenticate", ("unauth",)),
+    b"STARTTLS": ("starttls", ("unauth",)),
     b"SELECT": ("select", _AUTH),
     b"EXAMINE": ("examine", _AUTH),
     b"LIST": ("list", _AUTH),
@@ -110,8 +116,22 @@ COMMANDS = {
     b"COPY": ("copy", _SELECT),
     b"MOVE": ("copy", _SELECT),
     b"UID": ("uid", _SELECT),
+    b"SORT": ("sort", _SELECT),
+    b"THREAD": ("thread", _SELECT),
+    b"GETQUOTA": ("getquota", _AUTH),
+    b"GETQUOTAROOT": ("getquotaroot", _AUTH),
+    b"SETQUOTA": ("setquota", _AUTH),
 }
-UID_COMMANDS = (b"FETCH", b"STORE", b"SEARCH", b"COPY", b"MOVE", b"EXPUNGE")
+UID_COMMANDS = (
+    b"FETCH",
+    b"STORE",
+    b"SEARCH",
+    b"COPY",
+    b"MOVE",
+    b"EXPUNGE",
+    b"SORT",
+    b"THREAD",
+)
 
 
 class _PlainCredentials(PLAINCredentials):
@@ -284,7 +304,7 @@ def _astring(token) -> bytes:
     return bytes(token)
 
 
-class IMAPServer(imap4.IMAP4Server):
+class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     """One IMAP session. ``state`` is twisted's: unauth, auth, select, logout."""
 
     IDENT = b"haitatsu IMAP4rev1 ready"
@@ -297,9 +317,11 @@ class IMAPServer(imap4.IMAP4Server):
 
     _log = Logger()
 
-    def __init__(self, config, store, portal, clock, spool_dir=None):
+    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
+        #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
+        self.tls = tls
         self.store = store
         self.portal = portal
         self.clock = clock
@@ -326,8 +348,11 @@ class IMAPServer(imap4.IMAP4Server):
         self._idle_refresh_running = False
         self._view_lock = defer.DeferredLock()
         self._selected_deleted = False
-        #: Capabilities the client turned on with ENABLE (RFC 5161).
+        #: Capabilities the client turned on with ENABLE (RFC 5161) or, for CONDSTORE, with any
+        #: CONDSTORE enabling command (RFC 7162 3.1).
         self.enabled: set[bytes] = set()
+        #: SEARCHRES's ``$`` (RFC 5182): UIDs saved by ``SEARCH RETURN (SAVE)``.
+        self.saved_uids: list[int] = []
 
     # -- connection --------------------------------------------------------------------------
 
@@ -363,12 +388,29 @@ class IMAPServer(imap4.IMAP4Server):
         self._close_view()
         self.transport.loseConnection()
 
+    @property
+    def secure(self) -> bool:
+        return is_secure(self.transport)
+
+    @property
+    def login_disabled(self) -> bool:
+        """TLS is configured but not yet on: no credentials may be sent (RFC 3501 6.2.3)."""
+        return self.tls is not None and not self.secure
+
     def listCapabilities(self):
         caps = [b"IMAP4rev1", b"LITERAL+", b"SASL-IR"]
         if self.state == "unauth":
-            caps += [b"AUTH=" + mech for mech in self.challengers]
+            if self.login_disabled:
+                caps += [b"STARTTLS", b"LOGINDISABLED"]
+            else:
+                caps += [b"AUTH=" + mech for mech in self.challengers]
         caps += [b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"CHILDREN", b"SPECIAL-USE"]
-        caps += [b"UNSELECT", b"UIDPLUS", b"MOVE"]
+        caps += [b"UNSELECT", b"UIDPLUS", b"MOVE", b"CONDSTORE", b"QRESYNC"]
+        caps += [b"ESEARCH", b"SEARCHRES", b"WITHIN", b"SORT"]
+        caps += [b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES"]
+        caps += [b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND"]
+        caps += [b"APPENDLIMIT=%d" % self.config.max_message_size]
+        caps += [b"QUOTA", b"QUOTA=RES-STORAGE"]
         return caps
 
     # -- framing -----------------------------------------------------------------------------
@@ -601,7 +643,51 @@ class IMAPServer(imap4.IMAP4Server):
 
     # -- authentication ----------------------------------------------------------------------
 
+    def _refuse_plaintext(self, tag, command: bytes) -> bool:
+        if not self.login_disabled:
+            return False
+        self._log.info(
+            "IMAP {command} refused before STARTTLS",
+            command=command.decode("ascii"),
+            remote_ip=getattr(self.peer, "host", ""),
+        )
+        self.sendNegativeResponse(
+            tag, b"[PRIVACYREQUIRED] " + command + b" is disabled before STARTTLS"
+        )
+        return True
+
+    async def _cmd_starttls(self, tag, name, args, uid):
+        self._no_args(args)
+        if self.secure:
+            self.sendBadResponse(tag, b"TLS is already active")
+            return
+        if self.tls is None:
+            self.sendBadResponse(tag, b"STARTTLS is not available")
+            return
+        if not self.tls.available:
+            self.sendNegativeResponse(tag, b"[UNAVAILABLE] TLS is temporarily unavailable")
+            return
+        if self._inbuf:
+            # Anything pipelined behind STARTTLS was sent in the clear, possibly by someone in
+            # the middle: it must not run inside the encrypted session.
+            self._log.warn(
+                "discarding {octets} octets pipelined after STARTTLS",
+                octets=len(self._inbuf),
+                remote_ip=getattr(self.peer, "host", ""),
+            )
+            self._inbuf.clear()
+            self._discarding_line = False
+        self.sendPositiveResponse(tag, b"Begin TLS negotiation now")
+        try:
+            self.transport.startTLS(self.tls)
+        except Exception:
+            self._log.failure("IMAP STARTTLS failed")
+            self._closing = True
+            self.transport.loseConnection()
+
     async def _cmd_login(self, tag, name, args, uid):
+        if self._refuse_plaintext(tag, b"LOGIN"):
+            return
         if len(args) != 2:
             raise IMAPSyntaxError("LOGIN needs a user name and a password")
         user, password = _astring(args[0]), _astring(args[1])
@@ -610,6 +696,8 @@ class IMAPServer(imap4.IMAP4Server):
     async def _cmd_authenticate(self, tag, name, args, uid):
         if not args or len(args) > 2 or not isinstance(args[0], Atom):
             raise IMAPSyntaxError("AUTHENTICATE needs a mechanism")
+        if self._refuse_plaintext(tag, b"AUTHENTICATE"):
+            return
         mechanism = args[0].upper()
         if mechanism not in self.challengers:
             self.sendNegativeResponse(tag, b"Unsupported authentication mechanism")
@@ -668,6 +756,9 @@ class IMAPServer(imap4.IMAP4Server):
         self.sendPositiveResponse(tag, b"NAMESPACE completed")
 
     async def _cmd_list(self, tag, name, args, uid):
+        if name == b"LIST" and (len(args) != 2 or any(isinstance(a, list) for a in args)):
+            await self._list_extended(tag, args)
+            return
         if len(args) != 2:
             raise IMAPSyntaxError("%s needs a reference and a pattern" % name.decode())
         reference = decode_mailbox(_astring(args[0]))
@@ -779,20 +870,46 @@ class IMAPServer(imap4.IMAP4Server):
 
     # -- ENABLE, ID -----------------------------------------------------------------------------
 
-    #: What ENABLE can turn on; CONDSTORE, QRESYNC and UTF8=ACCEPT join when they are built.
-    ENABLEABLE: tuple[bytes, ...] = ()
+    #: What ENABLE can turn on (QRESYNC turns CONDSTORE on too, RFC 7162 3.2.3).
+    ENABLEABLE: tuple[bytes, ...] = (b"CONDSTORE", b"QRESYNC")
 
     async def _cmd_enable(self, tag, name, args, uid):
         if not args or not all(isinstance(a, Atom) for a in args):
             raise IMAPSyntaxError("ENABLE needs capability names")
         newly = []
+        condstore_before = self.condstore
         for cap in args:
             cap = cap.upper()
             if cap in self.ENABLEABLE and cap not in self.enabled:
                 self.enabled.add(cap)
                 newly.append(cap)
+        if b"QRESYNC" in self.enabled:
+            self.enabled.add(b"CONDSTORE")
         self.sendUntaggedResponse(b" ".join([b"ENABLED", *newly]))
+        if not condstore_before and self.condstore:
+            self._condstore_turned_on()
         self.sendPositiveResponse(tag, b"ENABLE completed")
+
+    @property
+    def condstore(self) -> bool:
+        return b"CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return b"QRESYNC" in self.enabled
+
+    def _enable_condstore(self):
+        """A CONDSTORE enabling command (RFC 7162 3.1) ran: from now on every FETCH with
+        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once."""
+        if not self.condstore:
+            self.enabled.add(b"CONDSTORE")
+            self._condstore_turned_on()
+
+    def _condstore_turned_on(self):
+        if self.view is not None:
+            self.sendPositiveResponse(
+                None, b"[HIGHESTMODSEQ %d] Highest" % self.view.highest_modseq
+            )
 
     async def _cmd_id(self, tag, name, args, uid):
         if len(args) != 1:
@@ -825,42 +942,74 @@ class IMAPServer(imap4.IMAP4Server):
         self.sendUntaggedResponse(b'ID ("name" "haitatsu" "version" "%s")' % __version__.encode())
         self.sendPositiveResponse(tag, b"ID completed")
 
-    async def _cmd_status(self, tag, name, args, uid):
-        if len(args) != 2 or not isinstance(args[1], list) or not args[1]:
-            raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
+    STATUS_ITEMS = (
+        b"MESSAGES",
+        b"RECENT",
+        b"UIDNEXT",
+        b"UIDVALIDITY",
+        b"UNSEEN",
+        b"HIGHESTMODSEQ",
+        b"SIZE",
+        b"APPENDLIMIT",
+        b"DELETED",
+        b"DELETED-STORAGE",
+    )
+
+    def _status_items(self, tokens) -> list[bytes]:
+        if not isinstance(tokens, list) or not tokens:
+            raise IMAPSyntaxError("STATUS needs a list of items")
         items = []
-        for item in args[1]:
-            if not isinstance(item, Atom) or item.upper() not in (
-                b"MESSAGES",
-                b"RECENT",
-                b"UIDNEXT",
-                b"UIDVALIDITY",
-                b"UNSEEN",
-            ):
+        for item in tokens:
+            if not isinstance(item, Atom) or item.upper() not in self.STATUS_ITEMS:
                 raise IMAPSyntaxError("unknown STATUS item")
             items.append(item.upper())
+        return items
+
+    async def _cmd_status(self, tag, name, args, uid):
+        if len(args) != 2:
+            raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
+        items = self._status_items(args[1])
         folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
+        if b"HIGHESTMODSEQ" in items:
+            self._enable_condstore()
+        await self._send_status(folder, items)
+        self.sendPositiveResponse(tag, b"STATUS completed")
+
+    async def _send_status(self, folder, items):
+        """``* STATUS`` for one folder (STATUS, and LIST-STATUS after its LIST line).
+
+        SIZE (RFC 8438) and DELETED-STORAGE (RFC 9208) add the messages' RFC822.SIZEs;
+        APPENDLIMIT (RFC 7889) is the server-wide limit, the same for every folder."""
         rows = await self.store.list_folder_messages(folder.id)
         last_uid = rows[-1].uid if rows else 0
+        deleted = [r for r in rows if r.imap_deleted]
         values = {
             b"MESSAGES": len(rows),
             b"RECENT": 0,
             b"UIDNEXT": max(folder.uid_next, last_uid + 1),
             b"UIDVALIDITY": folder.uid_validity,
             b"UNSEEN": sum(1 for r in rows if not r.read),
+            b"HIGHESTMODSEQ": folder.highest_modseq,
+            b"SIZE": sum(r.size_bytes for r in rows),
+            b"APPENDLIMIT": self.config.max_message_size,
+            b"DELETED": len(deleted),
+            b"DELETED-STORAGE": _kib(sum(r.size_bytes for r in deleted)),
         }
         data = b" ".join(b"%s %d" % (item, values[item]) for item in items)
         self.sendUntaggedResponse(b"STATUS %s (%s)" % (encode_mailbox(folder.name), data))
-        self.sendPositiveResponse(tag, b"STATUS completed")
 
     # -- selecting ---------------------------------------------------------------------------
 
     async def _cmd_select(self, tag, name, args, uid):
-        if len(args) != 1:
+        if len(args) not in (1, 2):
             raise IMAPSyntaxError("%s needs a mailbox" % name.decode())
+        condstore, qresync = self._select_params(args[1] if len(args) == 2 else None)
+        if self.view is not None:
+            # RFC 7162 3.2.11: the previous mailbox is closed before the new one's responses.
+            self.sendPositiveResponse(None, b"[CLOSED] Previous mailbox closed")
         self._close_view()
         self.state = "auth"
         readonly = name == b"EXAMINE"
@@ -868,6 +1017,8 @@ class IMAPServer(imap4.IMAP4Server):
         if view is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
+        if condstore:
+            self.enabled.add(b"CONDSTORE")
         self.view = view
         self.state = "select"
         self._changes_pending = False
@@ -890,8 +1041,57 @@ class IMAPServer(imap4.IMAP4Server):
         last_uid = view.uids[-1] if view.uids else 0
         uid_next = max(folder.uid_next, last_uid + 1)
         self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % uid_next)
+        self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
+        if qresync is not None and qresync[0] == folder.uid_validity:
+            await self._qresync(view, qresync[1], qresync[2])
         mode = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
         self.sendPositiveResponse(tag, mode + b" " + name + b" completed")
+
+    def _select_params(self, params):
+        """``(condstore, qresync)`` from SELECT/EXAMINE's optional parameter list (RFC 7162):
+        ``(CONDSTORE)`` or ``(QRESYNC (uidvalidity modseq [known-uids [seq-match-data]]))``;
+        ``qresync`` is ``(uidvalidity, modseq, known uid ranges or None)``."""
+        if params is None:
+            return False, None
+        if not isinstance(params, list) or not params:
+            raise IMAPSyntaxError("SELECT parameters must be a parenthesised list")
+        condstore, qresync = False, None
+        i = 0
+        while i < len(params):
+            word = params[i]
+            if not isinstance(word, Atom):
+                raise IMAPSyntaxError("invalid SELECT parameter")
+            word = word.upper()
+            if word == b"CONDSTORE":
+                condstore = True
+                i += 1
+            elif word == b"QRESYNC":
+                if not self.qresync:
+                    raise IMAPSyntaxError("QRESYNC must be enabled first (ENABLE QRESYNC)")
+                if i + 1 >= len(params) or not isinstance(params[i + 1], list):
+                    raise IMAPSyntaxError("QRESYNC needs (uidvalidity modseq [known-uids])")
+                qresync = _qresync_param(params[i + 1])
+                condstore = True
+                i += 2
+            else:
+                raise IMAPSyntaxError("unknown SELECT parameter")
+        return condstore, qresync
+
+    async def _qresync(self, view, modseq, known):
+        """RFC 7162 3.2.5.1: what changed since ``modseq``: ``VANISHED (EARLIER)`` for the
+        UIDs that left, then FETCH (UID FLAGS MODSEQ) for the messages that changed, both
+        limited to the client's known UIDs when it sent them."""
+        vanished = await self.store.vanished_since(view.folder.id, modseq)
+        if known is not None:
+            vanished = [u for u in vanished if _in_ranges(u, known)]
+        if vanished:
+            self.sendUntaggedResponse(b"VANISHED (EARLIER) " + format_uid_set(vanished))
+        for row in view.rows:
+            if row.modseq > modseq and (known is None or _in_ranges(row.uid, known)):
+                self.sendUntaggedResponse(
+                    b"%d FETCH (UID %d FLAGS %s MODSEQ (%d))"
+                    % (view.seq(row.uid), row.uid, _flag_list(row.flags), row.modseq)
+                )
 
     _cmd_examine = _cmd_select
 
@@ -916,6 +1116,7 @@ class IMAPServer(imap4.IMAP4Server):
         self.view = None
         self._changes_pending = False
         self._selected_deleted = False
+        self.saved_uids = []
 
     # -- changes (NOOP, CHECK, IDLE) ---------------------------------------------------------
 
@@ -959,20 +1160,39 @@ class IMAPServer(imap4.IMAP4Server):
                 self._close_view()
                 self.transport.loseConnection()
                 raise error.ConnectionDone()
+            # The folder's HIGHESTMODSEQ before its rows: whatever the rows show is at least
+            # that new, so the value never claims a change this refresh did not report.
+            folder = await self.store.get_folder_by_id(view.folder.id)
             rows = await self.store.list_folder_messages(view.folder.id)
             if view is not self.view or self._closing:
                 return
             update = view.refresh(rows)
-            for seq in update.expunged:
-                self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+            if folder is not None:
+                view.highest_modseq = max(view.highest_modseq, folder.highest_modseq)
+            self._send_expunged(update.expunged, update.vanished)
             for seq, row in update.flags:
                 self.sendUntaggedResponse(
-                    b"%d FETCH (FLAGS %s UID %d)" % (seq, _flag_list(row.flags), row.uid)
+                    b"%d FETCH (FLAGS %s UID %d%s)"
+                    % (seq, _flag_list(row.flags), row.uid, self._modseq_item(row))
                 )
             if update.exists is not None:
                 self.sendUntaggedResponse(b"%d EXISTS" % update.exists)
         finally:
             self._view_lock.release()
+
+    def _send_expunged(self, seqs, uids):
+        """``n EXPUNGE`` per message, or one ``VANISHED`` with the UIDs once QRESYNC is on
+        (RFC 7162 3.2.10: no EXPUNGE responses are sent to such a client)."""
+        if self.qresync:
+            if uids:
+                self.sendUntaggedResponse(b"VANISHED " + format_uid_set(sorted(uids)))
+            return
+        for seq in seqs:
+            self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+
+    def _modseq_item(self, row) -> bytes:
+        """`` MODSEQ (n)`` for a FETCH response once CONDSTORE is on (RFC 7162 3.1.4)."""
+        return b" MODSEQ (%d)" % row.modseq if self.condstore else b""
 
     async def _cmd_idle(self, tag, name, args, uid):
         self._no_args(args)
@@ -1000,6 +1220,10 @@ class IMAPServer(imap4.IMAP4Server):
     def _target_uids(self, token, uid) -> list[int]:
         if not isinstance(token, Atom):
             raise IMAPSyntaxError("sequence set expected")
+        if token == b"$":
+            # SEARCHRES (RFC 5182): the saved result, less what has been expunged since.
+            view = self.view
+            return [u for u in self.saved_uids if u in view.by_uid]
         ranges = parse_sequence_set(bytes(token))
         uids = self.view.uids
         return [uids[i] for i in resolve_sequence_set(ranges, uids, uid)]
@@ -1023,9 +1247,10 @@ class IMAPServer(imap4.IMAP4Server):
             removed = []
         else:
             removed = await self.store.expunge(view.folder.id, only)
-        for seq in view.remove(removed):
-            self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
-        self.sendPositiveResponse(tag, b"EXPUNGE completed")
+        known = [u for u in removed if u in view.by_uid]
+        self._send_expunged(view.remove(known), known)
+        code = b"[HIGHESTMODSEQ %d] " % view.highest_modseq if self.condstore else b""
+        self.sendPositiveResponse(tag, code + b"EXPUNGE completed")
 
     # -- COPY, MOVE -----------------------------------------------------------------------------
 
@@ -1067,8 +1292,8 @@ class IMAPServer(imap4.IMAP4Server):
             if copyuid:
                 self.sendPositiveResponse(None, copyuid + b"Moved UIDs")
             if view is self.view:
-                for seq in view.remove(result.source_uids):
-                    self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
+                known = [u for u in result.source_uids if u in view.by_uid]
+                self._send_expunged(view.remove(known), known)
             copyuid = b""
         if self.view is not None and self.view.folder.id == target.id:
             await self._report_changes()
@@ -1077,6 +1302,16 @@ class IMAPServer(imap4.IMAP4Server):
     # -- STORE ---------------------------------------------------------------------------------
 
     async def _cmd_store(self, tag, name, args, uid):
+        args = list(args)
+        unchanged_since = None
+        if len(args) >= 2 and isinstance(args[1], list):
+            # RFC 7162 3.1.3: STORE set (UNCHANGEDSINCE n) item flags
+            modifiers = args.pop(1)
+            if len(modifiers) != 2 or not (
+                isinstance(modifiers[0], Atom) and modifiers[0].upper() == b"UNCHANGEDSINCE"
+            ):
+                raise IMAPSyntaxError("unknown STORE modifier")
+            unchanged_since = _number(modifiers[1], "UNCHANGEDSINCE", zero=True)
         if len(args) < 3 or not isinstance(args[1], Atom):
             raise IMAPSyntaxError("STORE needs a sequence set, an item and flags")
         item = args[1].upper()
@@ -1092,49 +1327,152 @@ class IMAPServer(imap4.IMAP4Server):
         if view.readonly:
             self.sendNegativeResponse(tag, b"[READ-ONLY] Mailbox is read-only")
             return
+        if unchanged_since is not None:
+            self._enable_condstore()
+        modified: list[int] = []
+        changed_uids: set[int] = set()
         if uids:
-            changed = await self.store.store_flags(view.folder.id, uids, flags, modes[base])
+            if unchanged_since is None:
+                changed = await self.store.store_flags(view.folder.id, uids, flags, modes[base])
+            else:
+                result = await self.store.store_flags_unchanged_since(
+                    view.folder.id, uids, flags, modes[base], unchanged_since
+                )
+                changed, modified = list(result.changed), list(result.modified)
             if view is not self.view:
                 return
-            view.update_rows(changed)
-        if not silent:
-            for u in uids:
-                if u not in view.by_uid:
-                    continue
-                row = view.row(u)
-                suffix = b" UID %d" % u if uid else b""
+            changed_uids = set(view.update_rows(changed))
+        failed = set(modified)
+        for u in uids:
+            if u not in view.by_uid or u in failed:
+                continue
+            row = view.row(u)
+            uid_item = b" UID %d" % u if uid else b""
+            if not silent:
                 self.sendUntaggedResponse(
-                    b"%d FETCH (FLAGS %s%s)" % (view.seq(u), _flag_list(row.flags), suffix)
+                    b"%d FETCH (FLAGS %s%s%s)"
+                    % (view.seq(u), _flag_list(row.flags), uid_item, self._modseq_item(row))
                 )
+            elif self.condstore and u in changed_uids:
+                # RFC 7162 3.1.3: the new MODSEQ is reported even for .SILENT.
+                self.sendUntaggedResponse(
+                    b"%d FETCH (%sMODSEQ (%d))" % (view.seq(u), uid_item[1:] + b" ", row.modseq)
+                    if uid
+                    else b"%d FETCH (MODSEQ (%d))" % (view.seq(u), row.modseq)
+                )
+        numbers = [u for u in modified if u in view.by_uid]
+        if numbers:
+            if not uid:
+                numbers = [view.seq(u) for u in numbers]
+            self.sendPositiveResponse(
+                tag, b"[MODIFIED %s] Conditional STORE failed" % format_uid_set(sorted(numbers))
+            )
+            return
         self.sendPositiveResponse(tag, b"STORE completed")
 
     # -- SEARCH --------------------------------------------------------------------------------
 
     async def _cmd_search(self, tag, name, args, uid):
         view = self.view
+        args = list(args)
+        returns = None
+        if args and isinstance(args[0], Atom) and args[0].upper() == b"RETURN":
+            if len(args) < 2 or not isinstance(args[1], list):
+                raise IMAPSyntaxError("RETURN needs a list of options")
+            returns = _search_returns(args[1])
+            args = args[2:]
+        saving = returns is not None and "SAVE" in returns
         try:
-            program = compile_search(args, view.uids)
+            program = compile_search(
+                args, view.uids, self.saved_uids, int(self.clock.seconds() * 1_000_000_000)
+            )
         except BadCharset:
+            if saving:
+                self.saved_uids = []
             self.sendNegativeResponse(tag, b"[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset")
             return
-        matches = []
+        except IMAPSyntaxError:
+            if saving:
+                self.saved_uids = []
+            raise
+        if program.uses_modseq:
+            self._enable_condstore()
+        found = await self._search(program)
+        if view is not self.view:
+            return
+        numbers = [c.row.uid if uid else c.seq for c in found]
+        highest = max((c.row.modseq for c in found), default=0)
+        if returns is None:
+            line = b" ".join([b"SEARCH"] + [b"%d" % n for n in numbers])
+            if program.uses_modseq and found:
+                line += b" (MODSEQ %d)" % highest
+            self.sendUntaggedResponse(line)
+            self.sendPositiveResponse(tag, b"SEARCH completed")
+            return
+        if saving:
+            keep = [c.row.uid for c in found]
+            if found and ("MIN" in returns or "MAX" in returns):
+                keep = sorted(
+                    {found[0].row.uid if "MIN" in returns else None}
+                    | {found[-1].row.uid if "MAX" in returns else None} - {None}
+                )
+            self.saved_uids = keep
+        shown = [r for r in returns if r != "SAVE"]
+        if saving and not shown:
+            # RFC 5182: RETURN (SAVE) alone answers with no ESEARCH response.
+            self.sendPositiveResponse(tag, b"SEARCH completed, result saved")
+            return
+        self.sendUntaggedResponse(
+            self._esearch(tag, uid, shown, numbers, highest if program.uses_modseq else None)
+        )
+        self.sendPositiveResponse(tag, b"SEARCH completed")
+
+    @staticmethod
+    def _esearch(tag, uid, returns, numbers, modseq) -> bytes:
+        """``ESEARCH (TAG "t") [UID] MIN/MAX/COUNT/ALL [MODSEQ]`` (RFC 4731, RFC 7162 3.1.5);
+        MIN, MAX and ALL are left out when nothing matched, COUNT is always there."""
+        parts = [b'ESEARCH (TAG "%s")' % tag]
+        if uid:
+            parts.append(b"UID")
+        for option in returns:
+            if option == "COUNT":
+                parts.append(b"COUNT %d" % len(numbers))
+            elif not numbers:
+                continue
+            elif option == "MIN":
+                parts.append(b"MIN %d" % numbers[0])
+            elif option == "MAX":
+                parts.append(b"MAX %d" % numbers[-1])
+            elif option == "ALL":
+                parts.append(b"ALL " + format_uid_set(numbers))
+        if modseq is not None and numbers:
+            parts.append(b"MODSEQ %d" % modseq)
+        return b" ".join(parts)
+
+    async def _search(self, program, need_info=False) -> list[Candidate]:
+        """The view's messages the program matches, in sequence order, with ``info`` loaded
+        when the program (or ``need_info``: SORT, THREAD) asks for it."""
+        view = self.view
+        found = []
+        loads = program.needs_info or program.needs_text or need_info
         uids = list(view.uids)
         for start in range(0, len(uids), self.FETCH_BATCH):
             batch = uids[start : start + self.FETCH_BATCH]
             infos = {}
-            if program.needs_info or program.needs_text:
+            if loads:
                 pairs = await self.store.get_messages(view.folder.id, batch)
                 infos = {mm.uid: info for mm, info in pairs}
+            if view is not self.view:
+                return []
             for u in batch:
-                if (program.needs_info or program.needs_text) and u not in infos:
+                if (loads and u not in infos) or u not in view.by_uid:
                     continue
                 candidate = Candidate(seq=view.seq(u), row=view.row(u), info=infos.get(u))
                 if program.needs_text:
                     candidate.text = await self._message_text(infos[u])
                 if program.predicate(candidate):
-                    matches.append(u if uid else candidate.seq)
-        self.sendUntaggedResponse(b" ".join([b"SEARCH"] + [b"%d" % m for m in matches]))
-        self.sendPositiveResponse(tag, b"SEARCH completed")
+                    found.append(candidate)
+        return found
 
     async def _message_text(self, info) -> str:
         data = await self.store.read_message(info, info.header_size, self.SEARCH_TEXT_BYTES)
@@ -1148,11 +1486,34 @@ class IMAPServer(imap4.IMAP4Server):
     async def _cmd_fetch(self, tag, name, args, uid):
         if len(args) < 2:
             raise IMAPSyntaxError("FETCH needs a sequence set and items")
+        args = list(args)
+        changed_since, vanished = None, False
+        if len(args) == 3 and isinstance(args[2], list):
+            changed_since, vanished = self._fetch_modifiers(args.pop(), uid)
         items = fetchmod.parse_fetch_items(args[1:])
         if uid and "UID" not in items:
             items = ["UID"] + items
+        if changed_since is not None or "MODSEQ" in items:
+            self._enable_condstore()
+        if (
+            self.condstore
+            and "MODSEQ" not in items
+            and (changed_since is not None or "FLAGS" in items)
+        ):
+            items = items + ["MODSEQ"]
         uids = self._target_uids(args[0], uid)
         view = self.view
+        if vanished:
+            ranges = parse_sequence_set(bytes(args[0]))
+            gone = [
+                u
+                for u in await self.store.vanished_since(view.folder.id, changed_since)
+                if _in_ranges(u, ranges) and u not in view.by_uid
+            ]
+            if gone:
+                self.sendUntaggedResponse(b"VANISHED (EARLIER) " + format_uid_set(gone))
+        if changed_since is not None:
+            uids = [u for u in uids if u in view.by_uid and view.row(u).modseq > changed_since]
         needs_info = any(not isinstance(i, str) or i in fetchmod.INFO_ITEMS for i in items)
         sets_seen = not view.readonly and any(fetchmod.sets_seen(i) for i in items)
         for start in range(0, len(uids), self.FETCH_BATCH):
@@ -1177,11 +1538,37 @@ class IMAPServer(imap4.IMAP4Server):
                 await self._send_fetch(view.seq(row.uid), row, info, items, row.uid in seen_now)
         self.sendPositiveResponse(tag, b"FETCH completed")
 
+    def _fetch_modifiers(self, modifiers, uid):
+        """``(CHANGEDSINCE n [VANISHED])`` (RFC 7162 3.1.4, 3.2.6): VANISHED only in UID
+        FETCH, with CHANGEDSINCE, once QRESYNC is enabled."""
+        changed_since, vanished = None, False
+        i = 0
+        while i < len(modifiers):
+            word = modifiers[i]
+            if not isinstance(word, Atom):
+                raise IMAPSyntaxError("invalid FETCH modifier")
+            word = word.upper()
+            if word == b"CHANGEDSINCE" and changed_since is None and i + 1 < len(modifiers):
+                changed_since = _number(modifiers[i + 1], "CHANGEDSINCE", zero=True)
+                i += 2
+            elif word == b"VANISHED" and not vanished:
+                vanished = True
+                i += 1
+            else:
+                raise IMAPSyntaxError("unknown FETCH modifier")
+        if vanished and (not uid or changed_since is None or not self.qresync):
+            raise IMAPSyntaxError("VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC")
+        if changed_since is None:
+            raise IMAPSyntaxError("FETCH modifiers need CHANGEDSINCE")
+        return changed_since, vanished
+
     async def _send_fetch(self, seq, row, info, items, flags_changed):
         out = [b"* %d FETCH (" % seq]
         first = True
         if flags_changed and "FLAGS" not in items:
             items = list(items) + ["FLAGS"]
+            if self.condstore and "MODSEQ" not in items:
+                items.append("MODSEQ")
         self._in_response = True
         for item in items:
             if not first:
@@ -1210,6 +1597,8 @@ class IMAPServer(imap4.IMAP4Server):
             return b"FLAGS " + _flag_list(row.flags)
         if item == "UID":
             return b"UID %d" % row.uid
+        if item == "MODSEQ":
+            return b"MODSEQ (%d)" % row.modseq
         if item == "INTERNALDATE":
             return b"INTERNALDATE " + format_internal_date(row.internal_date)
         if item == "RFC822.SIZE":
@@ -1284,24 +1673,20 @@ class IMAPServer(imap4.IMAP4Server):
     # -- APPEND --------------------------------------------------------------------------------
 
     async def _cmd_append(self, tag, name, args, uid):
-        if len(args) < 2 or len(args) > 4:
+        if len(args) < 2:
             raise IMAPSyntaxError("APPEND needs a mailbox and a message literal")
-        message = args[-1]
-        if not isinstance(message, SpooledLiteral):
-            raise IMAPSyntaxError("APPEND needs the message as a literal")
-        flags: list[str] = []
-        internal_date = None
-        for extra in args[1:-1]:
-            if isinstance(extra, list) and not flags:
-                flags = _parse_flags(extra)
-            elif isinstance(extra, String) and internal_date is None:
-                internal_date = parse_date_time(bytes(extra))
-            else:
-                raise IMAPSyntaxError("invalid APPEND arguments")
+        messages = self._append_messages(args[1:])
+        for flag_tokens, _, _ in messages:
+            _parse_flags(flag_tokens or [])
         folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
         if folder is None:
             self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
             return
+        if len(messages) > 1:
+            await self._append_batch(tag, folder, messages, _parse_flags)
+            return
+        [(flag_tokens, internal_date, message)] = messages
+        flags = _parse_flags(flag_tokens or [])
         trace_id = str(ULID())
         try:
             placed = await self.store.deliver(
@@ -1347,6 +1732,77 @@ class IMAPServer(imap4.IMAP4Server):
 _EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
 
 
+def _number(token, what: str, zero=False) -> int:
+    if not isinstance(token, Atom) or not token.isdigit() or len(token) > 20:
+        raise IMAPSyntaxError("%s must be a number" % what)
+    value = int(token)
+    if value >= 2**63 or (value == 0 and not zero):
+        raise IMAPSyntaxError("%s out of range" % what)
+    return value
+
+
+def _uid_ranges(token):
+    if not isinstance(token, Atom):
+        raise IMAPSyntaxError("UID set expected")
+    return parse_sequence_set(bytes(token))
+
+
+def _in_ranges(uid: int, ranges) -> bool:
+    """Whether ``uid`` is in a UID set given by the client, ``*`` reaching upwards without end
+    (what the client knew of is at most what existed then)."""
+    for low, high in ranges:
+        if low is None and high is None:
+            return True
+        if low is None or high is None:
+            if uid >= (high if low is None else low):
+                return True
+            continue
+        if min(low, high) <= uid <= max(low, high):
+            return True
+    return False
+
+
+def _qresync_param(params):
+    """``(uidvalidity, modseq, known uid ranges or None)``; the sequence match data is parsed
+    and not needed: every expunge is remembered with its MODSEQ (``expunged_uids``)."""
+    if len(params) < 2 or len(params) > 4:
+        raise IMAPSyntaxError("QRESYNC needs (uidvalidity modseq [known-uids [seq-match]])")
+    uid_validity = _number(params[0], "uidvalidity")
+    modseq = _number(params[1], "modseq")
+    known = _uid_ranges(params[2]) if len(params) >= 3 else None
+    if known is not None and any(low is None or high is None for low, high in known):
+        raise IMAPSyntaxError("known-uids must not contain *")
+    if len(params) == 4:
+        match = params[3]
+        if not isinstance(match, list) or len(match) != 2:
+            raise IMAPSyntaxError("sequence match data is (seqs uids)")
+        _uid_ranges(match[0])
+        _uid_ranges(match[1])
+    return uid_validity, modseq, known
+
+
+_SEARCH_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+
+
+def _search_returns(tokens) -> list[str]:
+    """ESEARCH's RETURN options (RFC 4731) and SEARCHRES's SAVE (RFC 5182); ``()`` is ALL."""
+    returns = []
+    for token in tokens:
+        if not isinstance(token, Atom) or token.upper().decode("ascii", "replace") not in (
+            _SEARCH_RETURNS
+        ):
+            raise IMAPSyntaxError("unknown SEARCH RETURN option")
+        option = token.upper().decode()
+        if option not in returns:
+            returns.append(option)
+    return returns or ["ALL"]
+
+
+def _kib(size: int) -> int:
+    """RFC 9208 counts storage in units of 1024 octets; a started unit counts."""
+    return (size + 1023) // 1024
+
+
 def _is_multipart(info) -> bool:
     return (info.bodystructure or "").startswith("((")
 
@@ -1360,13 +1816,15 @@ class IMAPFactory(protocol.ServerFactory):
     """Builds an ``IMAPServer`` per connection with the configuration current at that moment.
 
     ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
-    without it the factory makes its own on ``reactor``.
+    without it the factory makes its own on ``reactor``. ``tls`` (a ``TLSService``) turns on
+    STARTTLS and, until it is used, LOGINDISABLED.
     """
 
     protocol = IMAPServer
 
-    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None):
+    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None):
         self.get_config = get_config
+        self.tls = tls
         self.store = store
         self.reactor = reactor
         self.spool_dir = spool_dir
@@ -1381,7 +1839,9 @@ class IMAPFactory(protocol.ServerFactory):
         if spool_dir is None:
             candidate = os.path.join(config.data_dir, "spool")
             spool_dir = candidate if os.path.isdir(candidate) else None
-        p = self.protocol(config, self.store, self.portal, self.reactor, spool_dir=spool_dir)
+        p = self.protocol(
+            config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
+        )
         p.factory = self
         return p
 

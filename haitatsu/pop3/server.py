@@ -13,6 +13,10 @@ login. What we replace, and why:
   stored with CRLF) and dot-stuffs per chunk, missing a ``.`` that starts a chunk. We stream
   the stored bytes through a push producer that keeps line state across chunks: CRLF stays,
   a bare LF becomes CRLF, a line starting with ``.`` gets another.
+- **STLS** (RFC 2595), offered when the factory has a ``TLSService``. Until TLS is on, such a
+  server advertises neither USER nor SASL and answers USER, PASS and AUTH
+  ``-ERR [AUTH] ...`` (RFC 3206: a login refused by policy), so no password crosses in the clear.
+  Input pipelined behind STLS is discarded.
 - **Responses.** RFC 2449/3206 response codes: ``-ERR [AUTH]`` for a failed login (also while
   the client's address is locked out), ``-ERR [SYS/TEMP]`` when storage is unavailable; no APOP
   (there is nothing to compute it from: passwords are stored as argon2id hashes).
@@ -36,6 +40,7 @@ from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.interfaces import StorageUnavailable
 from haitatsu.pop3.maildrop import NoSuchMessage, POP3Realm
+from haitatsu.tls import is_secure
 
 AUTHORIZATION = "AUTHORIZATION"
 TRANSACTION = "TRANSACTION"
@@ -67,6 +72,7 @@ SASL_MECHANISMS = (b"PLAIN",)
 
 AUTH_FAILED = b"[AUTH] Invalid credentials"
 SYS_TEMP = b"[SYS/TEMP] Storage is temporarily unavailable, try again"
+PLAINTEXT_REFUSED = b"[AUTH] Plaintext authentication is disabled before STLS"
 
 
 class POP3SyntaxError(Exception):
@@ -225,8 +231,10 @@ class POP3Server(pop3.POP3):
 
     _log = Logger()
 
-    def __init__(self, config, store, portal, clock):
+    def __init__(self, config, store, portal, clock, tls=None):
         self.config = config
+        #: The ``TLSService`` for STLS; None: TLS is off and USER/PASS work in plaintext.
+        self.tls = tls
         self.store = store
         self.portal = portal
         self.clock = clock
@@ -247,11 +255,21 @@ class POP3Server(pop3.POP3):
 
     # -- TLS hooks ---------------------------------------------------------------------------
 
+    @property
+    def secure(self) -> bool:
+        return is_secure(self.transport)
+
     def tls_available(self) -> bool:
-        """Whether STLS can be offered. TODO(tls): true once the TLS issue gives listeners a
-        context factory; then CAPA lists STLS and ``_cmd_stls`` starts TLS. Implicit TLS
-        (``pop3.tls_addr``) is a listener of its own and needs nothing here."""
-        return False
+        """Whether STLS is offered: TLS is configured and not on yet. On an implicit-TLS
+        listener (``pop3.tls_addr``) the transport is secure from the start."""
+        return self.tls is not None and not self.secure
+
+    def _refuse_plaintext(self) -> bool:
+        if not self.tls_available():
+            return False
+        self._log.info("POP3 login refused before STLS", remote_ip=self.remote_ip)
+        self.failResponse(PLAINTEXT_REFUSED)
+        return True
 
     # -- connection --------------------------------------------------------------------------
 
@@ -286,9 +304,11 @@ class POP3Server(pop3.POP3):
         self.transport.loseConnection()
 
     def listCapabilities(self):
-        caps = [b"TOP", b"UIDL", b"USER", b"SASL " + b" ".join(SASL_MECHANISMS)]
+        caps = [b"TOP", b"UIDL"]
         if self.tls_available():
             caps.append(b"STLS")
+        else:
+            caps += [b"USER", b"SASL " + b" ".join(SASL_MECHANISMS)]
         caps += [b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE"]
         return caps
 
@@ -455,11 +475,15 @@ class POP3Server(pop3.POP3):
     # -- AUTHORIZATION -----------------------------------------------------------------------
 
     async def _cmd_user(self, rest):
+        if self._refuse_plaintext():
+            return
         (user,) = self._args(rest, 1, 1, b"Syntax: USER name")
         self._user = user
         self.successResponse(b"Send your password")
 
     async def _cmd_pass(self, rest):
+        if self._refuse_plaintext():
+            return
         if self._user is None:
             raise POP3SyntaxError("USER first")
         if not rest:
@@ -469,6 +493,8 @@ class POP3Server(pop3.POP3):
         await self._login(credentials.UsernamePassword(user, rest))
 
     async def _cmd_auth(self, rest):
+        if self._refuse_plaintext():
+            return
         args = self._args(rest, 0, 2, b"Syntax: AUTH mechanism [initial-response]")
         if not args:
             # RFC 1734's listing form, which some clients still probe with.
@@ -500,8 +526,29 @@ class POP3Server(pop3.POP3):
         await self._login(credentials.UsernamePassword(user, password))
 
     async def _cmd_stls(self, rest):
-        # TODO(tls): start TLS here when tls_available(); until then STLS is not advertised.
-        raise POP3SyntaxError("TLS is not available")
+        self._args(rest, 0, 0, b"Syntax: STLS")
+        if self.tls is None:
+            raise POP3SyntaxError("TLS is not available")
+        if self.secure:
+            raise POP3SyntaxError("Command not permitted when TLS active")
+        if not self.tls.available:
+            raise POP3SyntaxError("[SYS/TEMP] TLS is temporarily unavailable")
+        if self._inbuf:
+            # Sent in the clear after STLS, possibly by someone in the middle: never run it.
+            self._log.warn(
+                "discarding {octets} octets pipelined after STLS",
+                octets=len(self._inbuf),
+                remote_ip=self.remote_ip,
+            )
+            self._inbuf.clear()
+            self._discarding_line = False
+        self._user = None
+        self.successResponse(b"Begin TLS negotiation now")
+        try:
+            self.transport.startTLS(self.tls)
+        except Exception:
+            self._log.failure("POP3 STLS failed", remote_ip=self.remote_ip)
+            self._close()
 
     async def _login(self, creds):
         try:
@@ -618,13 +665,15 @@ class POP3Factory(protocol.ServerFactory):
     """Builds a ``POP3Server`` per connection with the configuration current at that moment.
 
     ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
-    without it the factory makes its own on ``reactor``.
+    without it the factory makes its own on ``reactor``. ``tls`` (a ``TLSService``) turns on
+    STLS and, until it is used, refuses USER, PASS and AUTH.
     """
 
     protocol = POP3Server
 
-    def __init__(self, get_config, store, reactor, throttle=None):
+    def __init__(self, get_config, store, reactor, throttle=None, tls=None):
         self.get_config = get_config
+        self.tls = tls
         self.store = store
         self.reactor = reactor
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
@@ -633,7 +682,7 @@ class POP3Factory(protocol.ServerFactory):
         )
 
     def buildProtocol(self, addr):
-        p = self.protocol(self.get_config(), self.store, self.portal, self.reactor)
+        p = self.protocol(self.get_config(), self.store, self.portal, self.reactor, tls=self.tls)
         p.factory = self
         return p
 

@@ -33,16 +33,18 @@ def received(
     instance: str,
     trace_id: str,
     when: float,
+    tls: bool = False,
 ) -> bytes:
     """The ``Received`` header (RFC 5321 4.4), folded before ``by``, ``with`` and the date so
-    each line stays well under 78 characters for ordinary host names."""
+    each line stays well under 78 characters for ordinary host names. ``with ESMTPS`` when the
+    session was encrypted (RFC 3848)."""
     helo = _UNSAFE.sub("_", helo) or "unknown"
     name = _UNSAFE.sub("_", remote_name) if remote_name else remote_ip
     date = email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.UTC))
     return (
         f"Received: from {helo} ({name} [{address_literal(remote_ip)}])\r\n"
         f"\tby {_clean(hostname)} ({PRODUCT}; {_clean(instance)})\r\n"
-        f"\twith ESMTP id {trace_id};\r\n"
+        f"\twith {'ESMTPS' if tls else 'ESMTP'} id {trace_id};\r\n"
         f"\t{date}\r\n"
     ).encode("ascii", "replace")
 
@@ -56,6 +58,7 @@ def trace_headers(
     instance: str,
     trace_id: str,
     when: float,
+    tls: bool = False,
 ) -> bytes:
     """Every header prepended to an inbound message, as CRLF-terminated bytes."""
     return received(
@@ -66,6 +69,7 @@ def trace_headers(
         instance=instance,
         trace_id=trace_id,
         when=when,
+        tls=tls,
     ) + (f"X-Haitatsu-Trace-ID: {trace_id}\r\nX-Haitatsu-Node: {_clean(instance)}\r\n").encode(
         "ascii", "replace"
     )

@@ -12,6 +12,9 @@ and the command/DATA modes. What we replace, and why:
   BODY, no AUTH on the MX, recipients resolved through the store.
 * DATA: twisted hands lines to ``IMessage`` objects and answers 550 to any failure. We spool to a
   file and answer 250 only after the store has committed the message; any failure is 451 4.3.0.
+* STARTTLS (RFC 3207), offered when the factory has a ``TLSService``: input the client pipelined
+  behind STARTTLS is discarded (the command-injection defence), and the session forgets its EHLO
+  and transaction once TLS starts.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from haitatsu.smtp.headers import trace_headers
 from haitatsu.smtp.spool import SpoolFile
 from haitatsu.storage.records import Delivery
 from haitatsu.storage.store.events import Received
+from haitatsu.tls import is_secure
 
 #: Extra EHLO keywords for a connection: ``{"X-RESTMAIL": ["v1", "https://..."]}``; a value of
 #: None (or an empty list) advertises the bare keyword.
@@ -52,6 +56,8 @@ UNKNOWN_RECIPIENT = Reply(550, "5.1.1", "unknown recipient")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients")
 OVER_QUOTA = Reply(452, "4.2.2", "mailbox over quota")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "no valid recipients")
+TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
+TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 
 #: Commands this server implements; everything else is 500 5.5.1 or, if listed below, 502 5.5.1.
 COMMANDS = frozenset(
@@ -80,9 +86,12 @@ class InboundESMTP(ESMTP):
         clock,
         spool_dir: str,
         extra_extensions: ExtensionsHook | None = None,
+        tls=None,
     ):
         ESMTP.__init__(self)
         self.config = config
+        #: The ``TLSService`` STARTTLS uses; None: TLS is not configured, STARTTLS not offered.
+        self.tls = tls
         self.store = store
         self.clock = clock
         self.spool_dir = spool_dir
@@ -142,6 +151,11 @@ class InboundESMTP(ESMTP):
 
     def reply(self, reply: Reply) -> None:
         self.sendCode(reply.code, reply.message)
+
+    @property
+    def secure(self) -> bool:
+        """Whether the session is encrypted (after STARTTLS, or on an implicit-TLS listener)."""
+        return is_secure(self.transport)
 
     # -- framing --------------------------------------------------------------------------
 
@@ -253,6 +267,9 @@ class InboundESMTP(ESMTP):
         verb = command.decode("ascii").upper() if isinstance(command, bytes) else command.upper()
         if verb in COMMANDS:
             return getattr(self, "do_" + verb)
+        if verb == "STARTTLS" and self.tls is not None:
+            # Reachable after TLS too (it is no longer advertised), to answer 503, not 502.
+            return self.ext_STARTTLS
         if verb.encode("ascii") in self.extensions():
             return getattr(self, "ext_" + verb, None)
         return None
@@ -265,6 +282,8 @@ class InboundESMTP(ESMTP):
             b"8BITMIME": None,
             b"ENHANCEDSTATUSCODES": None,
         }
+        if self.tls is not None and self.tls.available and not self.secure:
+            ext[b"STARTTLS"] = None
         if self.extra_extensions is not None:
             for keyword, args in self.extra_extensions(self.config).items():
                 ext[keyword.upper().encode("ascii")] = (
@@ -335,6 +354,38 @@ class InboundESMTP(ESMTP):
 
     def do_UNKNOWN(self, rest):
         self.reply(UNKNOWN_COMMAND)
+
+    def ext_STARTTLS(self, rest):
+        """RFC 3207. Whatever the client sent after the command before the handshake is
+        discarded unread: a man in the middle could otherwise inject plaintext commands that
+        would run inside the encrypted session (CVE-2011-0411 and its many relatives)."""
+        if rest:
+            self.reply(Reply(501, "5.5.4", "STARTTLS takes no parameters"))
+            return
+        if self.secure:
+            self.reply(TLS_ACTIVE)
+            return
+        if self.tls is None or not self.tls.available:
+            self.reply(TLS_UNAVAILABLE)
+            return
+        if self._buffer or self._discarding:
+            self._log.warn(
+                "discarding {octets} octets pipelined after STARTTLS from {remote_ip}",
+                octets=len(self._buffer),
+                remote_ip=self.remote_ip,
+            )
+            self._buffer.clear()
+            self._discarding = False
+        self.reply(Reply(220, "2.0.0", "ready to start TLS"))
+        try:
+            self.transport.startTLS(self.tls)
+        except Exception:
+            self._log.failure("STARTTLS failed for {remote_ip}", remote_ip=self.remote_ip)
+            self.transport.loseConnection()
+            return
+        # RFC 3207 4.2: the client starts over with EHLO; nothing said before TLS counts.
+        self.helo_name = None
+        self._reset_transaction()
 
     # -- the transaction ------------------------------------------------------------------
 
@@ -416,8 +467,8 @@ class InboundESMTP(ESMTP):
             self.reply(UNKNOWN_RECIPIENT)
             return
         if recipient.over_quota:
-            # API.md 5.2 step 8: a full mailbox is dropped; with routes resolving to several
-            # mailboxes this becomes "none left".
+            # API.md 5.2 step 8: full mailboxes are dropped (resolve_recipient leaves them out
+            # of mailbox_ids); this is the case where none is left.
             self._log.info(
                 "recipient {rcpt} from {remote_ip} refused: {quota} quota full",
                 rcpt=address,
@@ -460,6 +511,7 @@ class InboundESMTP(ESMTP):
                     instance=self.config.server.instance_name,
                     trace_id=trace_id,
                     when=self.clock.seconds(),
+                    tls=self.secure,
                 )
             )
         except OSError:
@@ -536,19 +588,23 @@ class InboundESMTP(ESMTP):
         deliveries = []
         seen = set()
         for r in recipients:
-            if r.mailbox_id in seen:
-                continue
-            seen.add(r.mailbox_id)
-            deliveries.append(
-                Delivery(
-                    mailbox_id=r.mailbox_id,
-                    folder="INBOX",
-                    original_rcpt=r.original_rcpt,
-                    base_rcpt=r.base_rcpt,
-                    plus_tag=r.plus_tag,
-                    route_id=r.route_id,
+            # A route may name several mailboxes; each mailbox gets the message once, with the
+            # first recipient that reached it (API.md 5.2, DATA).
+            for mailbox_id in r.mailbox_ids:
+                if mailbox_id in seen:
+                    continue
+                seen.add(mailbox_id)
+                deliveries.append(
+                    Delivery(
+                        mailbox_id=mailbox_id,
+                        folder="INBOX",
+                        original_rcpt=r.original_rcpt,
+                        base_rcpt=r.base_rcpt,
+                        plus_tag=r.plus_tag,
+                        route_id=r.route_id,
+                        apply_rules=True,
+                    )
                 )
-            )
         fields = dict(
             trace_id=trace_id,
             remote_ip=self.remote_ip,
@@ -560,9 +616,13 @@ class InboundESMTP(ESMTP):
                 spool.path,
                 deliveries,
                 trace_id=trace_id,
-                auth_results={"remote_ip": self.remote_ip, "helo": self.helo_name, "tls": False},
+                auth_results={
+                    "remote_ip": self.remote_ip,
+                    "helo": self.helo_name,
+                    "tls": self.secure,
+                },
                 received=[
-                    Received(r.original_rcpt, r.base_rcpt, r.plus_tag, (r.mailbox_id,))
+                    Received(r.original_rcpt, r.base_rcpt, r.plus_tag, r.mailbox_ids)
                     for r in recipients
                 ],
             )
@@ -598,7 +658,7 @@ class InboundSMTPFactory(ServerFactory):
     ``get_config`` returns the current ``Config`` (hot reload swaps what it returns);
     ``store`` provides ``IMailStore``; ``reactor`` is the clock for idle timeouts; finished
     messages are spooled under ``spool_dir``. ``extra_extensions(config)`` adds EHLO keywords
-    (``X-RESTMAIL``, later STARTTLS) without subclassing.
+    (``X-RESTMAIL``) without subclassing. ``tls`` (a ``TLSService``) turns on STARTTLS.
     """
 
     protocol = InboundESMTP
@@ -610,8 +670,10 @@ class InboundSMTPFactory(ServerFactory):
         reactor,
         spool_dir: str,
         extra_extensions: ExtensionsHook | None = None,
+        tls=None,
     ):
         self.get_config = get_config
+        self.tls = tls
         self.store = store
         self.reactor = reactor
         # Absolute, so the store's threads and a daemonised twistd (which changes directory)
@@ -629,6 +691,7 @@ class InboundSMTPFactory(ServerFactory):
             clock=self.reactor,
             spool_dir=self.spool_dir,
             extra_extensions=self.extra_extensions,
+            tls=self.tls,
         )
         proto.factory = self
         return proto

@@ -96,16 +96,96 @@ class Folder:
 
 @attrs.frozen
 class Recipient:
-    """A recipient address resolved to a mailbox (API.md 5.2)."""
+    """A recipient address resolved to its mailboxes (API.md 5.2).
+
+    A route may resolve to several mailboxes: ``mailbox_ids`` lists those that receive the
+    message (active, with room), ``mailbox_id`` is the first of them. ``route_id`` names the
+    route that resolved the address ("" for a mailbox's own address).
+    """
 
     mailbox_id: str
     original_rcpt: str
     base_rcpt: str
     plus_tag: str
     route_id: str = ""
-    #: Which quota is already full, if any: "" (none), "mailbox" or "domain". SMTP answers
-    #: such a recipient 452 4.2.2 at RCPT (API.md 5.2 step 8) instead of accepting it.
+    #: Which quota is already full, if any: "" (none), "mailbox" or "domain". Set only when
+    #: every mailbox the address resolves to is full: SMTP answers 452 4.2.2 at RCPT (API.md
+    #: 5.2 step 8) instead of accepting it. Full mailboxes among others are just left out.
     over_quota: str = ""
+    mailbox_ids: tuple[str, ...] = attrs.field(
+        default=attrs.Factory(lambda self: (self.mailbox_id,), takes_self=True),
+        converter=tuple,
+    )
+
+
+@attrs.frozen
+class Route:
+    """An alias, pattern or catch-all address delivering to ``destinations`` (API.md 1.4)."""
+
+    id: str
+    source_address: str
+    type: str
+    destinations: tuple[str, ...]
+    status: str
+    created_at: int
+    updated_at: int
+    deleted_at: int | None
+
+
+@attrs.frozen
+class RoutingRule:
+    """Conditions and actions applied to inbound mail at delivery (API.md 1.5)."""
+
+    id: str
+    scope: str
+    scope_ref: str
+    priority: int
+    name: str
+    enabled: bool
+    conditions: dict
+    actions: list
+    created_at: int
+    updated_at: int
+
+
+@attrs.frozen
+class Label:
+    """A label of a mailbox: a second view of messages with UIDs of its own (API.md 1.6)."""
+
+    id: str
+    mailbox_id: str
+    name: str
+    uid_validity: int
+    uid_next: int
+    created_at: int
+    updated_at: int
+
+
+@attrs.frozen
+class MessageLabel:
+    """One mailbox_message carrying one label, with its UID in the label's view."""
+
+    id: str
+    mailbox_message_id: str
+    label_id: str
+    uid: int
+    created_at: int
+
+
+@attrs.frozen
+class AuditEvent:
+    """One row of the audit log (API.md 1.9)."""
+
+    id: str
+    event_type: str
+    actor_type: str
+    actor_id: str
+    entity_type: str
+    entity_id: str
+    mailbox_id: str
+    trace_id: str
+    details: dict
+    created_at: int
 
 
 @attrs.frozen
@@ -144,6 +224,9 @@ class Delivery:
     base_rcpt: str = ""
     plus_tag: str = ""
     route_id: str = ""
+    #: Run the routing rules (API.md 1.5) on this placement inside the delivery transaction:
+    #: inbound SMTP mail does, IMAP APPEND and the Sent copy of submitted mail do not.
+    apply_rules: bool = False
 
 
 @attrs.frozen

@@ -132,12 +132,6 @@ class MessageTests(unittest.TestCase):
         self.assertEqual(await ids("?read="), {seen.id, unseen.id, flagged.id})
         self.assertEqual(await ids("?label_id=01JNOLABEL0000000000000000"), set())
 
-    async def test_search_is_refused_clearly(self):
-        answer = await self.client.get(f"/api/v1/mailboxes/{self.mailbox.id}/messages?q=hello")
-        self.assertEqual(answer.status, 400)
-        self.assertEqual(answer.json["error"]["code"], "invalid_message_search")
-        self.assertEqual(answer.json["error"]["message"], "search is not available yet")
-
     async def test_invalid_cursor(self):
         answer = await self.client.get(
             f"/api/v1/mailboxes/{self.mailbox.id}/messages?cursor=%3D%3D"

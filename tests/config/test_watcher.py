@@ -12,6 +12,7 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
 from haitatsu.config.loader import load_config
+from haitatsu.config.model import ConfigError
 from haitatsu.config.watcher import ConfigWatcher, ReloadError
 from tests.config.test_loader import ConfigFileMixin
 
@@ -84,7 +85,7 @@ class ReloadTests(WatcherTestCase):
         self.rewrite(config_text(size=2000, imap="127.0.0.1:11144", tls="acme"))
         with self.assertRaises(ReloadError) as caught:
             await self.watcher.reload()
-        self.assertEqual(str(caught.exception), "reload requires restart: [imap.addr tls]")
+        self.assertEqual(str(caught.exception), "reload requires restart: [imap.addr tls.mode]")
         self.assertIs(self.watcher.current, old)
         self.assertEqual(self.calls, [])
 
@@ -130,6 +131,42 @@ class ReloadTests(WatcherTestCase):
         self.assertEqual(self.watcher.current.max_message_size, 4000)
         self.assertEqual(len(self.calls), 1)
         self.flushLoggedErrors(RuntimeError)
+
+
+class ReloadCheckTests(WatcherTestCase):
+    """``add_reload_check``: state outside the file (TLS certificates) re-read on each reload."""
+
+    async def test_check_runs_on_unchanged_file_and_commits(self):
+        seen, committed = [], []
+
+        async def check(new):
+            seen.append(new)
+            return lambda: committed.append(new)
+
+        self.watcher.add_reload_check(check)
+        current = await self.watcher.reload()
+        self.assertEqual(seen, [current])
+        self.assertEqual(committed, [current])
+        self.assertEqual(self.calls, [])  # no config change: listeners are not told
+
+    async def test_check_error_refuses_the_whole_reload(self):
+        committed = []
+
+        async def check(new):
+            raise ConfigError("tls.cert_file: cannot read /nowhere.pem")
+
+        async def other(new):
+            return lambda: committed.append(new)
+
+        self.watcher.add_reload_check(other)
+        self.watcher.add_reload_check(check)
+        old = self.watcher.current
+        self.rewrite(config_text(size=2000))
+        with self.assertRaises(ReloadError) as caught:
+            await self.watcher.reload()
+        self.assertEqual(str(caught.exception), "tls.cert_file: cannot read /nowhere.pem")
+        self.assertIs(self.watcher.current, old)
+        self.assertEqual(committed, [])
 
 
 class FileWatchTests(WatcherTestCase):

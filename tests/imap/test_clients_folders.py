@@ -69,7 +69,7 @@ class IMAPClientFolderTests(_Listening):
         [fields] = out["id"]
         server_id = dict(zip(fields[::2], fields[1::2], strict=True))
         self.assertEqual(server_id, {b"name": b"haitatsu", b"version": b"0.1.0"})
-        self.assertEqual(out["enabled"], [])
+        self.assertEqual(out["enabled"], [b"CONDSTORE"])
         self.assertTrue(out["exists"])
         self.assertEqual(out["tree"], ["Arbeit", "Arbeit/Entwürfe"])
         archive = await self.store.get_folder(self.mailbox.id, "Archive")

@@ -229,7 +229,7 @@ class EnableAndIdTests(IMAPTestCase):
     async def test_enable_of_unknown_capabilities_enables_none(self):
         session = await self.login()
         self.assertEqual(
-            await session.command(b"t2 ENABLE CONDSTORE X-GOOD-IDEA"),
+            await session.command(b"t2 ENABLE X-GOOD-IDEA"),
             b"* ENABLED\r\nt2 OK ENABLE completed\r\n",
         )
         self.assertEqual(session.protocol.enabled, set())

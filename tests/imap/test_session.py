@@ -8,7 +8,11 @@ from twisted.internet import defer
 
 from tests.imap.helpers import ADDRESS, SIMPLE, IMAPTestCase
 
-_EXTENSIONS = b"ENABLE ID IDLE NAMESPACE CHILDREN SPECIAL-USE UNSELECT UIDPLUS MOVE"
+_EXTENSIONS = (
+    b"ENABLE ID IDLE NAMESPACE CHILDREN SPECIAL-USE UNSELECT UIDPLUS MOVE CONDSTORE QRESYNC "
+    b"ESEARCH SEARCHRES WITHIN SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES LIST-EXTENDED "
+    b"LIST-STATUS STATUS=SIZE MULTIAPPEND APPENDLIMIT=100000 QUOTA QUOTA=RES-STORAGE"
+)
 CAPS_UNAUTH = b"IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN " + _EXTENSIONS
 CAPS_AUTH = b"IMAP4rev1 LITERAL+ SASL-IR " + _EXTENSIONS
 
@@ -185,22 +189,29 @@ class FolderTests(IMAPTestCase):
             b"* OK [UNSEEN 2] First unseen message\r\n"
             b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
             b"* OK [UIDNEXT 3] Predicted next UID\r\n"
-            b"a OK [READ-WRITE] SELECT completed\r\n" % folder.uid_validity,
+            b"* OK [HIGHESTMODSEQ %d] Highest\r\n"
+            b"a OK [READ-WRITE] SELECT completed\r\n"
+            % (folder.uid_validity, folder.highest_modseq),
         )
         answer = await session.command(b"b EXAMINE Sent")
         self.assertEqual(
             answer,
+            b"* OK [CLOSED] Previous mailbox closed\r\n"
             b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
             b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
             b"* 0 EXISTS\r\n"
             b"* 0 RECENT\r\n"
             b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
             b"* OK [UIDNEXT 1] Predicted next UID\r\n"
+            b"* OK [HIGHESTMODSEQ 1] Highest\r\n"
             b"b OK [READ-ONLY] EXAMINE completed\r\n"
             % (await self.store.get_folder(self.mailbox.id, "Sent")).uid_validity,
         )
         answer = await session.command(b"c SELECT Nowhere")
-        self.assertEqual(answer, b"c NO [NONEXISTENT] No such mailbox\r\n")
+        self.assertEqual(
+            answer,
+            b"* OK [CLOSED] Previous mailbox closed\r\nc NO [NONEXISTENT] No such mailbox\r\n",
+        )
         answer = await session.command(b"d FETCH 1 FLAGS")
         self.assertEqual(answer, b"d BAD Command not valid in this state\r\n")
 

@@ -8,8 +8,11 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages``, ``outbound`` (the queue's rows), ``events`` (the event log and
-webhook outbox), ``senderrules`` and ``gc``. A new concern gets a
+``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
+(MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
+resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
+``folder_ops`` and ``audit``; ``events`` (the event log and webhook outbox) and
+``senderrules``. A new concern gets a
 module and a mixin of its own.
 """
 
@@ -17,7 +20,9 @@ from zope.interface import implementer
 
 from haitatsu.interfaces import IMailStore
 from haitatsu.storage.store.accounts import AccountsMixin
+from haitatsu.storage.store.audit import AuditMixin
 from haitatsu.storage.store.base import StoreBase
+from haitatsu.storage.store.batch import BatchMixin
 from haitatsu.storage.store.common import (
     CLAIM_TIMEOUT_SECONDS,
     DEFAULT_DEDUP_THRESHOLD,
@@ -29,11 +34,23 @@ from haitatsu.storage.store.common import (
     verify_password,
 )
 from haitatsu.storage.store.events import EventsMixin
+from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
+from haitatsu.storage.store.labels import (
+    LabelsMixin,
+    NoSuchLabel,
+    NoSuchMailbox,
+    NoSuchMessage,
+    WrongMailbox,
+)
+from haitatsu.storage.store.message_ops import MessageOpsMixin, MessageQuery, UnknownSearchName
 from haitatsu.storage.store.messages import MessagesMixin
 from haitatsu.storage.store.outbound import OutboundMixin
+from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
+from haitatsu.storage.store.rules import RulesMixin
 from haitatsu.storage.store.senderrules import SenderRulesMixin
+from haitatsu.storage.store.sync import SyncMixin
 
 
 @implementer(IMailStore)
@@ -41,10 +58,19 @@ class MailStore(
     AccountsMixin,
     FoldersMixin,
     MessagesMixin,
+    SyncMixin,
+    BatchMixin,
     OutboundMixin,
     EventsMixin,
     SenderRulesMixin,
     GarbageMixin,
+    # The REST API's resources (API.md 1.4-1.9):
+    RoutesMixin,
+    RulesMixin,
+    LabelsMixin,
+    MessageOpsMixin,
+    FolderOpsMixin,
+    AuditMixin,
     StoreBase,
 ):
     __doc__ = StoreBase.__doc__
@@ -54,7 +80,14 @@ __all__ = [
     "CLAIM_TIMEOUT_SECONDS",
     "DEFAULT_DEDUP_THRESHOLD",
     "DELIVERY_RETRY_DELAYS",
+    "InvalidRoute",
     "MailStore",
+    "MessageQuery",
+    "NoSuchLabel",
+    "NoSuchMailbox",
+    "NoSuchMessage",
+    "UnknownSearchName",
+    "WrongMailbox",
     "folder_name",
     "generate_password",
     "hash_password",

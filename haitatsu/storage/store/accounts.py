@@ -12,7 +12,6 @@ from haitatsu.interfaces import (
 from haitatsu.storage.records import (
     APP_PASSWORD_SCOPES,
     SYSTEM_FOLDERS,
-    Recipient,
     address_domain,
     now_ns,
 )
@@ -170,47 +169,6 @@ class AccountsMixin(StoreBase):
             return await self._get_mailbox(txn, mailbox_id)
 
         return self._run("restore_mailbox", txn_fn)
-
-    def resolve_recipient(self, address):
-        """API.md 5.2 steps 2 and 4 for mailboxes: the exact address, then ``user+tag`` as
-        ``user``. Routes, patterns and catch-alls join when routes exist."""
-        original = address.strip()
-        lowered = original.lower()
-        local, at, domain = lowered.rpartition("@")
-        plus_tag = ""
-        base = lowered
-        if at and "+" in local:
-            base_local, _, plus_tag = local.partition("+")
-            base = f"{base_local}@{domain}"
-
-        async def txn_fn(txn):
-            candidates = [lowered] if not plus_tag else [base]
-            for candidate in candidates:
-                row = await txn.execute_one(
-                    "SELECT id, domain, quota_bytes, used_bytes FROM mailboxes "
-                    "WHERE address_lower = ? AND status = 'active' AND deleted_at IS NULL",
-                    (candidate,),
-                )
-                if row:
-                    over_quota = ""
-                    if row["quota_bytes"] > 0 and row["used_bytes"] >= row["quota_bytes"]:
-                        over_quota = "mailbox"
-                    else:
-                        room = await self._domain_room(txn, row["domain"])
-                        if room is not None and room <= 0:
-                            over_quota = "domain"
-                    return Recipient(
-                        mailbox_id=row["id"],
-                        original_rcpt=original,
-                        base_rcpt=base,
-                        plus_tag=plus_tag,
-                        over_quota=over_quota,
-                    )
-            return None
-
-        if not at or not local or not domain:
-            return defer.succeed(None)
-        return self._run("resolve_recipient", txn_fn, readonly=True)
 
     @defer.inlineCallbacks
     def create_app_password(self, mailbox_id, name, scopes):

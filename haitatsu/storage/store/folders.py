@@ -23,6 +23,7 @@ from haitatsu.storage.store.common import (
     folder_name,
     new_id,
 )
+from haitatsu.storage.store.sync import record_vanished
 
 
 class FoldersMixin(StoreBase):
@@ -160,6 +161,7 @@ class FoldersMixin(StoreBase):
                         "deleted_at = COALESCE(deleted_at, ?), updated_at = ? WHERE id = ?",
                         (home.id, first + i, modseq, now, now, r["id"]),
                     )
+            await txn.execute("DELETE FROM expunged_uids WHERE folder_id = ?", (folder_id,))
             await txn.execute("DELETE FROM folders WHERE id = ?", (folder_id,))
             await self._audit(txn, "folder.deleted", "folder", folder_id, folder.mailbox_id)
             notes.append(
@@ -176,45 +178,50 @@ class FoldersMixin(StoreBase):
         new_name = folder_name(new_name)
 
         async def txn_fn(txn, notes):
-            row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
-            if row is None:
-                return None
-            folder = _folder(row)
-            existing = await self._mailbox_folders(txn, folder.mailbox_id)
-            if new_name in existing:
-                raise FolderExists(new_name)
-            if folder.name == "INBOX":
-                return await self._rename_inbox(txn, folder, new_name, existing, notes)
-            if folder.system and not allow_system:
-                raise FolderProtected(folder.name)
-            prefix = folder.name + "/"
-            if new_name.startswith(prefix):
-                raise InvalidFolderName("a folder cannot be moved below itself")
-            renames = [(folder, new_name)] + [
-                (f, new_name + "/" + n[len(prefix) :])
-                for n, f in sorted(existing.items())
-                if n.startswith(prefix)
-            ]
-            for _, target in renames:
-                if target in existing:
-                    raise FolderExists(target)
-            await self._create_parents(txn, folder.mailbox_id, new_name, existing, notes)
-            now = now_ns()
-            for f, target in renames:
-                await txn.execute(
-                    "UPDATE folders SET name = ?, updated_at = ? WHERE id = ?", (target, now, f.id)
-                )
-                await self._audit(txn, "folder.updated", "folder", f.id, f.mailbox_id)
-                notes.append(
-                    (
-                        f.mailbox_id,
-                        {"type": "folder_renamed", "folder_id": f.id, "name": target},
-                    )
-                )
-            row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
-            return _folder(row)
+            return await self._rename_folder(txn, folder_id, new_name, allow_system, notes)
 
         return self._run_noting("rename_folder", txn_fn)
+
+    async def _rename_folder(self, txn, folder_id, new_name, allow_system, notes):
+        """``rename_folder`` in the caller's transaction (the REST PATCH also sets ``system``
+        in the same one); ``new_name`` is already checked by ``folder_name``."""
+        row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
+        if row is None:
+            return None
+        folder = _folder(row)
+        existing = await self._mailbox_folders(txn, folder.mailbox_id)
+        if new_name in existing:
+            raise FolderExists(new_name)
+        if folder.name == "INBOX":
+            return await self._rename_inbox(txn, folder, new_name, existing, notes)
+        if folder.system and not allow_system:
+            raise FolderProtected(folder.name)
+        prefix = folder.name + "/"
+        if new_name.startswith(prefix):
+            raise InvalidFolderName("a folder cannot be moved below itself")
+        renames = [(folder, new_name)] + [
+            (f, new_name + "/" + n[len(prefix) :])
+            for n, f in sorted(existing.items())
+            if n.startswith(prefix)
+        ]
+        for _, target in renames:
+            if target in existing:
+                raise FolderExists(target)
+        await self._create_parents(txn, folder.mailbox_id, new_name, existing, notes)
+        now = now_ns()
+        for f, target in renames:
+            await txn.execute(
+                "UPDATE folders SET name = ?, updated_at = ? WHERE id = ?", (target, now, f.id)
+            )
+            await self._audit(txn, "folder.updated", "folder", f.id, f.mailbox_id)
+            notes.append(
+                (
+                    f.mailbox_id,
+                    {"type": "folder_renamed", "folder_id": f.id, "name": target},
+                )
+            )
+        row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
+        return _folder(row)
 
     async def _rename_inbox(self, txn, inbox, new_name, existing, notes):
         """RFC 3501 6.3.5: INBOX keeps its name; its messages move to a new folder."""
@@ -348,8 +355,7 @@ class FoldersMixin(StoreBase):
                     {"type": "exists", "folder_id": target.id, "uid": uid, "id": mm.id},
                 )
             )
-        if source.id != target.id:
-            await self._bump_modseq(txn, source.id)
+        await record_vanished(txn, source.id, [mm.uid for mm in rows])
         return CopyResult(
             target.id, target.uid_validity, tuple(mm.uid for mm in rows), tuple(new_uids)
         )

@@ -33,6 +33,7 @@ from haitatsu.storage.store.common import (
     _text,
     new_id,
 )
+from haitatsu.storage.store.sync import record_vanished
 
 
 class MessagesMixin(StoreBase):
@@ -145,116 +146,20 @@ class MessagesMixin(StoreBase):
         internal_date,
         received=(),
     ):
-        """One transaction: blob references, the message row, its placements, quotas."""
-        internal = internal_date or now_ns()
-        message_id = new_id()
-        size = prepared.size
+        """One transaction: blob references, the message row, its placements, quotas, and
+        the ``message.received`` events (after the routing rules ran, as API.md 5.2 says)."""
 
         async def txn_fn(txn):
-            now = now_ns()
-            for key in sorted(generations):
-                await txn.execute(
-                    "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
-                    "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
-                    (now, key, generations[key]),
-                )
-                if txn.rowcount != 1:
-                    raise _LeaseLost(key)
-            await txn.execute(
-                "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
-                "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
-                "date, text_body_extract, html_body_extract, attachments, spam_score, "
-                "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    message_id,
-                    trace_id,
-                    _text(parsed.rfc_message_id),
-                    prepared.blob_key,
-                    prepared.sha256,
-                    size,
-                    _json(parsed.headers),
-                    _json(parsed.from_addresses),
-                    _json(parsed.to_addresses),
-                    _json(parsed.cc_addresses),
-                    _json(parsed.bcc_addresses),
-                    _text(parsed.subject),
-                    parsed.date,
-                    _text(parsed.text_body_extract),
-                    _text(parsed.html_body_extract),
-                    _json(parsed.attachments),
-                    0.0,
-                    _json(auth_results or {}),
-                    _text(parsed.envelope),
-                    _text(parsed.body),
-                    _text(parsed.bodystructure),
-                    parsed.header_size,
-                    _json(parsed.parts),
-                    _json(prepared.layout) if prepared.layout else None,
-                    now,
-                    now,
-                ),
+            placed, message_id = await self._insert_delivery(
+                txn,
+                prepared,
+                generations,
+                parsed,
+                deliveries,
+                trace_id,
+                auth_results,
+                internal_date,
             )
-            placements, seen = [], set()
-            for delivery in deliveries:
-                key = (delivery.mailbox_id, delivery.folder)
-                if key not in seen:
-                    seen.add(key)
-                    placements.append(delivery)
-            refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
-            placed, over_quota = [], []
-            for delivery, refused in zip(placements, refusals, strict=True):
-                if refused:
-                    over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
-                    continue
-                folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
-                if folder is None:
-                    raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
-                uid, modseq = await self._allocate_uid(txn, folder.id)
-                columns, keywords = _flag_columns(delivery.flags)
-                row_id = new_id()
-                await txn.execute(
-                    "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
-                    "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
-                    "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
-                    "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                    "?, ?, ?, ?, ?)",
-                    (
-                        row_id,
-                        delivery.mailbox_id,
-                        message_id,
-                        folder.id,
-                        uid,
-                        modseq,
-                        delivery.original_rcpt,
-                        delivery.base_rcpt,
-                        delivery.plus_tag,
-                        delivery.route_id,
-                        columns["read"],
-                        columns["flagged"],
-                        columns["answered"],
-                        columns["draft"],
-                        columns["imap_deleted"],
-                        _json(keywords),
-                        internal,
-                        size,
-                        now,
-                        now,
-                    ),
-                )
-                row = await txn.execute_one(
-                    f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
-                )
-                mm = _mailbox_message(row)
-                placed.append(mm)
-                await self._announce(
-                    txn,
-                    mm.mailbox_id,
-                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-                )
-            if not placed:
-                raise OverQuota(", ".join(over_quota))
             if received:
                 await self._record_received(txn, received, placed, message_id, trace_id)
             return placed, message_id
@@ -266,6 +171,130 @@ class MessagesMixin(StoreBase):
             raise ValueError(str(failure.value))
 
         return d.addErrback(unknown)
+
+    async def _insert_delivery(
+        self, txn, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+    ):
+        """The delivery's rows in ``txn``: blob references, the message, its placements, quotas.
+
+        Fire with ``(placed, message_id)``; raise ``OverQuota`` when no placement fits and
+        ``KeyError`` for a missing folder. MULTIAPPEND runs it once per message in one
+        transaction (``store/batch.py``).
+        """
+        internal = internal_date or now_ns()
+        message_id = new_id()
+        size = prepared.size
+        now = now_ns()
+        for key in sorted(generations):
+            await txn.execute(
+                "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
+                "WHERE blob_key = ? AND generation = ? AND refcount >= 0",
+                (now, key, generations[key]),
+            )
+            if txn.rowcount != 1:
+                raise _LeaseLost(key)
+        await txn.execute(
+            "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
+            "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
+            "date, text_body_extract, html_body_extract, attachments, spam_score, "
+            "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message_id,
+                trace_id,
+                _text(parsed.rfc_message_id),
+                prepared.blob_key,
+                prepared.sha256,
+                size,
+                _json(parsed.headers),
+                _json(parsed.from_addresses),
+                _json(parsed.to_addresses),
+                _json(parsed.cc_addresses),
+                _json(parsed.bcc_addresses),
+                _text(parsed.subject),
+                parsed.date,
+                _text(parsed.text_body_extract),
+                _text(parsed.html_body_extract),
+                _json(parsed.attachments),
+                0.0,
+                _json(auth_results or {}),
+                _text(parsed.envelope),
+                _text(parsed.body),
+                _text(parsed.bodystructure),
+                parsed.header_size,
+                _json(parsed.parts),
+                _json(prepared.layout) if prepared.layout else None,
+                now,
+                now,
+            ),
+        )
+        placements, seen = [], set()
+        for delivery in deliveries:
+            key = (delivery.mailbox_id, delivery.folder)
+            if key not in seen:
+                seen.add(key)
+                placements.append(delivery)
+        refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
+        placed, over_quota = [], []
+        for delivery, refused in zip(placements, refusals, strict=True):
+            if refused:
+                over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
+                continue
+            folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
+            if folder is None:
+                raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
+            uid, modseq = await self._allocate_uid(txn, folder.id)
+            columns, keywords = _flag_columns(delivery.flags)
+            row_id = new_id()
+            await txn.execute(
+                "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
+                "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
+                "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?)",
+                (
+                    row_id,
+                    delivery.mailbox_id,
+                    message_id,
+                    folder.id,
+                    uid,
+                    modseq,
+                    delivery.original_rcpt,
+                    delivery.base_rcpt,
+                    delivery.plus_tag,
+                    delivery.route_id,
+                    columns["read"],
+                    columns["flagged"],
+                    columns["answered"],
+                    columns["draft"],
+                    columns["imap_deleted"],
+                    _json(keywords),
+                    internal,
+                    size,
+                    now,
+                    now,
+                ),
+            )
+            row = await txn.execute_one(
+                f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
+            )
+            mm = _mailbox_message(row)
+            others = []
+            if delivery.apply_rules:  # RulesMixin (API.md 1.5), in this transaction
+                mm, others = await self._apply_routing_rules(txn, mm, delivery, parsed, size)
+            placed.append(mm)
+            if mm.deleted_at is None:
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+                )
+            for mailbox_id, change in others:
+                await self._announce(txn, mailbox_id, change)
+        if not placed:
+            raise OverQuota(", ".join(over_quota))
+        return placed, message_id
 
     def list_folder_messages(self, folder_id):
         async def txn_fn(txn):
@@ -413,54 +442,60 @@ class MessagesMixin(StoreBase):
                     (folder_id, *params),
                 )
                 for row in rows:
-                    current = _mailbox_message(row)
-                    system = {c for c in FLAG_COLUMNS.values() if getattr(current, c)}
-                    keywords = list(current.keywords)
-                    if mode == "=":
-                        system, keywords = set(wanted_system), list(wanted_keywords)
-                    elif mode == "+":
-                        system |= wanted_system
-                        keywords += [k for k in wanted_keywords if k not in keywords]
-                    else:
-                        system -= wanted_system
-                        keywords = [k for k in keywords if k not in wanted_keywords]
-                    if system == {c for c in FLAG_COLUMNS.values() if getattr(current, c)} and (
-                        keywords == list(current.keywords)
-                    ):
-                        continue
-                    modseq = await self._bump_modseq(txn, folder_id)
-                    sets = ", ".join(f"{c} = ?" for c in FLAG_COLUMNS.values())
-                    await txn.execute(
-                        f"UPDATE mailbox_messages SET {sets}, keywords = ?, modseq = ?, "
-                        "updated_at = ? WHERE id = ?",
-                        (
-                            *(c in system for c in FLAG_COLUMNS.values()),
-                            _json(keywords),
-                            modseq,
-                            now_ns(),
-                            current.id,
-                        ),
+                    mm = await self._apply_flags(
+                        txn, folder_id, _mailbox_message(row), mode, wanted_system, wanted_keywords
                     )
-                    row = await txn.execute_one(
-                        f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?",
-                        (current.id,),
-                    )
-                    mm = _mailbox_message(row)
-                    changed.append(mm)
-                    await self._announce(
-                        txn,
-                        mm.mailbox_id,
-                        {
-                            "type": "flags",
-                            "folder_id": folder_id,
-                            "uid": mm.uid,
-                            "id": mm.id,
-                            "flags": list(mm.flags),
-                        },
-                    )
+                    if mm is not None:
+                        changed.append(mm)
             return changed
 
         return self._run("store_flags", txn_fn) if uids else defer.succeed([])
+
+    async def _apply_flags(self, txn, folder_id, current, mode, wanted_system, wanted_keywords):
+        """Change one locked row's flags in ``txn``; return the new row, or None when the flags
+        are already as asked (then its MODSEQ stays: nothing changed for CONDSTORE clients)."""
+        before = {c for c in FLAG_COLUMNS.values() if getattr(current, c)}
+        system = set(before)
+        keywords = list(current.keywords)
+        if mode == "=":
+            system, keywords = set(wanted_system), list(wanted_keywords)
+        elif mode == "+":
+            system |= wanted_system
+            keywords += [k for k in wanted_keywords if k not in keywords]
+        else:
+            system -= wanted_system
+            keywords = [k for k in keywords if k not in wanted_keywords]
+        if system == before and keywords == list(current.keywords):
+            return None
+        modseq = await self._bump_modseq(txn, folder_id)
+        sets = ", ".join(f"{c} = ?" for c in FLAG_COLUMNS.values())
+        await txn.execute(
+            f"UPDATE mailbox_messages SET {sets}, keywords = ?, modseq = ?, "
+            "updated_at = ? WHERE id = ?",
+            (
+                *(c in system for c in FLAG_COLUMNS.values()),
+                _json(keywords),
+                modseq,
+                now_ns(),
+                current.id,
+            ),
+        )
+        row = await txn.execute_one(
+            f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (current.id,)
+        )
+        mm = _mailbox_message(row)
+        await self._announce(
+            txn,
+            mm.mailbox_id,
+            {
+                "type": "flags",
+                "folder_id": folder_id,
+                "uid": mm.uid,
+                "id": mm.id,
+                "flags": list(mm.flags),
+            },
+        )
+        return mm
 
     def expunge(self, folder_id, uids=None):
         async def txn_fn(txn):
@@ -505,8 +540,7 @@ class MessagesMixin(StoreBase):
                         (trash.id, uid, modseq, False, now, mm.id),
                     )
                     moved.append((mm, uid))
-            if targets:
-                await self._bump_modseq(txn, folder_id)
+            await record_vanished(txn, folder_id, [mm.uid for mm in targets])
             for mm in targets:
                 await self._announce(
                     txn,
@@ -579,8 +613,7 @@ class MessagesMixin(StoreBase):
                     changes.append(
                         {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id}
                     )
-            if targets:
-                await self._bump_modseq(txn, folder_id)
+            await record_vanished(txn, folder_id, [mm.uid for mm in targets])
             for change in changes:
                 await self._announce(txn, folder.mailbox_id, change)
             return [mm.uid for mm in targets]
