@@ -20,6 +20,7 @@ from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.housekeeping import Housekeeping
+from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 from haitatsu.tls import TLSService
 
@@ -53,6 +54,11 @@ class HaitatsuService(MultiService):
             self.tls.setServiceParent(self)
             self.watcher.add_reload_check(self.tls.prepare_reload)
         self.ready = defer.Deferred()
+        self.bounces = BounceHandler(self.store, reactor)
+        #: Started once the store is open, when ``workers.enabled`` (restart-only).
+        self.queue = None
+        if config.workers.enabled:
+            self.queue = OutboundQueue(self.store, self.get_config, reactor, self.spool_dir)
         self.webhooks = self._build_webhooks(config)
         self._build_listeners(config)
 
@@ -64,6 +70,11 @@ class HaitatsuService(MultiService):
         from haitatsu.imap import IMAPFactory
         from haitatsu.pop3 import POP3Factory
         from haitatsu.smtp import InboundSMTPFactory
+        from haitatsu.submission import SubmissionFactory
+        from haitatsu.submission.pipeline import SubmissionPipeline
+
+        # One pipeline for SMTP submission and the REST API's outbound route.
+        submission = SubmissionPipeline(self.store, self.get_config, self.reactor, self.spool_dir)
 
         tls = self.tls
 
@@ -82,19 +93,46 @@ class HaitatsuService(MultiService):
                 self.get_config, self.store, self.reactor, self.login_throttle, tls=tls
             )
 
+        def submission_factory(implicit_tls):
+            return SubmissionFactory(
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.spool_dir,
+                throttle=self.login_throttle,
+                implicit_tls=implicit_tls,
+                pipeline=submission,
+                tls=None if implicit_tls else tls,
+            )
+
         listeners = {
             "smtp.inbound_addr": lambda: InboundSMTPFactory(
-                self.get_config, self.store, self.reactor, self.spool_dir, tls=tls
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.spool_dir,
+                tls=tls,
+                bounces=self.bounces,
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,
+            "submission.starttls_addr": lambda: submission_factory(implicit_tls=False),
             "server.api_addr": lambda: HaitatsuAPI(
-                self.get_config, self.store, self.watcher, self.reactor
+                self.get_config,
+                self.store,
+                self.watcher,
+                self.reactor,
+                spool_dir=self.spool_dir,
+                submission=submission,
             ).site(),
         }
         # Implicit TLS: the same protocols, TLS from the first byte (and so no STARTTLS and no
         # plaintext-login refusal on them). Served only when TLS is configured.
-        implicit = {"imap.tls_addr": imap, "pop3.tls_addr": pop3}
+        implicit = {
+            "imap.tls_addr": imap,
+            "pop3.tls_addr": pop3,
+            "submission.tls_addr": lambda: submission_factory(implicit_tls=True),
+        }
         for key, make_factory in listeners.items():
             self.listen(config, key, make_factory)
         for key, make_factory in implicit.items():
@@ -128,11 +166,13 @@ class HaitatsuService(MultiService):
         d.addCallbacks(self._opened, self._failed_to_open)
 
     def _opened(self, _):
-        self._log.info("storage open; haitatsu is ready")
-        if self.webhooks is not None:
-            # Started once the store is open (a running MultiService starts a child it gains);
-            # stopped with the other children, before the store closes.
+        if self.queue is not None and self.running:
+            self.queue.setServiceParent(self)  # starts it: the parent is running
+        if self.webhooks is not None and self.running:
+            # Like the queue: started once the store is open (a running MultiService starts a
+            # child it gains); stopped with the other children, before the store closes.
             self.webhooks.setServiceParent(self)
+        self._log.info("storage open; haitatsu is ready")
         self.ready.callback(self)
 
     def _build_webhooks(self, config: Config):

@@ -20,6 +20,10 @@ class OverQuota(Exception):
     domain's quota. (When only some are, the store skips those and stores the message.)"""
 
 
+class OutboundLimitExceeded(Exception):
+    """The mailbox has sent as many messages as its hourly or daily outbound limit allows."""
+
+
 class Conflict(Exception):
     """A unique or foreign-key constraint refused the change."""
 
@@ -322,6 +326,34 @@ class IMailStore(Interface):
         syntax: words, ``"phrases"``, ``OR``, ``-word``). Fire with
         ``[(MailboxMessage, MessageInfo)]`` of live matches, newest first, paged like
         ``list_messages``. Words are stemmed (English), so "meeting" finds "meetings"."""
+
+    # -- submission and DKIM (docs/submission.md) -------------------------------------------
+
+    def submit(
+        spool_path,
+        mailbox_id,
+        mail_from,
+        local_deliveries,
+        remote_recipients,
+        trace_id,
+        per_hour=0,
+        per_day=0,
+    ):
+        """Store a finished outgoing message in one transaction: Sent copy (``\\Seen``),
+        local INBOX placements, the outbound job for remote recipients. Fire with a
+        ``Submitted``; ``OverQuota`` (Sent copy), ``OutboundLimitExceeded``."""
+
+    def create_dkim_key(domain, selector, algorithm, private_key, public_key):
+        """Store a DKIM key pair; ``Conflict`` if ``(domain, selector)`` exists."""
+
+    def get_dkim_key(key_id):
+        """Fire with the ``DkimKey`` or None."""
+
+    def list_dkim_keys(limit=50, before=None):
+        """Fire with ``DkimKey`` records, newest first, paged like ``list_mailboxes``."""
+
+    def signing_key(domain):
+        """Fire with the newest active ``DkimKey`` of ``domain``, or None."""
 
     def check():
         """Fire with None if the database is reachable and migrations are current."""

@@ -7,6 +7,8 @@ state" pattern) and every route shares one error handler and one set of conventi
 
 from __future__ import annotations
 
+import tempfile
+
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.server import Request, Site
@@ -15,6 +17,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from haitatsu.api import (
     audit,
     conventions,
+    dkim,
     dnscheck,
     domains,
     events,
@@ -27,12 +30,15 @@ from haitatsu.api import (
     metrics,
     openapi,
     ops,
+    outbound,
     passwords,
+    queue,
     routing_rules,
     senderrules,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
+from haitatsu.submission.pipeline import SubmissionPipeline
 
 RESOURCES = (
     ops,
@@ -46,6 +52,9 @@ RESOURCES = (
     labels,
     message_actions,
     audit,
+    queue,
+    dkim,
+    outbound,
     events,
     senderrules,
     dnscheck,
@@ -77,8 +86,11 @@ class HaitatsuAPI:
 
     ``get_config()`` returns the live ``Config``; the service token is read from it on every
     request, so a reload changes it at once. ``reloader.reload()`` returns a Deferred that
-    fails with the reason when a reload is refused; ``reloader`` may be None. ``metrics`` is
-    the ``haitatsu.metrics.Metrics`` to count requests in and serve (the server's by default).
+    fails with the reason when a reload is refused; ``reloader`` may be None. ``spool_dir`` is
+    where ``POST /mailboxes/:id/outbound`` writes the message it sends (default: the system's
+    temporary directory); ``submission`` the ``SubmissionPipeline`` it goes through (default:
+    one on the same store and config). ``metrics`` is the ``haitatsu.metrics.Metrics`` to count
+    requests in and serve (the server's by default).
     """
 
     app = _klein_app()
@@ -87,13 +99,20 @@ class HaitatsuAPI:
     #: Seconds between the comment lines that keep an idle event stream (and proxies) alive.
     sse_heartbeat_seconds = 15.0
 
-    def __init__(self, get_config, store, reloader, reactor, metrics=None):
+    def __init__(
+        self, get_config, store, reloader, reactor, spool_dir=None, submission=None, metrics=None
+    ):
         from haitatsu.metrics import METRICS
 
         self.get_config = get_config
         self.store = store
         self.reloader = reloader
         self.reactor = reactor
+        if submission is None:
+            submission = SubmissionPipeline(
+                store, get_config, reactor, spool_dir or tempfile.gettempdir()
+            )
+        self.submission = submission
         self.metrics = metrics if metrics is not None else METRICS
         self._resolver = (None, None)
         self._openapi = None

@@ -85,12 +85,10 @@ def prefix_check(name: str, prefix: str, texts: list[str] | None, where: str) ->
 
 
 async def dkim_selector(store, domain: str) -> str | None:
-    """The selector of the domain's first stored DKIM key; None when there is none (or this
-    store keeps no DKIM keys yet)."""
-    first = getattr(store, "first_dkim_selector", None)
-    if first is None:
-        return None
-    return await first(domain)
+    """The selector of the key that signs the domain's mail (its newest active DKIM key), or
+    None when the domain has none."""
+    key = await store.signing_key(domain)
+    return key.selector if key is not None else None
 
 
 @routes.route(

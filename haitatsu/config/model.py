@@ -26,6 +26,11 @@ def _nonneg(instance, attribute, value):
         raise ValueError("must be >= 0")
 
 
+def _positive(instance, attribute, value):
+    if value <= 0:
+        raise ValueError("must be > 0")
+
+
 def _endpoint(value: str, key: str) -> str:
     """Turn ``host:port`` (or ``[v6]:port``, ``:port``) into a Twisted server endpoint string.
 
@@ -101,12 +106,53 @@ class SubmissionConfig:
 
 @attrs.frozen
 class RelayConfig:
+    """The smarthost every outbound job goes through (API.md 5.4, docs/queue.md)."""
+
     addr: str = ""
     username: str = ""
     password: str = ""
+    #: Accepted for the original's sake (its PLAIN auth host); the TLS name checked is the host
+    #: part of ``addr``.
     from_host: str = ""
     max_attempts: int = attrs.field(default=30, validator=_nonneg)
     max_retry_minutes: int = attrs.field(default=240, validator=_nonneg)
+    #: Our additions. ``tls``: "opportunistic" (STARTTLS when offered, what the original's Go
+    #: client does), "required" (no STARTTLS offered: temporary failure) or "off".
+    tls: str = attrs.field(
+        default="opportunistic",
+        validator=attrs.validators.in_(["opportunistic", "required", "off"]),
+    )
+    #: Check the relay's certificate against the host name of ``addr`` (service-identity).
+    verify_cert: bool = True
+    #: PEM file of the CAs to trust for the relay; empty means the system's trust store.
+    ca_file: str = ""
+    #: How long the relay may stay silent before an attempt is given up (a temporary failure).
+    timeout_seconds: int = attrs.field(default=300, validator=_positive)
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """``(host, port)`` of ``addr`` (port 25 when absent), or None when no relay is set."""
+        addr = self.addr.strip()
+        if not addr:
+            return None
+        m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", addr)
+        if m is None:
+            m = re.fullmatch(r"([^:\s\[\]]+)(?::(\d+))?", addr)
+        if m is None or (m.group(2) and not 0 < int(m.group(2)) <= 65535):
+            raise ConfigError(f"relay.addr: {self.addr!r} is not host:port")
+        return m.group(1), int(m.group(2) or 25)
+
+
+@attrs.frozen
+class NotificationsConfig:
+    """Mail haitatsu writes itself: the bounce (DSN) filed in a sender's INBOX."""
+
+    #: Empty means ``postmaster@<server.public_hostname>``.
+    from_address: str = ""
+    render_url: str = ""
+    render_secret: str = ""
+    timeout_seconds: int = attrs.field(default=10, validator=_nonneg)
+    max_response_bytes: int = attrs.field(default=65536, validator=_nonneg)
 
 
 @attrs.frozen
@@ -125,11 +171,6 @@ S3_MIN_PART_SIZE = 5 * 1024 * 1024
 def _part_size(instance, attribute, value):
     if value < S3_MIN_PART_SIZE:
         raise ValueError(f"must be >= {S3_MIN_PART_SIZE} (5 MiB, S3's smallest multipart part)")
-
-
-def _positive(instance, attribute, value):
-    if value <= 0:
-        raise ValueError("must be > 0")
 
 
 @attrs.frozen
@@ -357,6 +398,7 @@ class Config:
     api: APIConfig = APIConfig()
     limits: LimitsConfig = LimitsConfig()
     workers: WorkersConfig = WorkersConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
@@ -415,6 +457,7 @@ class Config:
             server=attrs.evolve(self.server, data_dir=absolute(self.server.data_dir)),
             database=attrs.evolve(self.database, dsn=dsn),
             storage=attrs.evolve(self.storage, blob_dir=absolute(self.storage.blob_dir)),
+            relay=attrs.evolve(self.relay, ca_file=absolute(self.relay.ca_file)),
             tls=attrs.evolve(
                 self.tls,
                 cert_file=absolute(self.tls.cert_file),
@@ -452,6 +495,7 @@ class Config:
             config.s3.validate()
         if config.webhooks.endpoints and not config.webhooks.secret:
             raise ConfigError("webhooks.secret: required when webhooks.endpoints is not empty")
+        _ = config.relay.host_port  # raises ConfigError naming relay.addr
         if config.tls.mode == "manual" and not (config.tls.cert_file and config.tls.key_file):
             raise ConfigError('tls.cert_file, tls.key_file: required when tls.mode is "manual"')
         for i, extra in enumerate(config.tls.certificates):

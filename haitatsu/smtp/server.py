@@ -58,6 +58,7 @@ OVER_QUOTA = Reply(452, "4.2.2", "mailbox over quota")
 NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "no valid recipients")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
 TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
+INVALID_BOUNCE_RECIPIENT = Reply(550, "5.1.1", "invalid bounce recipient")
 
 #: Commands this server implements; everything else is 500 5.5.1 or, if listed below, 502 5.5.1.
 COMMANDS = frozenset(
@@ -87,8 +88,11 @@ class InboundESMTP(ESMTP):
         spool_dir: str,
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
+        bounces=None,
     ):
         ESMTP.__init__(self)
+        #: ``haitatsu.queue.BounceHandler``: VERP bounce addresses (API.md 5.2 step 1).
+        self.bounces = bounces
         self.config = config
         #: The ``TLSService`` STARTTLS uses; None: TLS is not configured, STARTTLS not offered.
         self.tls = tls
@@ -451,6 +455,14 @@ class InboundESMTP(ESMTP):
 
     async def _resolve(self, address: str):
         try:
+            verp = await self.bounces.check(address) if self.bounces is not None else None
+            if verp is not None:
+                if not verp.valid:
+                    self.reply(INVALID_BOUNCE_RECIPIENT)
+                else:
+                    self.recipients.append(verp)
+                    self.reply(Reply(250, "2.1.5", "bounce recipient OK"))
+                return
             recipient = await self.store.resolve_recipient(address)
         except Exception:
             self._log.failure(
@@ -502,18 +514,7 @@ class InboundESMTP(ESMTP):
         spool = None
         try:
             spool = SpoolFile.create(self.spool_dir)
-            spool.write(
-                trace_headers(
-                    helo=self.helo_name,
-                    remote_ip=self.remote_ip,
-                    remote_name=self.remote_name,
-                    hostname=self.config.server.public_hostname,
-                    instance=self.config.server.instance_name,
-                    trace_id=trace_id,
-                    when=self.clock.seconds(),
-                    tls=self.secure,
-                )
-            )
+            spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
             if spool is not None:
@@ -526,6 +527,20 @@ class InboundESMTP(ESMTP):
         self._data_size = 0
         self.mode = DATA
         self.sendCode(354, b"end data with <CR><LF>.<CR><LF>")
+
+    def _spool_prelude(self, trace_id: str) -> bytes:
+        """What the spool file starts with, before the client's bytes: the MX's trace headers
+        (submission, which finishes the message itself, writes nothing here)."""
+        return trace_headers(
+            helo=self.helo_name,
+            remote_ip=self.remote_ip,
+            remote_name=self.remote_name,
+            hostname=self.config.server.public_hostname,
+            instance=self.config.server.instance_name,
+            trace_id=trace_id,
+            when=self.clock.seconds(),
+            tls=self.secure,
+        )
 
     def _data_line(self, line: bytes):
         if line == b".":
@@ -561,7 +576,7 @@ class InboundESMTP(ESMTP):
         self.mode = COMMAND
         spool, self._spool = self._spool, None
         error, size, trace_id = self._data_error, self._data_size, self._trace_id
-        recipients = self.recipients
+        recipients, sender = self.recipients, self.sender
         self._reset_transaction()
         if error is not None:
             spool.discard()
@@ -582,9 +597,27 @@ class InboundESMTP(ESMTP):
             spool.discard()
             self.reply(TEMPFAIL)
             return
-        self._run_pending(self._deliver(spool, recipients, trace_id, size))
+        self._run_pending(self._deliver(spool, recipients, trace_id, size, sender or ""))
 
-    async def _deliver(self, spool: SpoolFile, recipients, trace_id: str, size: int):
+    async def _deliver(
+        self, spool: SpoolFile, recipients, trace_id: str, size: int, sender: str = ""
+    ):
+        verps = [r for r in recipients if not hasattr(r, "mailbox_id")]
+        if verps:
+            try:
+                await self.bounces.record(spool.path, verps, sender, self.remote_ip, trace_id)
+            except Exception:
+                spool.discard()
+                self._log.failure(
+                    "tempfail {trace_id}: recording a bounce failed", trace_id=trace_id
+                )
+                self.reply(TEMPFAIL)
+                return
+            recipients = [r for r in recipients if hasattr(r, "mailbox_id")]
+            if not recipients:
+                spool.discard()
+                self.reply(Reply(250, "2.0.0", f"OK {trace_id}"))
+                return
         deliveries = []
         seen = set()
         for r in recipients:
@@ -659,6 +692,8 @@ class InboundSMTPFactory(ServerFactory):
     ``store`` provides ``IMailStore``; ``reactor`` is the clock for idle timeouts; finished
     messages are spooled under ``spool_dir``. ``extra_extensions(config)`` adds EHLO keywords
     (``X-RESTMAIL``) without subclassing. ``tls`` (a ``TLSService``) turns on STARTTLS.
+    ``bounces`` (a ``haitatsu.queue.BounceHandler``) takes VERP bounce addresses; without
+    it they are ordinary recipients.
     """
 
     protocol = InboundESMTP
@@ -671,9 +706,11 @@ class InboundSMTPFactory(ServerFactory):
         spool_dir: str,
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
+        bounces=None,
     ):
         self.get_config = get_config
         self.tls = tls
+        self.bounces = bounces
         self.store = store
         self.reactor = reactor
         # Absolute, so the store's threads and a daemonised twistd (which changes directory)
@@ -692,6 +729,7 @@ class InboundSMTPFactory(ServerFactory):
             spool_dir=self.spool_dir,
             extra_extensions=self.extra_extensions,
             tls=self.tls,
+            bounces=self.bounces,
         )
         proto.factory = self
         return proto

@@ -53,8 +53,8 @@ class SQLiteEngine:
 
     #: SQLite has one writer at a time (``BEGIN IMMEDIATE``): rows need no lock of their own.
     for_update = ""
-    #: Claiming a queue row (webhook outbox, outbound queue) needs no lock either.
-    for_update_skip_locked = ""
+    #: Queue claims need no ``SKIP LOCKED`` either: only one writer runs at a time.
+    skip_locked = ""
 
     def convert_sql(self, sql: str) -> str:
         return sql
@@ -113,10 +113,10 @@ class BaseTransaction:
         return self.engine.for_update
 
     @property
-    def for_update_skip_locked(self) -> str:
-        """`` FOR UPDATE SKIP LOCKED`` where workers claiming queue rows must pass over rows
-        another worker holds instead of waiting for them."""
-        return self.engine.for_update_skip_locked
+    def skip_locked(self) -> str:
+        """`` FOR UPDATE SKIP LOCKED`` where concurrent claimers of queue rows must pass over
+        rows another transaction holds instead of waiting for them (PostgreSQL)."""
+        return self.engine.skip_locked
 
     def in_clause(self, column: str, values) -> tuple[str, list]:
         return self.engine.in_clause(column, values)

@@ -128,7 +128,9 @@ class PostgresEngine:
 
     #: Appended to a SELECT whose rows the transaction goes on to change.
     for_update = " FOR UPDATE"
-    for_update_skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    #: Appended to a queue claim: rows another node is claiming right now are passed over.
+    skip_locked = " FOR UPDATE SKIP LOCKED"
 
     def convert_sql(self, sql: str) -> str:
         return convert_placeholders(sql)

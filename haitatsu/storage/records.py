@@ -214,6 +214,36 @@ def address_domain(address: str) -> str:
 
 
 @attrs.frozen
+class DkimKey:
+    """A DKIM signing key (API.md 1.11): ``algorithm`` is "rsa" or "ed25519"; the private key
+    never leaves the server (the REST shape shows the DNS record only)."""
+
+    id: str
+    domain: str
+    selector: str
+    algorithm: str
+    private_key: str
+    public_key: str
+    active: bool
+    created_at: int
+    updated_at: int
+
+
+@attrs.frozen
+class Submitted:
+    """What ``store.submit`` stored for one outgoing message: the message row, its copy in the
+    sender's Sent folder, the placements in local recipients' INBOXes, the outbound job (None
+    when no recipient is remote) and the local recipients that went into the job instead,
+    because their mailbox could not take the message now (docs/submission.md)."""
+
+    message: MessageInfo
+    sent: MailboxMessage
+    delivered: tuple
+    job_id: str | None
+    requeued: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Delivery:
     """One placement of a message being stored: which mailbox, which folder, which flags."""
 
@@ -321,3 +351,90 @@ class CopyResult:
 
     def __bool__(self):
         return bool(self.source_uids)
+
+
+@attrs.frozen
+class OutboundRecipient:
+    """One recipient of an outbound job: ``pending`` until an attempt settles it as ``sent`` or
+    ``failed``; ``code``, ``enhanced_status_code`` and ``response`` are the last answer heard
+    for it (a 4xx leaves it pending with that answer)."""
+
+    id: str
+    job_id: str
+    rcpt: str
+    status: str
+    code: int
+    enhanced_status_code: str
+    response: str
+    updated_at: int
+
+
+@attrs.frozen
+class OutboundAttempt:
+    """One delivery attempt: which node, when, and its ``result`` (``code``,
+    ``enhanced_status_code``, ``classification``, ``response``, per-recipient answers).
+    ``finished_at`` is None while it runs (or if its node died; the next claim closes it)."""
+
+    id: str
+    job_id: str
+    attempt: int
+    node: str
+    result: dict
+    started_at: int
+    finished_at: int | None
+
+
+@attrs.frozen
+class OutboundJob:
+    """A queued message (API.md 5.4). ``status``: ``queued``, ``processing``, ``retry``,
+    ``sent`` or ``failed``. ``attempts`` counts claims, so it is also the fencing token of the
+    current lease: a worker whose job was taken over finds a higher number and writes nothing."""
+
+    id: str
+    message_id: str
+    mailbox_id: str
+    trace_id: str
+    mail_from: str
+    route: str
+    status: str
+    attempts: int
+    next_attempt_at: int
+    locked_by: str
+    locked_until: int | None
+    last_error: dict
+    created_at: int
+    updated_at: int
+    dsn_message_id: str = ""
+    recipients: tuple[OutboundRecipient, ...] = ()
+    attempt_log: tuple[OutboundAttempt, ...] = ()
+    #: Set on a claimed job: the message to send (read through ``IMailStore.open_message``).
+    message: MessageInfo | None = None
+
+    @property
+    def pending(self) -> list[str]:
+        """The recipients still to be delivered, in the order they were queued."""
+        return [r.rcpt for r in self.recipients if r.status == "pending"]
+
+
+@attrs.frozen
+class BounceEvent:
+    """A delivery status notification received on a VERP return path (API.md 5.2 step 1)."""
+
+    id: str
+    message_id: str
+    job_id: str
+    mailbox_id: str
+    verp_address: str
+    envelope_from: str
+    recipient: str
+    action: str
+    status: str
+    diagnostic: str
+    remote_mta: str
+    reporting_mta: str
+    remote_ip: str
+    trace_id: str
+    sha256: str
+    size_bytes: int
+    excerpt: str
+    created_at: int

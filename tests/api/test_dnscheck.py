@@ -69,8 +69,12 @@ class DNSCheckTests(unittest.TestCase):
         self.assertEqual(statuses["mx"], "ok")
         self.assertEqual(statuses["spf"], "ok")
         self.assertEqual(statuses["dmarc"], "ok")
-        # This store keeps no DKIM keys yet: the check says so.
+        # No DKIM key stored for the domain yet: missing, whatever DNS says.
         self.assertEqual(statuses["dkim"], "missing")
+        await self.store.create_dkim_key("good.test", "sel", "rsa", "private", "public")
+        result = await self.check("good.test")
+        self.assertEqual(result["checks"][1]["status"], "ok")
+        self.assertIn("sel._domainkey.good.test", result["checks"][1]["message"])
         self.assertEqual(result["checks"][2]["message"], "v=spf1 mx -all")
 
     async def test_a_domain_that_points_elsewhere(self):

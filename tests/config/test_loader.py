@@ -205,6 +205,17 @@ class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
             'imap { addr = "127.0.0.1:70000" }', "imap.addr: port 70000 is out of range"
         )
 
+    def test_relay_tls_choice(self):
+        self.assertConfigError('relay { tls = "sometimes" }', "relay.tls: must be one of")
+
+    def test_relay_addr_must_be_host_port(self):
+        self.assertConfigError('relay { addr = "a:b:c" }', "relay.addr: 'a:b:c' is not host:port")
+
+    def test_relay_timeout_positive(self):
+        self.assertConfigError(
+            "relay { timeout_seconds = 0 }", "relay.timeout_seconds: must be > 0"
+        )
+
     def test_postgres_needs_dsn(self):
         self.assertConfigError('database { driver = "postgres" }', "database.dsn: required")
 

@@ -11,9 +11,9 @@ announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttli
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
 resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
-``folder_ops`` and ``audit``; ``events`` (the event log and webhook outbox) and
-``senderrules``. A new concern gets a
-module and a mixin of its own.
+``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
+(send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
+webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -23,6 +23,7 @@ from haitatsu.storage.store.accounts import AccountsMixin
 from haitatsu.storage.store.audit import AuditMixin
 from haitatsu.storage.store.base import StoreBase
 from haitatsu.storage.store.batch import BatchMixin
+from haitatsu.storage.store.bounces import BouncesMixin
 from haitatsu.storage.store.common import (
     CLAIM_TIMEOUT_SECONDS,
     DEFAULT_DEDUP_THRESHOLD,
@@ -33,6 +34,7 @@ from haitatsu.storage.store.common import (
     new_id,
     verify_password,
 )
+from haitatsu.storage.store.dkim import DkimMixin
 from haitatsu.storage.store.events import EventsMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
@@ -50,6 +52,7 @@ from haitatsu.storage.store.outbound import OutboundMixin
 from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
 from haitatsu.storage.store.rules import RulesMixin
 from haitatsu.storage.store.senderrules import SenderRulesMixin
+from haitatsu.storage.store.submission import SubmissionMixin
 from haitatsu.storage.store.sync import SyncMixin
 
 
@@ -61,6 +64,9 @@ class MailStore(
     SyncMixin,
     BatchMixin,
     OutboundMixin,
+    BouncesMixin,
+    SubmissionMixin,
+    DkimMixin,
     EventsMixin,
     SenderRulesMixin,
     GarbageMixin,

@@ -263,7 +263,7 @@ class EventsMixin(StoreBase):
                     "SELECT * FROM events WHERE "
                     + " OR ".join(where)
                     + " ORDER BY created_at, id LIMIT 1"
-                    + txn.for_update_skip_locked,
+                    + txn.skip_locked,
                     tuple(params),
                 )
                 if row is None:

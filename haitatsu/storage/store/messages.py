@@ -179,12 +179,50 @@ class MessagesMixin(StoreBase):
 
         Fire with ``(placed, message_id)``; raise ``OverQuota`` when no placement fits and
         ``KeyError`` for a missing folder. MULTIAPPEND runs it once per message in one
-        transaction (``store/batch.py``).
+        transaction (``store/batch.py``). Routing rules run on a placement whose delivery asks
+        for them, and a placement is announced where it ended up.
         """
         internal = internal_date or now_ns()
         message_id = new_id()
         size = prepared.size
         now = now_ns()
+        await self._reference_blobs(txn, generations, now)
+        await self._insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now)
+        placements, seen = [], set()
+        for delivery in deliveries:
+            key = (delivery.mailbox_id, delivery.folder)
+            if key not in seen:
+                seen.add(key)
+                placements.append(delivery)
+        refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
+        placed, over_quota = [], []
+        for delivery, refused in zip(placements, refusals, strict=True):
+            if refused:
+                over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
+                continue
+            mm = await self._place_message(
+                txn, message_id, delivery, size, internal, now, announce=False
+            )
+            others = []
+            if delivery.apply_rules:  # RulesMixin (API.md 1.5), in this transaction
+                mm, others = await self._apply_routing_rules(txn, mm, delivery, parsed, size)
+            placed.append(mm)
+            if mm.deleted_at is None:
+                await self._announce(
+                    txn,
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
+                )
+            for mailbox_id, change in others:
+                await self._announce(txn, mailbox_id, change)
+        if not placed:
+            raise OverQuota(", ".join(over_quota))
+        return placed, message_id
+
+    @staticmethod
+    async def _reference_blobs(txn, generations, now):
+        """Count one more reference on each leased blob; ``_LeaseLost`` if garbage collection
+        claimed one since the lease (its object may be gone)."""
         for key in sorted(generations):
             await txn.execute(
                 "UPDATE blobs SET refcount = refcount + 1, updated_at = ? "
@@ -193,6 +231,10 @@ class MessagesMixin(StoreBase):
             )
             if txn.rowcount != 1:
                 raise _LeaseLost(key)
+
+    @staticmethod
+    async def _insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now):
+        """The ``messages`` row of a stored message."""
         await txn.execute(
             "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
             "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
@@ -206,7 +248,7 @@ class MessagesMixin(StoreBase):
                 _text(parsed.rfc_message_id),
                 prepared.blob_key,
                 prepared.sha256,
-                size,
+                prepared.size,
                 _json(parsed.headers),
                 _json(parsed.from_addresses),
                 _json(parsed.to_addresses),
@@ -229,72 +271,56 @@ class MessagesMixin(StoreBase):
                 now,
             ),
         )
-        placements, seen = [], set()
-        for delivery in deliveries:
-            key = (delivery.mailbox_id, delivery.folder)
-            if key not in seen:
-                seen.add(key)
-                placements.append(delivery)
-        refusals = await self._charge_quota(txn, [p.mailbox_id for p in placements], size)
-        placed, over_quota = [], []
-        for delivery, refused in zip(placements, refusals, strict=True):
-            if refused:
-                over_quota.append(f"{delivery.mailbox_id} ({refused} quota)")
-                continue
-            folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
-            if folder is None:
-                raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
-            uid, modseq = await self._allocate_uid(txn, folder.id)
-            columns, keywords = _flag_columns(delivery.flags)
-            row_id = new_id()
-            await txn.execute(
-                "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
-                "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
-                "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?)",
-                (
-                    row_id,
-                    delivery.mailbox_id,
-                    message_id,
-                    folder.id,
-                    uid,
-                    modseq,
-                    delivery.original_rcpt,
-                    delivery.base_rcpt,
-                    delivery.plus_tag,
-                    delivery.route_id,
-                    columns["read"],
-                    columns["flagged"],
-                    columns["answered"],
-                    columns["draft"],
-                    columns["imap_deleted"],
-                    _json(keywords),
-                    internal,
-                    size,
-                    now,
-                    now,
-                ),
+
+    async def _place_message(self, txn, message_id, delivery, size, internal, now, announce=True):
+        """Place the message in ``delivery``'s folder (quota already charged): take a UID and a
+        MODSEQ, insert the row, announce it unless told not to. Return the ``MailboxMessage``."""
+        folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
+        if folder is None:
+            raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
+        uid, modseq = await self._allocate_uid(txn, folder.id)
+        columns, keywords = _flag_columns(delivery.flags)
+        row_id = new_id()
+        await txn.execute(
+            "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
+            "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
+            "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
+            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?)",
+            (
+                row_id,
+                delivery.mailbox_id,
+                message_id,
+                folder.id,
+                uid,
+                modseq,
+                delivery.original_rcpt,
+                delivery.base_rcpt,
+                delivery.plus_tag,
+                delivery.route_id,
+                columns["read"],
+                columns["flagged"],
+                columns["answered"],
+                columns["draft"],
+                columns["imap_deleted"],
+                _json(keywords),
+                internal,
+                size,
+                now,
+                now,
+            ),
+        )
+        row = await txn.execute_one(
+            f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
+        )
+        mm = _mailbox_message(row)
+        if announce:
+            await self._announce(
+                txn,
+                mm.mailbox_id,
+                {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
             )
-            row = await txn.execute_one(
-                f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
-            )
-            mm = _mailbox_message(row)
-            others = []
-            if delivery.apply_rules:  # RulesMixin (API.md 1.5), in this transaction
-                mm, others = await self._apply_routing_rules(txn, mm, delivery, parsed, size)
-            placed.append(mm)
-            if mm.deleted_at is None:
-                await self._announce(
-                    txn,
-                    mm.mailbox_id,
-                    {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
-                )
-            for mailbox_id, change in others:
-                await self._announce(txn, mailbox_id, change)
-        if not placed:
-            raise OverQuota(", ".join(over_quota))
-        return placed, message_id
+        return mm
 
     def list_folder_messages(self, folder_id):
         async def txn_fn(txn):
