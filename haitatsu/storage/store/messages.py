@@ -46,10 +46,40 @@ class MessagesMixin(StoreBase):
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
+
+        def commit(prepared, parsed, generations):
+            return self._commit_delivery(
+                prepared,
+                generations,
+                parsed,
+                deliveries,
+                trace_id,
+                auth_results,
+                internal_date,
+                received,
+            )
+
+        (placed, message_id), prepared = yield defer.Deferred.fromCoroutine(
+            self._store_message(spool_path, trace_id, commit)
+        )
+        _log.info(
+            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
+            message_id=message_id,
+            size=prepared.size,
+            blobs=len(prepared.pieces),
+            count=len(placed),
+            trace_id=trace_id,
+        )
+        return placed
+
+    async def _store_message(self, spool_path, trace_id, commit):
+        """Parse and split the spool file, store its blobs and run ``commit(prepared, parsed,
+        generations)`` (a Deferred of the metadata transaction); store and commit again while
+        garbage collection gets in the way. Return ``(commit's result, prepared)``."""
         # Parsing never fails (see _parse_safely); its part offsets decide the split.
-        parsed = yield self._thread(_parse_safely, spool_path)
+        parsed = await self._thread(_parse_safely, spool_path)
         try:
-            prepared = yield self._thread(
+            prepared = await self._thread(
                 layoutmod.prepare,
                 spool_path,
                 parsed.parts,
@@ -61,18 +91,9 @@ class MessagesMixin(StoreBase):
         try:
             for attempt, delay in enumerate((*DELIVERY_RETRY_DELAYS, None), 1):
                 try:
-                    generations = yield defer.Deferred.fromCoroutine(self._store_blobs(prepared))
-                    placed, message_id = yield self._commit_delivery(
-                        prepared,
-                        generations,
-                        parsed,
-                        deliveries,
-                        trace_id,
-                        auth_results,
-                        internal_date,
-                        received,
-                    )
-                    break
+                    generations = await self._store_blobs(prepared)
+                    result = await commit(prepared, parsed, generations)
+                    return result, prepared
                 except (_LeaseLost, _BlobBusy) as e:
                     _log.warn(
                         "blob {key} is being collected during delivery (attempt {attempt}); "
@@ -85,18 +106,9 @@ class MessagesMixin(StoreBase):
                         raise StorageUnavailable(
                             "blobs kept being collected during delivery"
                         ) from None
-                    yield task.deferLater(self._reactor, delay, lambda: None)
+                    await task.deferLater(self._reactor, delay, lambda: None)
         finally:
-            yield self._thread(prepared.remove_temporary)
-        _log.info(
-            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
-            message_id=message_id,
-            size=prepared.size,
-            blobs=len(prepared.pieces),
-            count=len(placed),
-            trace_id=trace_id,
-        )
-        return placed
+            await self._thread(prepared.remove_temporary)
 
     async def _store_blobs(self, prepared) -> dict[str, str]:
         """Lease every blob of the message, then put it; return the leased row generations.
