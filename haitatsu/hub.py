@@ -26,7 +26,7 @@ from haitatsu.tls import TLSService
 
 
 class HaitatsuService(MultiService):
-    """Owns the hub: config watcher, store, housekeeping and listeners."""
+    """Owns the hub: config watcher, store, housekeeping, webhook workers and listeners."""
 
     _log = Logger()
 
@@ -59,6 +59,7 @@ class HaitatsuService(MultiService):
         self.queue = None
         if config.workers.enabled:
             self.queue = OutboundQueue(self.store, self.get_config, reactor, self.spool_dir)
+        self.webhooks = self._build_webhooks(config)
         self._build_listeners(config)
 
     def get_config(self) -> Config:
@@ -167,8 +168,32 @@ class HaitatsuService(MultiService):
     def _opened(self, _):
         if self.queue is not None and self.running:
             self.queue.setServiceParent(self)  # starts it: the parent is running
+        if self.webhooks is not None and self.running:
+            # Like the queue: started once the store is open (a running MultiService starts a
+            # child it gains); stopped with the other children, before the store closes.
+            self.webhooks.setServiceParent(self)
         self._log.info("storage open; haitatsu is ready")
         self.ready.callback(self)
+
+    def _build_webhooks(self, config: Config):
+        """The webhook workers (``workers.enabled``), each POSTing through one treq client."""
+        if not config.workers.enabled:
+            return None
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent, HTTPConnectionPool
+
+        from haitatsu.webhooks import WebhookWorker
+
+        pool = HTTPConnectionPool(self.reactor, persistent=True)
+        pool.maxPersistentPerHost = 4
+        return WebhookWorker(
+            self.store,
+            self.get_config,
+            HTTPClient(Agent(self.reactor, pool=pool)),
+            self.reactor,
+            node=config.server.instance_name,
+            loops=config.workers.concurrency or 1,
+        )
 
     def _failed_to_open(self, failure):
         self._log.failure("could not open storage; stopping", failure)

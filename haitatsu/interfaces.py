@@ -244,8 +244,14 @@ class IMailStore(Interface):
 
     # -- messages ------------------------------------------------------------------------
 
-    def deliver(spool_path, deliveries, trace_id, auth_results=None, internal_date=None):
+    def deliver(
+        spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+    ):
         """Store the message in ``spool_path`` once and place it per ``Delivery``.
+
+        ``received`` lists the inbound routing results (``events.Received``); their
+        ``message.received`` events are written in the delivery's transaction, so a failed
+        delivery writes none.
 
         Large leaf parts may be stored as blobs of their own (docs/storage.md); reading the
         message back through ``open_message`` returns it byte for byte either way. The blobs are

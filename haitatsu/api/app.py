@@ -18,18 +18,23 @@ from haitatsu.api import (
     audit,
     conventions,
     dkim,
+    dnscheck,
     domains,
+    events,
     folders,
     labels,
     mail_routes,
     mailboxes,
     message_actions,
     messages,
+    metrics,
+    openapi,
     ops,
     outbound,
     passwords,
     queue,
     routing_rules,
+    senderrules,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
@@ -50,7 +55,18 @@ RESOURCES = (
     queue,
     dkim,
     outbound,
+    events,
+    senderrules,
+    dnscheck,
+    metrics,
+    openapi,
 )
+
+
+def all_routes() -> list:
+    """Every route of the application, in registration order."""
+    return [route for module in RESOURCES for route in module.routes.routes]
+
 
 API_PREFIX = b"/api/v1"
 
@@ -73,13 +89,21 @@ class HaitatsuAPI:
     fails with the reason when a reload is refused; ``reloader`` may be None. ``spool_dir`` is
     where ``POST /mailboxes/:id/outbound`` writes the message it sends (default: the system's
     temporary directory); ``submission`` the ``SubmissionPipeline`` it goes through (default:
-    one on the same store and config).
+    one on the same store and config). ``metrics`` is the ``haitatsu.metrics.Metrics`` to count
+    requests in and serve (the server's by default).
     """
 
     app = _klein_app()
     _log = Logger()
 
-    def __init__(self, get_config, store, reloader, reactor, spool_dir=None, submission=None):
+    #: Seconds between the comment lines that keep an idle event stream (and proxies) alive.
+    sse_heartbeat_seconds = 15.0
+
+    def __init__(
+        self, get_config, store, reloader, reactor, spool_dir=None, submission=None, metrics=None
+    ):
+        from haitatsu.metrics import METRICS
+
         self.get_config = get_config
         self.store = store
         self.reloader = reloader
@@ -89,6 +113,24 @@ class HaitatsuAPI:
                 store, get_config, reactor, spool_dir or tempfile.gettempdir()
             )
         self.submission = submission
+        self.metrics = metrics if metrics is not None else METRICS
+        self._resolver = (None, None)
+        self._openapi = None
+
+    def resolver(self):
+        """The DNS resolver for the live ``dns`` config (rebuilt when a reload changes it)."""
+        config = self.get_config()
+        key, resolver = self._resolver
+        if resolver is None or key != config.dns.servers():
+            resolver = dnscheck.resolver_for(config, self.reactor)
+            self._resolver = (config.dns.servers(), resolver)
+        return resolver
+
+    def openapi(self) -> dict:
+        """The OpenAPI document of every route (built once)."""
+        if self._openapi is None:
+            self._openapi = openapi.build_document(all_routes())
+        return self._openapi
 
     def resource(self):
         """The twisted.web resource of the whole API (root, /health, /ready and /api/v1)."""

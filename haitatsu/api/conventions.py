@@ -376,6 +376,10 @@ class Route:
     handler: Callable
     failure: str
     auth: bool = True
+    #: The route's OpenAPI operation, or the parts of it that differ from the generated
+    #: default (``haitatsu/api/openapi.py``): ``summary``, ``parameters``, ``requestBody``,
+    #: ``responses``.
+    spec: dict | None = None
 
 
 class RouteTable:
@@ -391,9 +395,16 @@ class RouteTable:
     def __init__(self) -> None:
         self.routes: list[Route] = []
 
-    def route(self, method: str, path: str, failure: str = "internal_error", auth: bool = True):
+    def route(
+        self,
+        method: str,
+        path: str,
+        failure: str = "internal_error",
+        auth: bool = True,
+        spec: dict | None = None,
+    ):
         def register(handler):
-            self.routes.append(Route(method, path, handler, failure, auth))
+            self.routes.append(Route(method, path, handler, failure, auth, spec))
             return handler
 
         return register
@@ -411,6 +422,13 @@ class RouteTable:
         log = self._log
 
         async def endpoint(api, request, **params):
+            metrics = getattr(api, "metrics", None)
+            if metrics is not None:
+                request.notifyFinish().addBoth(
+                    lambda _: metrics.api_requests.labels(
+                        method=route.method, status=str(request.code)
+                    ).inc()
+                )
             if route.auth:
                 api.authenticate(request)
             check_body_size(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import TimeoutError, maybeDeferred
 
+from haitatsu.api import schemas
 from haitatsu.api.conventions import APIError, RouteTable, data, respond
 
 routes = RouteTable()
@@ -12,7 +13,25 @@ routes = RouteTable()
 READY_TIMEOUT_SECONDS = 5
 
 
-@routes.route("GET", "/health", auth=False)
+def _status_answer(description: str) -> dict:
+    return {
+        "description": description,
+        "content": schemas.json_content(
+            {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string"}, "error": {"type": "string"}},
+            }
+        ),
+    }
+
+
+@routes.route(
+    "GET",
+    "/health",
+    auth=False,
+    spec={"summary": "Liveness", "responses": {"200": _status_answer("Alive")}},
+)
 async def health(api, request):
     return respond(request, 200, {"status": "ok"})
 
@@ -30,7 +49,18 @@ async def _check(api, check) -> str | None:
     return None
 
 
-@routes.route("GET", "/ready", auth=False)
+@routes.route(
+    "GET",
+    "/ready",
+    auth=False,
+    spec={
+        "summary": "Readiness: database, migrations and blob store",
+        "responses": {
+            "200": _status_answer("Ready"),
+            "503": _status_answer("Not ready, with the reason"),
+        },
+    },
+)
 async def ready(api, request):
     for name, check in (("database", api.store.check), ("blobs", api.store.blobs.check)):
         reason = await _check(api, check)

@@ -320,6 +320,69 @@ class MetricsConfig:
     enabled: bool = True
 
 
+def _endpoint_map(value) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a Mapping of event type to URL, got {type(value).__name__}")
+    for event_type, url in value.items():
+        if not isinstance(url, str):
+            raise ValueError(f"{event_type}: expected a URL String, got {type(url).__name__}")
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ValueError(f"{event_type}: {url!r} is not an http(s) URL")
+    return dict(value)
+
+
+@attrs.frozen
+class WebhooksConfig:
+    """Webhook delivery (API.md 3). Every key is hot: workers read it on each attempt."""
+
+    default_timeout_seconds: int = attrs.field(default=10, validator=_nonneg)
+    secret: str = ""
+    #: event type -> URL (exact match).
+    endpoints: dict = attrs.field(factory=dict, converter=_endpoint_map, hash=False)
+    max_attempts: int = attrs.field(default=10, validator=_nonneg)
+
+    @property
+    def timeout(self) -> float:
+        """0 means the default, 10 s."""
+        return float(self.default_timeout_seconds or 10)
+
+    @property
+    def attempts(self) -> int:
+        """0 means the default, 10."""
+        return self.max_attempts or 10
+
+
+def _nameservers(value) -> tuple:
+    if value == {}:
+        return ()  # `nameservers {}` in a config that does not amend the schema
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError("expected a Listing of host or host:port Strings")
+    out = []
+    for entry in value:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ValueError(f"{entry!r} is not a host or host:port")
+        out.append(entry.strip())
+    return tuple(out)
+
+
+@attrs.frozen
+class DNSConfig:
+    """Our addition: the resolver for DNS checks (``GET /dns/check``). ``nameservers`` lists
+    ``host`` or ``host:port`` (``[v6]:port``); empty means the system's /etc/resolv.conf."""
+
+    nameservers: tuple = attrs.field(default=(), converter=_nameservers)
+
+    def servers(self) -> list[tuple[str, int]]:
+        """``(host, port)`` pairs for twisted.names."""
+        out = []
+        for entry in self.nameservers:
+            m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)", entry) or re.fullmatch(
+                r"([^:]+):(\d+)", entry
+            )
+            out.append((m.group(1), int(m.group(2))) if m else (entry.strip("[]"), 53))
+        return out
+
+
 @attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
@@ -338,6 +401,8 @@ class Config:
     notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
+    dns: DNSConfig = DNSConfig()
 
     # -- derived values -------------------------------------------------------------------
 
@@ -428,6 +493,8 @@ class Config:
             raise ConfigError('database.dsn: required when database.driver is "postgres"')
         if config.s3 is not None:
             config.s3.validate()
+        if config.webhooks.endpoints and not config.webhooks.secret:
+            raise ConfigError("webhooks.secret: required when webhooks.endpoints is not empty")
         _ = config.relay.host_port  # raises ConfigError naming relay.addr
         if config.tls.mode == "manual" and not (config.tls.cert_file and config.tls.key_file):
             raise ConfigError('tls.cert_file, tls.key_file: required when tls.mode is "manual"')
@@ -504,6 +571,11 @@ def _build(cls, data: dict, prefix: str):
     except ValueError as e:
         # attrs validators raise ValueError naming the attribute; find which one.
         for field in attrs.fields(cls):
+            if field.name in kwargs and field.converter is not None:
+                try:
+                    field.converter(kwargs[field.name])
+                except ValueError as inner:
+                    raise ConfigError(f"{prefix}{field.name}: {inner}") from None
             if field.name in kwargs and field.validator is not None:
                 try:
                     field.validator(None, field, kwargs[field.name])

@@ -72,6 +72,7 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
 from haitatsu.tls import is_secure
 
@@ -360,9 +361,14 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self._log.debug(
             "IMAP connection from {remote_ip}", remote_ip=getattr(self.peer, "host", "")
         )
+        METRICS.imap_sessions.inc()
+        self._counted = True
         super().connectionMade()
 
     def connectionLost(self, reason=protocol.connectionDone):
+        if getattr(self, "_counted", False):
+            self._counted = False
+            METRICS.imap_sessions.dec()
         self._closing = True
         self._close_view()
         if self._literal is not None:

@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from haitatsu.interfaces import OverQuota, StorageUnavailable
+from haitatsu.metrics import METRICS
 from haitatsu.queue.dsn import build_dsn
 from haitatsu.queue.relay import RelayResult, deliver_via_relay, session_error
 from haitatsu.storage.records import Delivery
@@ -305,6 +306,12 @@ class OutboundQueue(Service):
             failed=failed,
             retry=retry,
         )
+        if kept:
+            METRICS.worker_jobs.labels(type="outbound", status=status).inc()
+            if status == "sent":
+                METRICS.messages_delivered.inc()
+            elif status == "failed":
+                METRICS.messages_bounced.inc()
         if not kept:
             self._log.warn(
                 "job {job_id} was taken over by another node during attempt {attempt}; "

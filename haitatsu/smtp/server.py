@@ -30,10 +30,12 @@ from twisted.logger import Logger
 from twisted.mail.smtp import COMMAND, DATA, ESMTP
 
 from haitatsu.interfaces import OverQuota
+from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
 from haitatsu.smtp.spool import SpoolFile
 from haitatsu.storage.records import Delivery
+from haitatsu.storage.store.events import Received
 from haitatsu.tls import is_secure
 
 #: Extra EHLO keywords for a connection: ``{"X-RESTMAIL": ["v1", "https://..."]}``; a value of
@@ -128,6 +130,7 @@ class InboundESMTP(ESMTP):
         peer = self.transport.getPeer()
         self.remote_ip = str(getattr(peer, "host", peer))
         self._log.debug("connection from {remote_ip}", remote_ip=self.remote_ip)
+        METRICS.smtp_connections.inc()
         ESMTP.connectionMade(self)
 
     def greeting(self):
@@ -706,8 +709,13 @@ class InboundESMTP(ESMTP):
                     "helo": self.helo_name,
                     "tls": self.secure,
                 },
+                received=[
+                    Received(r.original_rcpt, r.base_rcpt, r.plus_tag, r.mailbox_ids)
+                    for r in recipients
+                ],
             )
         except OverQuota:
+            METRICS.mailbox_over_quota.inc()
             self._log.info("tempfail {trace_id}: every mailbox over quota", **fields)
             self.reply(OVER_QUOTA)
             return
@@ -728,6 +736,7 @@ class InboundESMTP(ESMTP):
             "accepted {trace_id} from {remote_ip} for {mailbox_ids} ({size} bytes)",
             **{**fields, "mailbox_ids": placed_ids},
         )
+        METRICS.messages_received.inc()
         self.reply(Reply(250, "2.0.0", f"OK {trace_id}"))
 
 

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from haitatsu import dkim
 from haitatsu.interfaces import OutboundLimitExceeded, OverQuota
+from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Reply
 from haitatsu.storage.records import Delivery, address_domain, now_ns
 from haitatsu.submission import message as messagemod
@@ -275,6 +276,7 @@ class SubmissionPipeline:
             size=finished.size,
             message_id=finished.message_id,
         )
+        METRICS.messages_sent.inc()
         return submitted
 
 

@@ -254,6 +254,16 @@ class RoutesContractMixin:
         self.assertIsNotNone(dropped.deleted_at)
         self.assertEqual((await store.get_mailbox(alice.id)).used_bytes, before)
         self.assertIsNone(await store.get_message_view(dropped.id))
+        # webhook: a message.routed event in the event log, written in the same transaction.
+        [routed] = await store.list_events(event_type="message.routed")
+        rule = [r for r in await store.list_rules() if r.name == "drop"][0]
+        self.assertEqual(routed.mailbox_id, alice.id)
+        self.assertEqual(routed.message_id, dropped.message_id)
+        self.assertEqual(routed.payload["mailbox_message_id"], dropped.id)
+        self.assertEqual(routed.payload["routing_rule_id"], rule.id)
+        self.assertEqual(routed.payload["routing_rule_name"], "drop")
+        self.assertEqual(routed.payload["original_rcpt"], "alice+trash@example.com")
+        self.assertEqual(routed.payload["plus_tag"], "trash")
 
     @d
     async def test_rules_do_not_run_without_apply_rules(self):

@@ -12,8 +12,8 @@ announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttli
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
 resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
-(send-as and storing outgoing mail) and ``dkim`` (signing keys). A new concern gets
-a module and a mixin of its own.
+(send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
+webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -35,6 +35,7 @@ from haitatsu.storage.store.common import (
     verify_password,
 )
 from haitatsu.storage.store.dkim import DkimMixin
+from haitatsu.storage.store.events import EventsMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
@@ -50,6 +51,7 @@ from haitatsu.storage.store.messages import MessagesMixin
 from haitatsu.storage.store.outbound import OutboundMixin
 from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
 from haitatsu.storage.store.rules import RulesMixin
+from haitatsu.storage.store.senderrules import SenderRulesMixin
 from haitatsu.storage.store.submission import SubmissionMixin
 from haitatsu.storage.store.sync import SyncMixin
 
@@ -65,6 +67,8 @@ class MailStore(
     BouncesMixin,
     SubmissionMixin,
     DkimMixin,
+    EventsMixin,
+    SenderRulesMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,

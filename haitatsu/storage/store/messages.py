@@ -38,14 +38,25 @@ from haitatsu.storage.store.sync import record_vanished
 
 class MessagesMixin(StoreBase):
     @defer.inlineCallbacks
-    def deliver(self, spool_path, deliveries, trace_id, auth_results=None, internal_date=None):
+    def deliver(
+        self, spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+    ):
+        """``received``: the ``events.Received`` routing results whose ``message.received``
+        events are written in the delivery's transaction (empty for APPEND and the like)."""
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
 
         def commit(prepared, parsed, generations):
             return self._commit_delivery(
-                prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+                prepared,
+                generations,
+                parsed,
+                deliveries,
+                trace_id,
+                auth_results,
+                internal_date,
+                received,
             )
 
         (placed, message_id), prepared = yield defer.Deferred.fromCoroutine(
@@ -137,12 +148,21 @@ class MessagesMixin(StoreBase):
         return generations
 
     def _commit_delivery(
-        self, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+        self,
+        prepared,
+        generations,
+        parsed,
+        deliveries,
+        trace_id,
+        auth_results,
+        internal_date,
+        received=(),
     ):
-        """One transaction: blob references, the message row, its placements, quotas."""
+        """One transaction: blob references, the message row, its placements, quotas, and
+        the ``message.received`` events (after the routing rules ran, as API.md 5.2 says)."""
 
         async def txn_fn(txn):
-            return await self._insert_delivery(
+            placed, message_id = await self._insert_delivery(
                 txn,
                 prepared,
                 generations,
@@ -152,6 +172,9 @@ class MessagesMixin(StoreBase):
                 auth_results,
                 internal_date,
             )
+            if received:
+                await self._record_received(txn, received, placed, message_id, trace_id)
+            return placed, message_id
 
         d = self._run("deliver", txn_fn)
 

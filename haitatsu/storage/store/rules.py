@@ -292,10 +292,41 @@ class RulesMixin(StoreBase):
         elif kind == "copy_to_mailbox":
             await self._rule_copy(txn, mm, action.get("mailbox_id"), rule, action, notes)
         elif kind == "webhook":
-            # TODO: write the event (API.md 3) through the event log's ``_record_event`` once
-            # the events table exists on main (branch w3-rest-events); until then a no-op.
-            pass
+            await self._rule_webhook(txn, mm, action, rule)
         return None
+
+    async def _rule_webhook(self, txn, mm, action, rule):
+        """Write the action's event (API.md 3, ``message.routed`` or the action's type) to the
+        event log in the delivery's transaction; the action's ``payload`` keys override."""
+        event_type = _first(action, "event_type", "event")
+        if not isinstance(event_type, str) or not event_type:
+            event_type = "message.routed"
+        row = await txn.execute_one("SELECT trace_id FROM messages WHERE id = ?", (mm.message_id,))
+        trace_id = row["trace_id"] if row else ""
+        payload = {
+            "event": event_type,
+            "trace_id": trace_id,
+            "message_id": mm.message_id,
+            "mailbox_id": mm.mailbox_id,
+            "mailbox_message_id": mm.id,
+            "routing_rule_id": rule.id,
+            "routing_rule_name": rule.name,
+            "original_rcpt": mm.original_rcpt,
+            "base_rcpt": mm.base_rcpt,
+            "plus_tag": mm.plus_tag,
+            "route_id": mm.resolved_route_id,
+        }
+        extra = action.get("payload")
+        if isinstance(extra, dict):
+            payload.update(extra)
+        await self._record_event(
+            txn,
+            event_type,
+            payload,
+            trace_id=trace_id,
+            message_id=mm.message_id,
+            mailbox_id=mm.mailbox_id,
+        )
 
     async def _rule_folder(self, txn, mailbox_id, folder_id, name):
         if isinstance(folder_id, str) and folder_id:
