@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from haitatsu.api.conventions import (
-    APIError,
     RouteTable,
     omit_zero,
     page_of,
     page_response,
-    parse_rfc3339,
     query,
+    time_bound,
     timestamp,
 )
 
@@ -31,19 +30,6 @@ def audit_event_json(event) -> dict:
             "created_at": timestamp(event.created_at),
         }
     )
-
-
-def time_bound(request, name: str) -> int | None:
-    """An inclusive bound from an RFC 3339 query parameter; 400 ``invalid_<name>``."""
-    text = query(request, name)
-    if not text:
-        return None
-    try:
-        return parse_rfc3339(text)
-    except ValueError:
-        raise APIError(
-            400, f"invalid_{name}", f"{name} must be an RFC 3339 time, e.g. 2025-05-01T10:20:30Z"
-        ) from None
 
 
 async def _list(api, request):

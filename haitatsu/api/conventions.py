@@ -219,6 +219,22 @@ def query(request, name: str) -> str:
     return values[0].decode("utf-8", "replace")
 
 
+def time_bound(request, name: str) -> int | None:
+    """An inclusive time bound from an RFC 3339 query parameter (``after``, ``before``), as
+    nanoseconds; 400 ``invalid_<name>`` otherwise (API.md 1.9, 1.10). Times are int64
+    nanoseconds in the database, so years past 2262 mean "no bound" rather than an overflow."""
+    text = query(request, name)
+    if not text:
+        return None
+    try:
+        value = parse_rfc3339(text)
+    except ValueError:
+        raise APIError(
+            400, f"invalid_{name}", f"{name} must be an RFC 3339 time, e.g. 2025-05-01T10:20:30Z"
+        ) from None
+    return max(-(2**63), min(value, 2**63 - 1))
+
+
 # -- pagination (API.md 0.2) ----------------------------------------------------------------
 
 

@@ -20,8 +20,8 @@ from haitatsu.api.conventions import (
     omit_zero,
     page_of,
     page_response,
-    parse_rfc3339,
     query,
+    time_bound,
     timestamp,
 )
 from haitatsu.webhooks import go_json
@@ -50,19 +50,6 @@ def event_json(event) -> dict:
     )
 
 
-def time_filter(request, name: str) -> int | None:
-    """``after`` / ``before``: RFC 3339, inclusive; ``invalid_<name>`` otherwise."""
-    text = query(request, name)
-    if not text:
-        return None
-    try:
-        value = parse_rfc3339(text)
-    except ValueError:
-        raise APIError(400, f"invalid_{name}", f"{name} must be an RFC 3339 time") from None
-    # Times are int64 nanoseconds in the database: years past 2262 mean "no bound".
-    return max(-(2**63), min(value, 2**63 - 1))
-
-
 @routes.route(
     "GET",
     "/api/v1/events",
@@ -76,8 +63,8 @@ def time_filter(request, name: str) -> int | None:
 )
 async def list_events(api, request):
     page = page_of(request)
-    after = time_filter(request, "after")
-    before_time = time_filter(request, "before")
+    after = time_bound(request, "after")
+    before_time = time_bound(request, "before")
     events = await api.store.list_events(
         mailbox_id=query(request, "mailbox_id") or None,
         message_id=query(request, "message_id") or None,

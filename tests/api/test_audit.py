@@ -76,3 +76,12 @@ class AuditTests(unittest.TestCase):
                 )
         answer = await self.client.get("/api/v1/audit?cursor=***")
         self.assertEqual((answer.status, answer.json["error"]["code"]), (400, "invalid_cursor"))
+
+    async def test_far_bounds_are_no_bound_not_an_error(self):
+        """Years past 2262 do not fit int64 nanoseconds: they mean "no bound", never a 500."""
+        await self.store.create_mailbox("far@example.com")
+        answer = await self.client.get("/api/v1/audit?before=2999-01-01T00:00:00Z")
+        self.assertEqual(answer.status, 200, answer.body)
+        self.assertEqual(len(answer.json["data"]), 1)
+        answer = await self.client.get("/api/v1/audit?after=2999-01-01T00:00:00Z")
+        self.assertEqual((answer.status, answer.json["data"]), (200, []))
