@@ -32,12 +32,10 @@ from twisted.cred import credentials
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import Portal
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.mail import imap4
 from twisted.mail._cred import PLAINCredentials
 from ulid import ULID
-from zope.interface import implementer
 
 from haitatsu import __version__
 from haitatsu.auth.checker import AppPasswordChecker
@@ -74,6 +72,7 @@ from haitatsu.interfaces import (
 )
 from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
+from haitatsu.streaming import ChunkSender, StreamBroken
 from haitatsu.tls import is_secure
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -146,10 +145,6 @@ class _PlainCredentials(PLAINCredentials):
             raise UnauthorizedLogin("authorization identity differs from the username")
 
 
-class _StreamBroken(Exception):
-    """A response was cut off part way; the only safe answer is to close the connection."""
-
-
 class _MemorySink:
     def __init__(self, size):
         self.remaining = size
@@ -204,67 +199,22 @@ class _FileSink:
             os.unlink(self.path)
 
 
-@implementer(IPushProducer)
-class _RangeSender:
-    """Copies ``length`` bytes from a file to the transport, pausing when the transport asks.
-
-    Memory stays at one chunk however large the message is (DESIGN.md invariant 2).
-    """
-
-    CHUNK = 64 * 1024
+class _RangeSender(ChunkSender):
+    """Copies ``length`` bytes from a file to the transport, one chunk at a time."""
 
     def __init__(self, fileobj, length, transport):
+        super().__init__(transport)
         self._file = fileobj
         self._remaining = length
-        self._transport = transport
-        self._paused = False
-        self._producing = False
-        self._done = False
-        self.deferred = defer.Deferred()
 
-    def start(self):
-        self._transport.registerProducer(self, True)
-        self._produce()
-        return self.deferred
-
-    def _produce(self):
-        if self._producing or self._done:
-            return
-        self._producing = True
-        try:
-            while not self._paused and not self._done and self._remaining > 0:
-                chunk = self._file.read(min(self.CHUNK, self._remaining))
-                if not chunk:
-                    self._finish(_StreamBroken("blob shorter than its recorded size"))
-                    return
-                self._remaining -= len(chunk)
-                self._transport.write(chunk)
-            if self._remaining == 0:
-                self._finish(None)
-        except Exception as e:
-            self._finish(e)
-        finally:
-            self._producing = False
-
-    def _finish(self, failure):
-        if self._done:
-            return
-        self._done = True
-        self._transport.unregisterProducer()
-        if failure is None:
-            self.deferred.callback(None)
-        else:
-            self.deferred.errback(failure)
-
-    def pauseProducing(self):
-        self._paused = True
-
-    def resumeProducing(self):
-        self._paused = False
-        self._produce()
-
-    def stopProducing(self):
-        self._finish(_StreamBroken("connection lost while sending a message"))
+    def next_chunk(self):
+        if self._remaining == 0:
+            return None
+        chunk = self._file.read(min(self.CHUNK, self._remaining))
+        if not chunk:
+            raise StreamBroken("blob shorter than its recorded size")
+        self._remaining -= len(chunk)
+        return chunk
 
 
 def _wire(value) -> bytes:
@@ -594,7 +544,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 error=str(e),
             )
             self._fail(tag, b"NO", b"[UNAVAILABLE] Storage is temporarily unavailable, try again")
-        except (_StreamBroken, error.ConnectionDone, error.ConnectionLost):
+        except (StreamBroken, error.ConnectionDone, error.ConnectionLost):
             self._in_response = True
             self._fail(tag, b"NO", b"")
         except Exception:

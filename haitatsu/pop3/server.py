@@ -31,15 +31,14 @@ from twisted.cred import credentials
 from twisted.cred.error import LoginFailed
 from twisted.cred.portal import Portal
 from twisted.internet import defer, error, protocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.mail import pop3
-from zope.interface import implementer
 
 from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.interfaces import StorageUnavailable
 from haitatsu.pop3.maildrop import NoSuchMessage, POP3Realm
+from haitatsu.streaming import ChunkSender, StreamBroken
 from haitatsu.tls import is_secure
 
 AUTHORIZATION = "AUTHORIZATION"
@@ -77,10 +76,6 @@ PLAINTEXT_REFUSED = b"[AUTH] Plaintext authentication is disabled before STLS"
 
 class POP3SyntaxError(Exception):
     """A malformed command: answered ``-ERR <reason>``, the session goes on."""
-
-
-class _StreamBroken(Exception):
-    """A multi-line answer was cut off part way; only closing the connection is safe now."""
 
 
 class DotStuffer:
@@ -158,66 +153,28 @@ class TopFilter:
         return chunk[:pos]
 
 
-@implementer(IPushProducer)
-class _MessageSender:
-    """Streams a message file to the transport as a POP3 multi-line answer, one chunk at a time,
-    pausing when the transport asks: memory per session stays at one chunk."""
-
-    CHUNK = 64 * 1024
+class _MessageSender(ChunkSender):
+    """Streams a message file to the transport as a POP3 multi-line answer (dot-stuffed and
+    terminated), one chunk at a time."""
 
     def __init__(self, fileobj, transport, top: TopFilter | None = None):
+        super().__init__(transport)
         self._file = fileobj
-        self._transport = transport
         self._top = top
         self._stuffer = DotStuffer()
-        self._paused = False
-        self._producing = False
-        self._done = False
-        self.deferred = defer.Deferred()
+        self._ended = False
 
-    def start(self):
-        self._transport.registerProducer(self, True)
-        self._produce()
-        return self.deferred
-
-    def _produce(self):
-        if self._producing or self._done:
-            return
-        self._producing = True
-        try:
-            while not self._paused and not self._done:
-                chunk = self._file.read(self.CHUNK)
-                if self._top is not None:
-                    chunk = self._top.feed(chunk)
-                if chunk:
-                    self._transport.write(self._stuffer.feed(chunk))
-                if not chunk or (self._top is not None and self._top.done):
-                    self._transport.write(self._stuffer.end())
-                    self._finish(None)
-        except Exception as e:
-            self._finish(e)
-        finally:
-            self._producing = False
-
-    def _finish(self, failure):
-        if self._done:
-            return
-        self._done = True
-        self._transport.unregisterProducer()
-        if failure is None:
-            self.deferred.callback(None)
-        else:
-            self.deferred.errback(failure)
-
-    def pauseProducing(self):
-        self._paused = True
-
-    def resumeProducing(self):
-        self._paused = False
-        self._produce()
-
-    def stopProducing(self):
-        self._finish(_StreamBroken("connection lost while sending a message"))
+    def next_chunk(self):
+        if self._ended:
+            return None
+        chunk = self._file.read(self.CHUNK)
+        if self._top is not None:
+            chunk = self._top.feed(chunk)
+        out = self._stuffer.feed(chunk) if chunk else b""
+        if not chunk or (self._top is not None and self._top.done):
+            out += self._stuffer.end()
+            self._ended = True
+        return out
 
 
 class POP3Server(pop3.POP3):
@@ -404,7 +361,7 @@ class POP3Server(pop3.POP3):
                 remote_ip=self.remote_ip,
             )
             self._fail(SYS_TEMP)
-        except (_StreamBroken, error.ConnectionDone, error.ConnectionLost):
+        except (StreamBroken, error.ConnectionDone, error.ConnectionLost):
             self._in_response = True
             self._fail(b"")
         except Exception:
