@@ -776,8 +776,9 @@ class InboundSMTPFactory(ServerFactory):
     def startFactory(self):
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
 
-    def buildProtocol(self, addr):
-        proto = self.protocol(
+    def protocol_kwargs(self) -> dict:
+        """What a new session is built with; subclasses add their own."""
+        return dict(
             config=self.get_config(),
             store=self.store,
             clock=self.reactor,
@@ -786,5 +787,8 @@ class InboundSMTPFactory(ServerFactory):
             tls=self.tls,
             bounces=self.bounces,
         )
+
+    def buildProtocol(self, addr):
+        proto = self.protocol(**self.protocol_kwargs())
         proto.factory = self
         return proto

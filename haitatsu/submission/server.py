@@ -412,17 +412,8 @@ class SubmissionFactory(InboundSMTPFactory):
         self.pipeline = pipeline or SubmissionPipeline(store, get_config, reactor, self.spool_dir)
         self.implicit_tls = implicit_tls
 
-    def buildProtocol(self, addr):
-        proto = self.protocol(
-            config=self.get_config(),
-            store=self.store,
-            clock=self.reactor,
-            spool_dir=self.spool_dir,
-            portal=self.portal,
-            pipeline=self.pipeline,
-            implicit_tls=self.implicit_tls,
-            extra_extensions=self.extra_extensions,
-            tls=self.tls,
-        )
-        proto.factory = self
-        return proto
+    def protocol_kwargs(self) -> dict:
+        kwargs = super().protocol_kwargs()
+        del kwargs["bounces"]  # VERP bounce addresses are the MX's business
+        kwargs.update(portal=self.portal, pipeline=self.pipeline, implicit_tls=self.implicit_tls)
+        return kwargs
