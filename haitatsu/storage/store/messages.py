@@ -551,49 +551,56 @@ class MessagesMixin(StoreBase):
             if uids is not None:
                 allowed = set(int(u) for u in uids)
                 targets = [t for t in targets if t.uid in allowed]
-            now = now_ns()
-            trash = None
-            if folder.special_use != "\\Trash":
-                trash = await txn.execute_one(
-                    "SELECT * FROM folders WHERE mailbox_id = ? AND special_use = '\\Trash'",
-                    (folder.mailbox_id,),
-                )
-                trash = _folder(trash) if trash else None
-            moved = []
-            for mm in targets:
-                if trash is None:
-                    await txn.execute(
-                        "UPDATE mailbox_messages SET deleted_at = ?, updated_at = ? WHERE id = ?",
-                        (now, now, mm.id),
-                    )
-                    await txn.execute(
-                        "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
-                        (mm.size_bytes, mm.mailbox_id),
-                    )
-                else:
-                    uid, modseq = await self._allocate_uid(txn, trash.id)
-                    await txn.execute(
-                        "UPDATE mailbox_messages SET folder_id = ?, uid = ?, modseq = ?, "
-                        "imap_deleted = ?, updated_at = ? WHERE id = ?",
-                        (trash.id, uid, modseq, False, now, mm.id),
-                    )
-                    moved.append((mm, uid))
-            await record_vanished(txn, folder_id, [mm.uid for mm in targets])
-            for mm in targets:
-                await self._announce(
-                    txn,
-                    mm.mailbox_id,
-                    {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id},
-                )
-            for mm, uid in moved:
-                await self._announce(
-                    txn,
-                    mm.mailbox_id,
-                    {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id},
-                )
+            await self._remove_placements(txn, folder, targets, to_trash=True)
             return [mm.uid for mm in targets]
 
         return self._run("expunge", txn_fn)
+
+    async def _remove_placements(self, txn, folder, targets, to_trash):
+        """Take ``targets`` (live rows of ``folder``) out of it in ``txn``: into the mailbox's
+        Trash with new UIDs when ``to_trash`` and the folder is not Trash itself (and has one),
+        else soft-deleted with their size released from the quota. Records the vanished UIDs
+        (QRESYNC) and announces the expunges and the arrivals in Trash."""
+        trash = None
+        if to_trash and folder.special_use != "\\Trash":
+            row = await txn.execute_one(
+                "SELECT * FROM folders WHERE mailbox_id = ? AND special_use = '\\Trash'",
+                (folder.mailbox_id,),
+            )
+            trash = _folder(row) if row else None
+        now = now_ns()
+        moved = []
+        for mm in targets:
+            if trash is None:
+                await txn.execute(
+                    "UPDATE mailbox_messages SET deleted_at = ?, updated_at = ? WHERE id = ?",
+                    (now, now, mm.id),
+                )
+                await txn.execute(
+                    "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
+                    (mm.size_bytes, mm.mailbox_id),
+                )
+            else:
+                uid, modseq = await self._allocate_uid(txn, trash.id)
+                await txn.execute(
+                    "UPDATE mailbox_messages SET folder_id = ?, uid = ?, modseq = ?, "
+                    "imap_deleted = ?, updated_at = ? WHERE id = ?",
+                    (trash.id, uid, modseq, False, now, mm.id),
+                )
+                moved.append((mm, uid))
+        await record_vanished(txn, folder.id, [mm.uid for mm in targets])
+        for mm in targets:
+            await self._announce(
+                txn,
+                mm.mailbox_id,
+                {"type": "expunge", "folder_id": folder.id, "uid": mm.uid, "id": mm.id},
+            )
+        for mm, uid in moved:
+            await self._announce(
+                txn,
+                mm.mailbox_id,
+                {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id},
+            )
 
     def delete_messages(self, folder_id, uids, to_trash=True):
         """Remove the live messages with these UIDs from the folder, whatever their flags: moved
@@ -619,41 +626,7 @@ class MessagesMixin(StoreBase):
                     (folder_id, *params),
                 )
                 targets.extend(_mailbox_message(r) for r in rows)
-            trash = None
-            if to_trash and folder.special_use != "\\Trash":
-                trash = await txn.execute_one(
-                    "SELECT * FROM folders WHERE mailbox_id = ? AND special_use = '\\Trash'",
-                    (folder.mailbox_id,),
-                )
-                trash = _folder(trash) if trash else None
-            now = now_ns()
-            changes = []
-            for mm in targets:
-                changes.append(
-                    {"type": "expunge", "folder_id": folder_id, "uid": mm.uid, "id": mm.id}
-                )
-                if trash is None:
-                    await txn.execute(
-                        "UPDATE mailbox_messages SET deleted_at = ?, updated_at = ? WHERE id = ?",
-                        (now, now, mm.id),
-                    )
-                    await txn.execute(
-                        "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
-                        (mm.size_bytes, mm.mailbox_id),
-                    )
-                else:
-                    uid, modseq = await self._allocate_uid(txn, trash.id)
-                    await txn.execute(
-                        "UPDATE mailbox_messages SET folder_id = ?, uid = ?, modseq = ?, "
-                        "imap_deleted = ?, updated_at = ? WHERE id = ?",
-                        (trash.id, uid, modseq, False, now, mm.id),
-                    )
-                    changes.append(
-                        {"type": "exists", "folder_id": trash.id, "uid": uid, "id": mm.id}
-                    )
-            await record_vanished(txn, folder_id, [mm.uid for mm in targets])
-            for change in changes:
-                await self._announce(txn, folder.mailbox_id, change)
+            await self._remove_placements(txn, folder, targets, to_trash)
             return [mm.uid for mm in targets]
 
         if not uids:
