@@ -31,6 +31,16 @@ def _positive(instance, attribute, value):
         raise ValueError("must be > 0")
 
 
+def _endpoint_types() -> frozenset:
+    """The endpoint types ``serverFromString`` understands: Twisted's own and any installed
+    ``IStreamServerEndpointStringParser`` plugin's prefix."""
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    builtin = {"tcp", "tcp6", "ssl", "unix", "systemd"}
+    return frozenset(builtin | {p.prefix for p in getPlugins(IStreamServerEndpointStringParser)})
+
+
 def _endpoint(value: str, key: str) -> str:
     """Turn ``host:port`` (or ``[v6]:port``, ``:port``) into a Twisted server endpoint string.
 
@@ -54,7 +64,13 @@ def _endpoint(value: str, key: str) -> str:
         if host in ("", "0.0.0.0", "*"):
             return f"tcp:{port}"
         return f"tcp:{port}:interface={host}"
-    if re.match(r"^[a-z0-9]+:", value):
+    m = re.match(r"^([a-z0-9]+):", value)
+    if m:
+        if m.group(1) not in _endpoint_types():
+            raise ConfigError(
+                f"{key}: {value!r} is neither host:port nor a Twisted endpoint string "
+                f"(known endpoint types: {', '.join(sorted(_endpoint_types()))})"
+            )
         return value
     raise ConfigError(f"{key}: {value!r} is neither host:port nor a Twisted endpoint string")
 

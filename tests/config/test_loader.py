@@ -200,6 +200,12 @@ class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
             "smtp.inbound_addr: 'localhost' is neither host:port nor a Twisted endpoint string",
         )
 
+    def test_host_with_a_non_numeric_port_is_not_an_endpoint_string(self):
+        self.assertConfigError(
+            'smtp { inbound_addr = "localhost:abc" }',
+            "smtp.inbound_addr: 'localhost:abc' is neither host:port nor a Twisted endpoint string",
+        )
+
     def test_port_out_of_range(self):
         self.assertConfigError(
             'imap { addr = "127.0.0.1:70000" }', "imap.addr: port 70000 is out of range"
