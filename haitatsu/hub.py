@@ -9,6 +9,7 @@ temporary failure, exactly as when the database is down later.
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -23,6 +24,10 @@ from haitatsu.housekeeping import Housekeeping
 from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 from haitatsu.tls import TLSService
+
+#: A file in the spool directory this old at start-up was left by a crash (live transfers write
+#: to theirs all the time).
+SPOOL_LEFTOVER_SECONDS = 3600
 
 
 class HaitatsuService(MultiService):
@@ -162,8 +167,38 @@ class HaitatsuService(MultiService):
     def startService(self):
         os.makedirs(self.spool_dir, exist_ok=True)
         super().startService()
+        self._sweep_spool()
         d = defer.Deferred.fromCoroutine(self.store.open())
         d.addCallbacks(self._opened, self._failed_to_open)
+
+    def _sweep_spool(self):
+        """Remove what a crash left in the spool directory (files older than an hour)."""
+        from twisted.internet.threads import deferToThreadPool
+
+        from haitatsu.smtp import spool
+
+        d = deferToThreadPool(
+            self.reactor,
+            self.reactor.getThreadPool(),
+            spool.sweep,
+            self.spool_dir,
+            SPOOL_LEFTOVER_SECONDS,
+            time.time(),
+        )
+
+        def swept(count):
+            if count:
+                self._log.info(
+                    "removed {count} files left in {spool} by an earlier process",
+                    count=count,
+                    spool=self.spool_dir,
+                )
+
+        d.addCallbacks(
+            swept,
+            lambda f: self._log.failure("sweeping the spool directory failed", failure=f),
+        )
+        self.spool_swept = d
 
     def _opened(self, _):
         if self.queue is not None and self.running:
