@@ -627,6 +627,7 @@ RESTART_KEYS = (
     "tls.acme_tls_alpn_port",
     "tls.acme_disable_http_challenge",
     "tls.acme_disable_tls_alpn_challenge",
+    "tls.acme_disable_distributed_solvers",
     "tls.acme_domains",
     "tls.acme_ca_file",
     "tls.acme_renew_before_days",
