@@ -290,13 +290,91 @@ class TLSConfig:
     key_file: str = ""
     #: Our addition: more certificates, chosen by the name the client asks for (docs/tls.md).
     certificates: tuple[TLSCertificateConfig, ...] = ()
+    #: ACME (``mode = "acme"``, docs/tls.md): the account's contact address (required), the CA
+    #: (a directory URL or a name from ``ACME_CAS``) and where account and certificates live.
     acme_email: str = ""
     acme_ca: str = ""
     acme_cache_path: str = "/var/lib/haitatsu/certmagic"
+    #: Dedicated challenge listeners (0: none; HTTP-01 is then answered on ``server.api_addr``,
+    #: TLS-ALPN-01 on the implicit-TLS listeners) and the interface they bind.
+    acme_listen_host: str = ""
+    acme_http_port: int = attrs.field(default=0, validator=_nonneg)
+    acme_tls_alpn_port: int = attrs.field(default=0, validator=_nonneg)
+    acme_disable_http_challenge: bool = False
+    acme_disable_tls_alpn_challenge: bool = False
+    #: Accepted for the original's sake; challenges are answered by the node that asked.
+    acme_disable_distributed_solvers: bool = False
+    #: Our additions: names certified besides ``server.public_hostname`` (one certificate
+    #: each), a PEM CA bundle to verify the ACME server with (a private or test CA), when to
+    #: renew and how often to check.
+    acme_domains: tuple[str, ...] = ()
+    acme_ca_file: str = ""
+    acme_renew_before_days: int = attrs.field(default=30, validator=_nonneg)
+    acme_check_interval_minutes: int = attrs.field(default=720, validator=_nonneg)
 
     @property
     def enabled(self) -> bool:
         return self.mode not in ("off", "disabled", "")
+
+    def acme_endpoint(self, port: int, key: str) -> str:
+        """The endpoint string of a dedicated challenge listener on ``acme_listen_host``."""
+        host = self.acme_listen_host.strip()
+        return _endpoint(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", key)
+
+
+#: Names ``tls.acme_ca`` accepts besides a directory URL (the original's names).
+ACME_CAS = {
+    "": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-production": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+def acme_directory_url(tls: TLSConfig) -> str:
+    """The ACME directory URL ``tls.acme_ca`` names; raises ``ConfigError`` when it names none."""
+    value = tls.acme_ca.strip()
+    if value.lower() in ACME_CAS:
+        return ACME_CAS[value.lower()]
+    if value.lower() == "zerossl":
+        raise ConfigError(
+            'tls.acme_ca: "zerossl" needs external account binding, which haitatsu does not '
+            "support; use Let's Encrypt or another CA's directory URL"
+        )
+    if not value.startswith("https://"):
+        raise ConfigError(
+            f"tls.acme_ca: expected an https:// ACME directory URL or one of "
+            f"{', '.join(repr(k) for k in ACME_CAS if k)}, got {value!r}"
+        )
+    return value
+
+
+def acme_domains(config: Config) -> tuple[str, ...]:
+    """The names ACME certifies: ``server.public_hostname`` first, then ``tls.acme_domains``."""
+    names = [config.server.public_hostname, *config.tls.acme_domains]
+    return tuple(dict.fromkeys(n.strip().lower().rstrip(".") for n in names))
+
+
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}$")
+
+
+def _validate_acme(config: Config) -> None:
+    tls = config.tls
+    if not tls.acme_email or "@" not in tls.acme_email:
+        raise ConfigError('tls.acme_email: an email address is required when tls.mode is "acme"')
+    acme_directory_url(tls)
+    for i, name in enumerate(acme_domains(config)):
+        if not _DNS_NAME.match(name) or name.replace(".", "").isdigit():
+            key = "server.public_hostname" if i == 0 else "tls.acme_domains"
+            raise ConfigError(
+                f"{key}: {name!r} cannot be certified by ACME (a public DNS name is needed; "
+                "wildcards need DNS-01, which is not supported)"
+            )
+    if tls.acme_disable_http_challenge and tls.acme_disable_tls_alpn_challenge:
+        raise ConfigError(
+            "tls.acme_disable_http_challenge, tls.acme_disable_tls_alpn_challenge: at least "
+            "one challenge type must stay enabled"
+        )
 
 
 @attrs.frozen
@@ -483,6 +561,7 @@ class Config:
                     for c in self.tls.certificates
                 ),
                 acme_cache_path=absolute(self.tls.acme_cache_path),
+                acme_ca_file=absolute(self.tls.acme_ca_file),
             ),
         )
 
@@ -517,6 +596,8 @@ class Config:
         for i, extra in enumerate(config.tls.certificates):
             if not (extra.cert_file and extra.key_file):
                 raise ConfigError(f"tls.certificates[{i}]: cert_file and key_file are required")
+        if config.tls.mode == "acme":
+            _validate_acme(config)
         if base_dir is not None:
             config = config.resolve_paths(base_dir)
         return config
@@ -557,6 +638,16 @@ RESTART_KEYS = (
     "tls.acme_email",
     "tls.acme_ca",
     "tls.acme_cache_path",
+    "tls.acme_listen_host",
+    "tls.acme_http_port",
+    "tls.acme_tls_alpn_port",
+    "tls.acme_disable_http_challenge",
+    "tls.acme_disable_tls_alpn_challenge",
+    "tls.acme_disable_distributed_solvers",
+    "tls.acme_domains",
+    "tls.acme_ca_file",
+    "tls.acme_renew_before_days",
+    "tls.acme_check_interval_minutes",
     "workers.enabled",
 )
 
