@@ -387,7 +387,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 if self._discarding_line or len(line) > self.MAX_LINE_LENGTH:
                     head = self._long_line_head if self._discarding_line else line[:80]
                     self._discarding_line = False
-                    self._line_too_long(head)
+                    self._line_too_long(head, line[-64:])
                     continue
                 self._line(line)
         finally:
@@ -396,14 +396,22 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             self._paused = False
             self.transport.resumeProducing()
 
-    def _line_too_long(self, head):
+    def _line_too_long(self, head, tail=b""):
+        """``BAD`` for the command (tagged when its tag is known); a non-synchronizing literal
+        announced at the end of the line belongs to it and is read and dropped."""
         tag = b"*"
-        if not self._chunks:
-            with contextlib.suppress(IMAPSyntaxError):
-                tag = split_command(head.split(b" ", 2)[0] + b" X")[0]
+        first = self._chunks[0] if self._chunks else head.split(b" ", 2)[0] + b" X"
+        with contextlib.suppress(IMAPSyntaxError):
+            tag = split_command(first)[0]
         self._discard_chunks(self._chunks)
         self._chunks, self._command_size, self._skip_command = [], 0, False
         self.sendBadResponse(tag, b"Command line too long")
+        marker = literal_marker(tail)
+        if marker is not None and not marker[1]:
+            self._skip_command = True
+            self._literal = _DiscardSink(marker[0])
+            if marker[0] == 0:
+                self._end_literal()
 
     def _line(self, line):
         if self._awaiting_line is not None:
