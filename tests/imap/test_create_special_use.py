@@ -28,7 +28,7 @@ class CreateSpecialUseTests(IMAPTestCase):
             b"t3 NO [USEATTR] \\All is not supported\r\n",
         )
         self.assertEqual(
-            await session.command(b"t4 LIST (SPECIAL-USE) \"\" *"),
+            await session.command(b't4 LIST (SPECIAL-USE) "" *'),
             b'* LIST (\\HasNoChildren \\Archive) "/" "Archive"\r\n'
             b'* LIST (\\HasNoChildren \\Drafts) "/" "Drafts"\r\n'
             b'* LIST (\\HasNoChildren \\Junk) "/" "Junk"\r\n'
