@@ -26,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import os
+import re
 import tempfile
 
 from twisted.cred import credentials
@@ -537,7 +538,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 tag,
                 b"NO",
                 b"[UNKNOWN-CTE] Cannot decode the transfer encoding %s"
-                % (str(e) or "(empty)").encode("utf-8", "replace")[:60],
+                % re.sub(rb"[^!-~]", b"?", str(e).encode("utf-8", "replace")[:60]),
             )
         except StorageUnavailable as e:
             self._log.warn(
@@ -1786,7 +1787,8 @@ def _kib(size: int) -> int:
 
 
 def _encapsulates(part) -> bool:
-    """A part whose body is a message (its stored entry predates ``text_start``)."""
+    """A part typed as a message that the parser kept as a leaf (nested deeper than it
+    descends), so its entry has no ``text_start``: the header end is found by scanning."""
     return (part.get("type") or "").lower() in ("message/rfc822", "message/global")
 
 
