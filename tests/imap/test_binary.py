@@ -6,6 +6,7 @@ import base64
 import imaplib
 import os
 
+import imapclient
 from twisted.internet import reactor, threads
 
 from tests.imap.helpers import ADDRESS, SIMPLE, IMAPTestCase
@@ -344,3 +345,23 @@ class RealClientBinaryTests(IMAPTestCase):
         self.assertEqual(typ2, "NO")
         # The measuring passes ran through the factory's thread runner.
         self.assertEqual(used, ["prepare", "prepare", "prepare"])
+
+    @d
+    async def test_imapclient_fetches_binary_without_nul_as_a_plain_literal(self):
+        """imapclient 3 reads no literal8 (``~{n}``), so a part without NUL octets must come as
+        a plain literal, as RFC 3516 4.3 asks."""
+        await self.deliver(MESSAGE)
+        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        password = self.password
+
+        def client():
+            with imapclient.IMAPClient("127.0.0.1", port=port.getHost().port, ssl=False) as c:
+                c.login(ADDRESS, password)
+                c.select_folder("INBOX", readonly=True)
+                return c.fetch([1], ["BINARY.PEEK[1]", "BINARY.PEEK[5.1]", "BINARY.SIZE[2]"])
+
+        fetched = (await threads.deferToThread(client))[1]
+        self.assertEqual(fetched[b"BINARY[1]"], TEXT_CRLF)
+        self.assertEqual(fetched[b"BINARY[5.1]"], "café au lait".encode())
+        self.assertEqual(fetched[b"BINARY.SIZE[2]"], len(PAYLOAD))
