@@ -204,6 +204,41 @@ class StoreAndFetchExampleTests(IMAPTestCase):
 
 class SectionTests(IMAPTestCase):
     @d
+    async def test_nested_part_mime_header_and_partial(self):
+        alternative = (
+            b"Subject: nested\r\n"
+            b'Content-Type: multipart/mixed; boundary="out"\r\n'
+            b"\r\n"
+            b"--out\r\n"
+            b'Content-Type: multipart/alternative; boundary="in"\r\n'
+            b"\r\n"
+            b"--in\r\n"
+            b"Content-Type: text/plain\r\n"
+            b"\r\n"
+            b"plain\r\n"
+            b"--in\r\n"
+            b"Content-Type: text/html\r\n"
+            b"Content-Transfer-Encoding: 7bit\r\n"
+            b"\r\n"
+            b"<p>html</p>\r\n"
+            b"--in--\r\n"
+            b"--out--\r\n"
+        )
+        await self.deliver(alternative)
+        session = await self.selected(command=b"EXAMINE")
+        mime = b"Content-Type: text/html\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        self.assertEqual(
+            await session.command(
+                b"a FETCH 1 (BODY[1.2.MIME] BODY[1.2]<3.4> BODY[1.1] BODY[1.2.MIME]<14.4>)"
+            ),
+            b"* 1 FETCH (BODY[1.2.MIME] {%d}\r\n" % len(mime)
+            + mime
+            + b" BODY[1.2]<3> {4}\r\nhtml BODY[1.1] {5}\r\nplain"
+            + b" BODY[1.2.MIME]<14> {4}\r\ntext)\r\n"
+            + b"a OK FETCH completed\r\n",
+        )
+
+    @d
     async def test_header_and_text_of_a_message_part_and_of_other_parts(self):
         await self.deliver(NESTED)
         session = await self.selected(command=b"EXAMINE")
