@@ -8,7 +8,8 @@ answer is a ``~{n}`` literal8, else a plain literal) and keeps the bytes of the 
 in a spooled temporary file (memory up to ``SPOOL_MEMORY``, then disk). The response then copies
 that file to the transport like any body section. Parts whose encoding is an identity one
 (7bit, 8bit, binary, none) and that are not text go straight from the blob: the pass only looks
-for NUL. Text parts have bare LF turned into CRLF (RFC 3516 section 6).
+for NUL. Text parts have bare LF turned into CRLF (RFC 3516 section 6), unless the decoded text
+holds NUL octets (UTF-16, UTF-32): that is not line-oriented text, and its LF bytes stay.
 
 The pass runs through ``run_blocking`` (the reactor's thread pool in production), so decoding a
 large attachment never stalls other sessions. An encoding we cannot decode (``x-uuencode``) is
@@ -111,15 +112,28 @@ def prepare(fileobj, span: PartSpan, partial, size_only: bool, spool_dir=None) -
             has_nul=_contains_nul(fileobj, span.start + offset, length),
             blob_start=span.start + offset,
         )
+    prepared, nul_seen = _decode(fileobj, span, partial, size_only, spool_dir, span.textual)
+    if span.textual and nul_seen:
+        # Text with NUL octets (UTF-16, say) is not line-oriented: its LF bytes stay as they are.
+        prepared.close()
+        prepared, _ = _decode(fileobj, span, partial, size_only, spool_dir, False)
+    return prepared
+
+
+def _decode(fileobj, span, partial, size_only, spool_dir, textual) -> tuple[Prepared, bool]:
+    """One decoding pass: the prepared item, and whether the section holds a NUL anywhere."""
     spool = None
     if not size_only:
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, dir=spool_dir)
     origin, count = partial if partial is not None else (0, None)
     size = 0
-    has_nul = False
+    has_nul = nul_seen = False
     try:
-        for chunk in decoded_chunks(fileobj, span.start, span.end, span.encoding, span.textual):
-            if spool is not None and chunk:
+        for chunk in decoded_chunks(fileobj, span.start, span.end, span.encoding, textual):
+            if not chunk:
+                continue
+            nul_seen = nul_seen or b"\x00" in chunk
+            if spool is not None:
                 low = max(origin - size, 0)
                 high = len(chunk) if count is None else min(origin + count - size, len(chunk))
                 if low < high:
@@ -132,10 +146,10 @@ def prepare(fileobj, span: PartSpan, partial, size_only: bool, spool_dir=None) -
             spool.close()
         raise
     if size_only:
-        return Prepared(size=size)
+        return Prepared(size=size), nul_seen
     offset, length = window(size, partial)
     spool.seek(0)
-    return Prepared(size=size, offset=offset, length=length, has_nul=has_nul, spool=spool)
+    return Prepared(size=size, offset=offset, length=length, has_nul=has_nul, spool=spool), nul_seen
 
 
 def _contains_nul(fileobj, start: int, length: int) -> bool:

@@ -149,6 +149,23 @@ class FetchBinaryTests(IMAPTestCase):
         )
 
     @d
+    async def test_utf16_text_keeps_its_line_feed_bytes(self):
+        text = "eins\nzwei\n".encode("utf-16-le")
+        utf16 = (
+            b"Subject: utf-16\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-16le\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(text)
+        )
+        await self.deliver(utf16)
+        session = await self.selected()
+        self.assertEqual(
+            await session.command(b"a FETCH 1 (BINARY.SIZE[1] BINARY.PEEK[1])"),
+            b"* 1 FETCH (BINARY.SIZE[1] %d " % len(text)
+            + literal(b"BINARY[1]", text, eight=True)
+            + b")\r\na OK FETCH completed\r\n",
+        )
+
+    @d
     async def test_missing_part_is_empty(self):
         session = await self.session()
         answer = await session.command(b"a FETCH 1 (BINARY.PEEK[9] BINARY.SIZE[2.3])")
