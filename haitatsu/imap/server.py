@@ -26,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import os
+import re
 import tempfile
 
 from twisted.cred import credentials
@@ -42,17 +43,17 @@ from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
+from haitatsu.imap.binary import BinaryMixin, UnknownCTE, blocking_runner
 from haitatsu.imap.extensions import ExtensionsMixin
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
+from haitatsu.imap.special_use import SpecialUseMixin, parse_create_params
+from haitatsu.imap.utf8 import UTF8Mixin
 from haitatsu.imap.wire import (
     Atom,
     IMAPSyntaxError,
     InvalidMailboxName,
     SpooledLiteral,
     String,
-    decode_mailbox,
-    decode_new_mailbox,
-    encode_mailbox,
     format_internal_date,
     format_uid_set,
     literal_marker,
@@ -72,7 +73,8 @@ from haitatsu.interfaces import (
 )
 from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
-from haitatsu.streaming import ChunkSender, StreamBroken
+from haitatsu.streaming import FileRangeSender as _RangeSender
+from haitatsu.streaming import StreamBroken
 from haitatsu.tls import is_secure
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -199,24 +201,6 @@ class _FileSink:
             os.unlink(self.path)
 
 
-class _RangeSender(ChunkSender):
-    """Copies ``length`` bytes from a file to the transport, one chunk at a time."""
-
-    def __init__(self, fileobj, length, transport):
-        super().__init__(transport)
-        self._file = fileobj
-        self._remaining = length
-
-    def next_chunk(self):
-        if self._remaining == 0:
-            return None
-        chunk = self._file.read(min(self.CHUNK, self._remaining))
-        if not chunk:
-            raise StreamBroken("blob shorter than its recorded size")
-        self._remaining -= len(chunk)
-        return chunk
-
-
 def _wire(value) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -254,7 +238,7 @@ def _astring(token) -> bytes:
     return bytes(token)
 
 
-class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
+class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4.IMAP4Server):
     """One IMAP session. ``state`` is twisted's: unauth, auth, select, logout."""
 
     IDENT = b"haitatsu IMAP4rev1 ready"
@@ -359,6 +343,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         caps += [b"ESEARCH", b"SEARCHRES", b"WITHIN", b"SORT"]
         caps += [b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES"]
         caps += [b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND"]
+        caps += [b"BINARY", b"UTF8=ACCEPT", b"CREATE-SPECIAL-USE"]
         caps += [b"APPENDLIMIT=%d" % self.config.max_message_size]
         caps += [b"QUOTA", b"QUOTA=RES-STORAGE"]
         return caps
@@ -403,7 +388,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 if self._discarding_line or len(line) > self.MAX_LINE_LENGTH:
                     head = self._long_line_head if self._discarding_line else line[:80]
                     self._discarding_line = False
-                    self._line_too_long(head)
+                    self._line_too_long(head, line[-64:])
                     continue
                 self._line(line)
         finally:
@@ -412,14 +397,22 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self._paused = False
             self.transport.resumeProducing()
 
-    def _line_too_long(self, head):
+    def _line_too_long(self, head, tail=b""):
+        """``BAD`` for the command (tagged when its tag is known); a non-synchronizing literal
+        announced at the end of the line belongs to it and is read and dropped."""
         tag = b"*"
-        if not self._chunks:
-            with contextlib.suppress(IMAPSyntaxError):
-                tag = split_command(head.split(b" ", 2)[0] + b" X")[0]
+        first = self._chunks[0] if self._chunks else head.split(b" ", 2)[0] + b" X"
+        with contextlib.suppress(IMAPSyntaxError):
+            tag = split_command(first)[0]
         self._discard_chunks(self._chunks)
         self._chunks, self._command_size, self._skip_command = [], 0, False
         self.sendBadResponse(tag, b"Command line too long")
+        marker = literal_marker(tail)
+        if marker is not None and not marker[1]:
+            self._skip_command = True
+            self._literal = _DiscardSink(marker[0])
+            if marker[0] == 0:
+                self._end_literal()
 
     def _line(self, line):
         if self._awaiting_line is not None:
@@ -430,8 +423,9 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         marker = literal_marker(line)
         if marker is not None:
             size, sync, start = marker
-            self._chunks.append(line[:start])
-            self._begin_literal(size, sync)
+            binary = line[start - 1 : start] == b"~"  # literal8 (RFC 3516)
+            self._chunks.append(line[: start - 1] if binary else line[:start])
+            self._begin_literal(size, sync, binary)
             return
         self._chunks.append(line)
         chunks, self._chunks, self._command_size = self._chunks, [], 0
@@ -441,13 +435,15 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             return
         self._dispatch(chunks)
 
-    def _begin_literal(self, size, sync):
+    def _begin_literal(self, size, sync, binary=False):
         tag, name = b"*", b""
         with contextlib.suppress(IMAPSyntaxError):
             tag, name, _ = split_command(self._chunks[0])
         reject = None
         if self._skip_command:
             sink = _DiscardSink(size)
+        elif binary and name != b"APPEND":
+            reject = b"BAD A literal8 is only allowed in APPEND"
         elif name == b"APPEND":
             limit = self.config.max_message_size
             if size > limit:
@@ -537,6 +533,13 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             await getattr(self, "_cmd_" + handler)(tag, name, args, uid)
         except IMAPSyntaxError as e:
             self._fail(tag, b"BAD", str(e).encode("utf-8", "replace"))
+        except UnknownCTE as e:
+            self._fail(
+                tag,
+                b"NO",
+                b"[UNKNOWN-CTE] Cannot decode the transfer encoding %s"
+                % re.sub(rb"[^!-~]", b"?", str(e).encode("utf-8", "replace")[:60]),
+            )
         except StorageUnavailable as e:
             self._log.warn(
                 "storage unavailable during {command}: {error}",
@@ -711,8 +714,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             return
         if len(args) != 2:
             raise IMAPSyntaxError("%s needs a reference and a pattern" % name.decode())
-        reference = decode_mailbox(_astring(args[0]))
-        pattern = decode_mailbox(_astring(args[1]))
+        reference = self._mailbox_arg(args[0])
+        pattern = self._mailbox_arg(args[1])
         if name == b"LIST" and pattern == "":
             self.sendUntaggedResponse(b'LIST (\\Noselect) "/" ""')
         else:
@@ -722,7 +725,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             for entry in entries:
                 attributes = " ".join(entry.attributes).encode()
                 self.sendUntaggedResponse(
-                    b'%s (%s) "/" %s' % (name, attributes, encode_mailbox(entry.name))
+                    b'%s (%s) "/" %s' % (name, attributes, self._mailbox_out(entry.name))
                 )
         self.sendPositiveResponse(tag, name + b" completed")
 
@@ -731,7 +734,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_subscribe(self, tag, name, args, uid):
         if len(args) != 1:
             raise IMAPSyntaxError("%s needs a mailbox" % name.decode())
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -748,18 +751,23 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         A trailing delimiter only declares that the client means to create children
         (RFC 3501 6.3.3); wildcards could never be listed back, so they are refused.
         """
-        name = decode_new_mailbox(_astring(token))
+        name = self._new_mailbox_arg(token)
         stripped = name.rstrip("/")
         if not stripped or any(c in stripped for c in "%*"):
             raise InvalidMailboxName("mailbox name cannot be used")
         return stripped
 
     async def _cmd_create(self, tag, name, args, uid):
-        if len(args) != 1:
+        if len(args) not in (1, 2):
             raise IMAPSyntaxError("CREATE needs a mailbox")
+        uses = parse_create_params(args[1]) if len(args) == 2 else []
         try:
             folder_name = self._new_mailbox_name(args[0])
-            await self.store.create_folder(self.account.mailbox_id, folder_name)
+            if uses and not await self._special_use_allowed(tag, uses):
+                return
+            await self.store.create_folder(
+                self.account.mailbox_id, folder_name, special_use="".join(uses)
+            )
         except (InvalidMailboxName, InvalidFolderName) as e:
             self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
             return
@@ -771,7 +779,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_delete(self, tag, name, args, uid):
         if len(args) != 1:
             raise IMAPSyntaxError("DELETE needs a mailbox")
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -795,7 +803,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_rename(self, tag, name, args, uid):
         if len(args) != 2:
             raise IMAPSyntaxError("RENAME needs two mailbox names")
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         try:
             new_name = self._new_mailbox_name(args[1])
             if folder is None:
@@ -821,7 +829,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     # -- ENABLE, ID -----------------------------------------------------------------------------
 
     #: What ENABLE can turn on (QRESYNC turns CONDSTORE on too, RFC 7162 3.2.3).
-    ENABLEABLE: tuple[bytes, ...] = (b"CONDSTORE", b"QRESYNC")
+    ENABLEABLE: tuple[bytes, ...] = (b"CONDSTORE", b"QRESYNC", b"UTF8=ACCEPT")
 
     async def _cmd_enable(self, tag, name, args, uid):
         if not args or not all(isinstance(a, Atom) for a in args):
@@ -830,7 +838,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         condstore_before = self.condstore
         for cap in args:
             cap = cap.upper()
-            if cap in self.ENABLEABLE and cap not in self.enabled:
+            if cap in self.ENABLEABLE and cap not in self.enabled and self._may_enable(cap):
                 self.enabled.add(cap)
                 newly.append(cap)
         if b"QRESYNC" in self.enabled:
@@ -919,7 +927,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         if len(args) != 2:
             raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
         items = self._status_items(args[1])
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -949,7 +957,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             b"DELETED-STORAGE": _kib(sum(r.size_bytes for r in deleted)),
         }
         data = b" ".join(b"%s %d" % (item, values[item]) for item in items)
-        self.sendUntaggedResponse(b"STATUS %s (%s)" % (encode_mailbox(folder.name), data))
+        self.sendUntaggedResponse(b"STATUS %s (%s)" % (self._mailbox_out(folder.name), data))
 
     # -- selecting ---------------------------------------------------------------------------
 
@@ -963,7 +971,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self._close_view()
         self.state = "auth"
         readonly = name == b"EXAMINE"
-        view = await self.account.select(decode_mailbox(_astring(args[0])), not readonly)
+        view = await self.account.select(self._mailbox_arg(args[0]), not readonly)
         if view is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -1214,7 +1222,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             raise IMAPSyntaxError("%s needs a message set and a mailbox" % name.decode())
         uids = self._target_uids(args[0], uid)
         view = self.view
-        target = await self.account.get_folder(decode_mailbox(_astring(args[1])))
+        target = await self.account.get_folder(self._mailbox_arg(args[1]))
         if target is None:
             self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
             return
@@ -1331,6 +1339,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 raise IMAPSyntaxError("RETURN needs a list of options")
             returns = _search_returns(args[1])
             args = args[2:]
+        self._refuse_search_charset(args)
         saving = returns is not None and "SAVE" in returns
         try:
             program = compile_search(
@@ -1475,6 +1484,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 view.update_rows(mm for mm, _ in pairs)
             else:
                 pairs = [(view.row(u), None) for u in batch if u in view.by_uid]
+            self._check_binary(items, [info for _, info in pairs])
             seen_now = set()
             if sets_seen:
                 unseen = [mm.uid for mm, _ in pairs if not mm.read]
@@ -1513,6 +1523,14 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         return changed_since, vanished
 
     async def _send_fetch(self, seq, row, info, items, flags_changed):
+        binary = await self._prepare_binary(items, info)
+        try:
+            await self._send_fetch_items(seq, row, info, items, flags_changed, binary)
+        finally:
+            if binary is not None:
+                binary.close()
+
+    async def _send_fetch_items(self, seq, row, info, items, flags_changed, binary):
         out = [b"* %d FETCH (" % seq]
         first = True
         if flags_changed and "FLAGS" not in items:
@@ -1526,6 +1544,9 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             first = False
             if isinstance(item, str):
                 out.append(self._simple_item(item, row, info))
+                continue
+            if isinstance(item, fetchmod.BinarySection):
+                out = await self._write_binary(out, item, binary)
                 continue
             label, data, blob_range = await self._section(item, row, info)
             if data is not None:
@@ -1570,6 +1591,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         store = self.store
         data = None
         span = None
+        no_header = False
         if not section.part:
             if section.kind == "":
                 span = (0, size)
@@ -1583,15 +1605,22 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             if part is None and section.part == (1,) and not _is_multipart(info):
                 part = {"header_start": 0, "body_start": header_size, "end": size}
             if part is None:
-                data = b""
+                data, no_header = b"", True
             elif section.kind == "":
                 span = (part["body_start"], part["end"] - part["body_start"])
             elif section.kind == "MIME":
                 data = await store.read_message(
                     info, part["header_start"], part["body_start"] - part["header_start"]
                 )
-            else:
-                # HEADER / TEXT of an encapsulated message/rfc822 part.
+            elif "text_start" in part:
+                # HEADER / TEXT of the message inside a message/rfc822 part.
+                if section.kind == "TEXT":
+                    span = (part["text_start"], part["end"] - part["text_start"])
+                else:
+                    data = await store.read_message(
+                        info, part["body_start"], part["text_start"] - part["body_start"]
+                    )
+            elif _encapsulates(part):
                 length = part["end"] - part["body_start"]
                 head = await store.read_message(info, part["body_start"], min(length, 65536))
                 end = fetchmod.find_header_end(head)
@@ -1600,7 +1629,11 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                     span = (part["body_start"] + end, length - end)
                 else:
                     data = head[:end]
-        if data is not None and section.kind.startswith("HEADER.FIELDS"):
+            else:
+                # RFC 3501 6.4.5: HEADER and TEXT after a part number name the message of a
+                # message/rfc822 part; any other part has neither.
+                data, no_header = b"", True
+        if data is not None and not no_header and section.kind.startswith("HEADER.FIELDS"):
             data = fetchmod.header_fields(data, section.fields, section.kind.endswith(".NOT"))
         label = section.label
         if section.partial is not None:
@@ -1625,10 +1658,10 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_append(self, tag, name, args, uid):
         if len(args) < 2:
             raise IMAPSyntaxError("APPEND needs a mailbox and a message literal")
-        messages = self._append_messages(args[1:])
+        messages = self._append_messages(await self._utf8_append_args(args[1:]))
         for flag_tokens, _, _ in messages:
             _parse_flags(flag_tokens or [])
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
             return
@@ -1753,6 +1786,12 @@ def _kib(size: int) -> int:
     return (size + 1023) // 1024
 
 
+def _encapsulates(part) -> bool:
+    """A part typed as a message that the parser kept as a leaf (nested deeper than it
+    descends), so its entry has no ``text_start``: the header end is found by scanning."""
+    return (part.get("type") or "").lower() in ("message/rfc822", "message/global")
+
+
 def _is_multipart(info) -> bool:
     return (info.bodystructure or "").startswith("((")
 
@@ -1779,6 +1818,8 @@ class IMAPFactory(protocol.ServerFactory):
         self.reactor = reactor
         self.spool_dir = spool_dir
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
+        #: ``run_blocking(fn, *args) -> Deferred``: where BINARY's decoding pass runs.
+        self.run_blocking = blocking_runner(reactor)
         self.portal = ThrottledPortal(
             Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")]), self.throttle
         )
@@ -1793,6 +1834,7 @@ class IMAPFactory(protocol.ServerFactory):
             config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
         )
         p.factory = self
+        p.run_blocking = self.run_blocking
         return p
 
 
