@@ -245,9 +245,17 @@ class IMailStore(Interface):
     # -- messages ------------------------------------------------------------------------
 
     def deliver(
-        spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+        spool_path,
+        deliveries,
+        trace_id,
+        auth_results=None,
+        internal_date=None,
+        received=(),
+        spam_score=0.0,
     ):
         """Store the message in ``spool_path`` once and place it per ``Delivery``.
+
+        ``auth_results`` and ``spam_score`` are what the filters found (API.md 2.1).
 
         ``received`` lists the inbound routing results (``events.Received``); their
         ``message.received`` events are written in the delivery's transaction, so a failed
