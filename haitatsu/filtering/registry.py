@@ -97,8 +97,10 @@ def plugin_package(directory: str) -> types.ModuleType:
         package.__spec__ = spec
         package.__path__ = [directory]
         package.__package__ = PLUGIN_PACKAGE
-        # twisted.python.modules finds a package's directory from its __file__.
-        package.__file__ = os.path.join(directory, "__init__.py")
+        # twisted.python.modules (under getPlugins) treats a module as a package only when
+        # its __file__ is an existing __init__.py, then lists the modules of its __path__. The
+        # directory need not have one (nor be writable to get one): this package's stands in.
+        package.__file__ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py")
         sys.modules[PLUGIN_PACKAGE] = package
     names = []
     for entry in sorted(os.listdir(directory)):
