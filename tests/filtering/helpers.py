@@ -52,15 +52,19 @@ def make_context(config=None, clock=None, resolver=None, remote_ip="192.0.2.7"):
     return FilterContext(session, resolver, config, clock)
 
 
-def start_dns_server(testcase, zone: str) -> int:
-    """An authoritative twisted.names server on 127.0.0.1 serving ``zone`` (PySourceAuthority
-    syntax: ``zone = [SOA(...), A(...), ...]``); its UDP port. Stopped after the test."""
+def start_dns_server(testcase, *zones: str) -> int:
+    """An authoritative twisted.names server on 127.0.0.1 serving ``zones`` (each in
+    PySourceAuthority syntax: ``zone = [SOA(...), A(...), ...]``); its UDP port. Stopped after
+    the test."""
     path = testcase.mktemp()
     os.makedirs(path)
-    zone_file = os.path.join(path, "zone.py")
-    with open(zone_file, "w") as f:
-        f.write(zone)
-    factory = server.DNSServerFactory(authorities=[authority.PySourceAuthority(zone_file)])
+    authorities = []
+    for i, zone in enumerate(zones):
+        zone_file = os.path.join(path, f"zone{i}.py")
+        with open(zone_file, "w") as f:
+            f.write(zone)
+        authorities.append(authority.PySourceAuthority(zone_file))
+    factory = server.DNSServerFactory(authorities=authorities)
     factory.noisy = False
     port = reactor.listenUDP(0, dns.DNSDatagramProtocol(controller=factory), interface="127.0.0.1")
     testcase.addCleanup(port.stopListening)
