@@ -214,3 +214,33 @@ class PluginDirectoryTests(unittest.SynchronousTestCase):
 class PluginTemplateTests(unittest.SynchronousTestCase):
     def test_template_is_valid_python(self):
         compile(textwrap.dedent(PLUGIN.format(name="x", default="y")), "plugin", "exec")
+
+
+class DocumentedPluginTests(unittest.SynchronousTestCase):
+    """The plugin in docs/plugins.md works as written."""
+
+    def test_the_example_plugin(self):
+        import re
+
+        from haitatsu.filtering import Action, Recipient, Stage
+        from tests.filtering.helpers import make_context
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(os.path.join(root, "docs", "plugins.md")) as f:
+            blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+        [source] = [b for b in blocks if "RecipientCapFactory" in b]
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory, mode=0o755)
+        with open(os.path.join(directory, "recipient_cap.py"), "w") as f:
+            f.write(source)
+        factories = discover(directory)
+        spec = FilterSpec("recipient_cap", options={"limit": 1})
+        [entry] = build_chain([spec], environment(), factories).entries
+        context = make_context()
+        context.envelope.recipients[:] = [Recipient("a@x.example"), Recipient("b@x.example")]
+        verdict = entry.filter.check(Stage.DATA, context)
+        self.assertIs(verdict.action, Action.REJECT)
+        self.assertEqual(verdict.text, "too many recipients (2)")
+        context.envelope.recipients.pop()
+        verdict = entry.filter.check(Stage.DATA, context)
+        self.assertEqual(verdict.headers, (("X-Recipient-Count", "1"),))
