@@ -211,4 +211,5 @@ class HaitatsuService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         yield super().stopService()
+        self.filtering.current.retire()  # filters with a close() are told, once idle
         yield defer.Deferred.fromCoroutine(self.store.close())

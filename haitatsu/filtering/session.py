@@ -95,6 +95,10 @@ class SessionFilters:
         #: The reason of a DISCARD at CONNECT or HELO: every message of the session is dropped.
         self._session_discard = ""
         self._transaction_discard = ""
+        #: Header fields verdicts asked for: at CONNECT and HELO (kept for the session), and in
+        #: the transaction (MAIL, RCPT, DATA).
+        self._headers = {Stage.CONNECT: (), Stage.HELO: ()}
+        self._transaction_headers: list = []
         self._discarded_rcpts: set[str] = set()
         self._released = False
 
@@ -123,6 +127,7 @@ class SessionFilters:
 
     async def _connect(self) -> Outcome:
         result = await self.chain.run(Stage.CONNECT, self.context)
+        self._headers[Stage.CONNECT] = result.headers
         if result.action is Action.REJECT:
             verdict = result.verdict
             return Outcome(Reply(554, verdict.enhanced, verdict.text), refuse=True)
@@ -150,12 +155,17 @@ class SessionFilters:
         context.envelope.mail_params = dict(params)
         self._transaction_discard = ""
         self._discarded_rcpts = set()
+        self._transaction_headers = []
         if not self.chain.runs_at(Stage.MAIL):
             return None
         return defer.Deferred.fromCoroutine(self._command(Stage.MAIL))
 
     async def _command(self, stage: Stage) -> Outcome:
         result = await self.chain.run(stage, self.context)
+        if stage is Stage.HELO:
+            self._headers[Stage.HELO] = result.headers
+        else:
+            self._transaction_headers.extend(result.headers)
         if result.action in (Action.REJECT, Action.TEMPFAIL):
             return Outcome(_refusal(result))
         if result.action is Action.DISCARD:
@@ -186,6 +196,7 @@ class SessionFilters:
             result = await self.chain.run(Stage.RCPT, context)
         finally:
             context.recipient = None
+        self._transaction_headers.extend(result.headers)
         if result.action in (Action.REJECT, Action.TEMPFAIL):
             return Outcome(_refusal(result))
         if result.action is Action.DISCARD:
@@ -214,14 +225,6 @@ class SessionFilters:
                 if result is not None and result.action is Action.DISCARD
                 else self._transaction_discard or self._session_discard
             )
-            if (
-                not discard
-                and context.envelope.recipients
-                and all(
-                    r.address.lower() in self._discarded_rcpts for r in context.envelope.recipients
-                )
-            ):
-                discard = "recipients_discarded"
             if discard:
                 spool.discard()
                 self._log.info(
@@ -232,7 +235,13 @@ class SessionFilters:
                 )
                 return DataDecision(reply=ok)
             added = authentication_results(context.session.hostname, context.results)
-            for name, value in result.headers if result is not None else ():
+            fields = [
+                *self._headers[Stage.CONNECT],
+                *self._headers[Stage.HELO],
+                *self._transaction_headers,
+                *(result.headers if result is not None else ()),
+            ]
+            for name, value in fields:
                 added += _field(name, value)
             final = await self._respool(spool, prelude(trace_id, added), size)
         except BaseException:

@@ -775,7 +775,9 @@ class InboundESMTP(ESMTP):
             plan = await self.filters.delivery(deliveries)
             if plan.reply is not None:
                 spool.discard()
-                self.reply(plan.reply)
+                refused = plan.reply.code >= 500 and verps
+                # A bounce recorded above was accepted: only a temporary failure undoes that.
+                self.reply(Reply(250, "2.0.0", f"OK {trace_id}") if refused else plan.reply)
                 return
             deliveries, auth_results, spam_score = (
                 plan.deliveries,

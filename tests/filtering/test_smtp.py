@@ -384,3 +384,28 @@ class DeliveryStageTests(FilteredSession):
         self.assertTrue(_OK.match(lines[-1]), lines)
         self.assertEqual(len(await self.messages(self.bob)), 1)
         self.assertEqual(len(await self.messages(self.carol, "Junk")), 1)
+
+
+class HeaderFromEveryStageTests(FilteredSession):
+    async def test_fields_asked_for_at_any_stage_are_added(self):
+        self.connect(
+            Scripted(
+                "everywhere",
+                {
+                    Stage.CONNECT: continue_(headers=[("X-Connect", "1")]),
+                    Stage.MAIL: continue_(headers=[("X-Mail", "2")]),
+                    Stage.RCPT: continue_(headers=[("X-Rcpt", "3")]),
+                    Stage.DATA: continue_(headers=[("X-Data", "4\r\n folded")]),
+                },
+            )
+        )
+        self.session.command(b"EHLO client.example\r\n")
+        for _ in range(2):
+            lines = await self.send(ehlo=False)
+            self.assertTrue(_OK.match(lines[-1]), lines)
+        for _, _, raw in await self.messages(self.bob):
+            head = raw.split(b"X-Haitatsu-Trace-ID")[0]
+            self.assertTrue(
+                head.endswith(b"X-Connect: 1\r\nX-Mail: 2\r\nX-Rcpt: 3\r\nX-Data: 4 folded\r\n"),
+                head,
+            )
