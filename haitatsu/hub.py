@@ -20,6 +20,7 @@ from haitatsu import log
 from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
+from haitatsu.filtering.registry import Filtering
 from haitatsu.housekeeping import Housekeeping
 from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
@@ -58,6 +59,10 @@ class HaitatsuService(MultiService):
         if self.tls is not None:
             self.tls.setServiceParent(self)
             self.watcher.add_reload_check(self.tls.prepare_reload)
+        # The filter chain, built now so that a bad filter or plugin stops the start with its
+        # error; rebuilt on every reload (a failure refuses the reload, the chain stays).
+        self.filtering = Filtering(self.store, reactor, config)
+        self.watcher.add_reload_check(self.filtering.prepare_reload)
         self.ready = defer.Deferred()
         self.bounces = BounceHandler(self.store, reactor)
         #: Started once the store is open, when ``workers.enabled`` (restart-only).
@@ -118,6 +123,7 @@ class HaitatsuService(MultiService):
                 self.spool_dir,
                 tls=tls,
                 bounces=self.bounces,
+                chain=self.filtering.get_chain,
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,
@@ -241,4 +247,5 @@ class HaitatsuService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         yield super().stopService()
+        self.filtering.current.retire()  # filters with a close() are told, once idle
         yield defer.Deferred.fromCoroutine(self.store.close())

@@ -200,6 +200,21 @@ class IMailStore(Interface):
         """Delete throttling state last touched before ``before`` and not locked; fire with
         the number of rows removed."""
 
+    # -- filter state shared by nodes (greylist, rate_limit; docs/storage.md) -------------
+    # Times are nanoseconds since the epoch, from the caller's clock.
+
+    def greylist_check(
+        client, sender, recipient, now, delay, retry_window, allow_for, auto_allow_passes=0
+    ):
+        """Record an attempt of a (client network, sender, recipient) triplet; fire with a
+        ``GreylistAnswer`` (``state``, ``allowed``, ``retry_after``)."""
+
+    def rate_limit_take(bucket, capacity, per_second, now):
+        """Take a token from a bucket (created full); fire with a ``RateAnswer``."""
+
+    def prune_filter_state(greylist_before, rate_limits_before):
+        """Delete greylist rows and token buckets idle since then; fire with the count."""
+
     # -- folders -------------------------------------------------------------------------
 
     def list_folders(mailbox_id):
@@ -245,9 +260,17 @@ class IMailStore(Interface):
     # -- messages ------------------------------------------------------------------------
 
     def deliver(
-        spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+        spool_path,
+        deliveries,
+        trace_id,
+        auth_results=None,
+        internal_date=None,
+        received=(),
+        spam_score=0.0,
     ):
         """Store the message in ``spool_path`` once and place it per ``Delivery``.
+
+        ``auth_results`` and ``spam_score`` are what the filters found (API.md 2.1).
 
         ``received`` lists the inbound routing results (``events.Received``); their
         ``message.received`` events are written in the delivery's transaction, so a failed

@@ -461,10 +461,15 @@ def _nameservers(value) -> tuple:
 
 @attrs.frozen
 class DNSConfig:
-    """Our addition: the resolver for DNS checks (``GET /dns/check``). ``nameservers`` lists
-    ``host`` or ``host:port`` (``[v6]:port``); empty means the system's /etc/resolv.conf."""
+    """Our addition: the resolver for DNS checks (``GET /dns/check``) and filters.
+    ``nameservers`` lists ``host`` or ``host:port`` (``[v6]:port``); empty means the system's
+    /etc/resolv.conf."""
 
     nameservers: tuple = attrs.field(default=(), converter=_nameservers)
+    #: How long one lookup may take (a retry included) before it is a temporary failure.
+    timeout_seconds: float = attrs.field(default=5.0, validator=_positive)
+    #: Answers kept in the filters' cache (by TTL, at most an hour); 0 turns the cache off.
+    cache_size: int = attrs.field(default=10000, validator=_nonneg)
 
     def servers(self) -> list[tuple[str, int]]:
         """``(host, port)`` pairs for twisted.names."""
@@ -475,6 +480,96 @@ class DNSConfig:
             )
             out.append((m.group(1), int(m.group(2))) if m else (entry.strip("[]"), 53))
         return out
+
+
+#: Keys of a ``filters`` entry the chain uses itself; every other key is the filter's option.
+FILTER_KEYS = ("name", "on_error", "timeout_seconds")
+#: What a filter's ``on_error`` may say (docs/plugins.md).
+FILTER_ERROR_POLICIES = ("tempfail", "continue", "reject", "quarantine")
+_FILTER_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+@attrs.frozen
+class FilterSpec:
+    """One entry of ``filters``: which filter, how the chain treats it, and its options."""
+
+    name: str
+    #: What a failure (exception or timeout) of the filter means.
+    on_error: str = "tempfail"
+    #: Longest the filter may take at one stage; 0 means the chain's default (30 s).
+    timeout_seconds: float = 0.0
+    options: dict = attrs.field(factory=dict, hash=False)
+
+
+def _filter_specs(value) -> tuple:
+    if isinstance(value, tuple) and all(isinstance(v, FilterSpec) for v in value):
+        return value
+    if value == {}:
+        return ()  # `filters {}` in a config that does not amend the schema
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a Listing of filter objects, got {_kind(value)}")
+    specs = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, FilterSpec):
+            specs.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"[{i}]: expected an object with a name, got {_kind(entry)}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _FILTER_NAME.match(name):
+            raise ValueError(
+                f"[{i}].name: expected a filter name (lower case letters, digits, _), got {name!r}"
+            )
+        on_error = entry.get("on_error", "tempfail")
+        if on_error not in FILTER_ERROR_POLICIES:
+            raise ValueError(
+                f"[{i}] ({name}).on_error: must be one of {list(FILTER_ERROR_POLICIES)}, "
+                f"got {on_error!r}"
+            )
+        timeout = entry.get("timeout_seconds", 0)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"[{i}] ({name}).timeout_seconds: expected a Number >= 0")
+        options = {k: v for k, v in entry.items() if k not in FILTER_KEYS}
+        specs.append(FilterSpec(name, on_error, float(timeout), options))
+    return tuple(specs)
+
+
+#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12).
+DEFAULT_FILTERS = (FilterSpec("sender_rules"),)
+
+
+@attrs.frozen
+class PluginsConfig:
+    """Our addition: where operators put filter plugins of their own (docs/plugins.md)."""
+
+    #: A directory of plugin modules; empty means only the built-in filters. Hot.
+    directory: str = ""
+
+
+def _zones(value) -> tuple:
+    if value == {}:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError("expected a Listing of zone names")
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("every zone must be a non-empty String")
+    return tuple(v.strip() for v in value)
+
+
+@attrs.frozen
+class SpamConfig:
+    """The original's ``spam`` block (API.md 4): the thresholds and the DNSBL defaults that the
+    ``dnsbl`` filter and Junk placement use."""
+
+    #: Score from which a message goes to Junk (0 means 5).
+    junk_threshold: float = attrs.field(default=5.0, validator=_nonneg)
+    #: Score from which it is refused (0 means 10).
+    reject_threshold: float = attrs.field(default=10.0, validator=_nonneg)
+    #: DNSBL zones the ``dnsbl`` filter asks when its own ``zones`` option is not set.
+    dnsbl_zones: tuple = attrs.field(default=(), converter=_zones)
+    #: Score of a listing (0 means 4).
+    dnsbl_score: float = attrs.field(default=4.0, validator=_nonneg)
+    require_helo: bool = False
 
 
 @attrs.frozen
@@ -497,6 +592,10 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     dns: DNSConfig = DNSConfig()
+    spam: SpamConfig = SpamConfig()
+    #: The filter chain, in order (docs/plugins.md); hot.
+    filters: tuple = attrs.field(default=DEFAULT_FILTERS, converter=_filter_specs)
+    plugins: PluginsConfig = PluginsConfig()
 
     # -- derived values -------------------------------------------------------------------
 
@@ -551,6 +650,7 @@ class Config:
             server=attrs.evolve(self.server, data_dir=absolute(self.server.data_dir)),
             database=attrs.evolve(self.database, dsn=dsn),
             storage=attrs.evolve(self.storage, blob_dir=absolute(self.storage.blob_dir)),
+            plugins=attrs.evolve(self.plugins, directory=absolute(self.plugins.directory)),
             relay=attrs.evolve(self.relay, ca_file=absolute(self.relay.ca_file)),
             tls=attrs.evolve(
                 self.tls,

@@ -15,6 +15,11 @@ and the command/DATA modes. What we replace, and why:
 * STARTTLS (RFC 3207), offered when the factory has a ``TLSService``: input the client pipelined
   behind STARTTLS is discarded (the command-injection defence), and the session forgets its EHLO
   and transaction once TLS starts.
+
+The filter chain (``haitatsu.filtering``) is called once per stage through ``self.filters``: at
+the greeting, HELO/EHLO, MAIL, RCPT (after the recipient resolved), and at the final dot (DATA,
+then DELIVERY per recipient mailbox). A hook answers None when no filter runs at its stage, and
+the session goes on synchronously as if there were no chain.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail.smtp import COMMAND, DATA, ESMTP
 
+from haitatsu.filtering.null import NULL_FILTERS
 from haitatsu.interfaces import OverQuota
 from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
@@ -89,8 +95,13 @@ class InboundESMTP(ESMTP):
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
         bounces=None,
+        filters=None,
     ):
         ESMTP.__init__(self)
+        #: The filter chain's hooks for this connection (``haitatsu.filtering.session``).
+        self.filters = filters if filters is not None else NULL_FILTERS
+        #: A CONNECT filter rejected the connection: every command but QUIT gets 503.
+        self._refused = False
         #: ``haitatsu.queue.BounceHandler``: VERP bounce addresses (API.md 5.2 step 1).
         self.bounces = bounces
         self.config = config
@@ -131,7 +142,15 @@ class InboundESMTP(ESMTP):
         self.remote_ip = str(getattr(peer, "host", peer))
         self._log.debug("connection from {remote_ip}", remote_ip=self.remote_ip)
         METRICS.smtp_connections.inc()
-        ESMTP.connectionMade(self)
+        pending = self.filters.connect(self)
+        if pending is None:
+            ESMTP.connectionMade(self)
+            return
+        # ESMTP.connectionMade without its greeting, which waits for the CONNECT filters.
+        self._helo = (None, self.remote_ip)
+        self.canStartTLS = False
+        self.setTimeout(self.timeout)
+        self._after_filters(pending, lambda: self.sendCode(220, self.greeting()))
 
     def greeting(self):
         return f"{self.config.server.public_hostname} ESMTP Haitatsu".encode("ascii", "replace")
@@ -147,6 +166,7 @@ class InboundESMTP(ESMTP):
 
     def connectionLost(self, reason):
         self._closed = True
+        self.filters.release()
         if self._spool is not None:
             self._spool.discard()
             self._spool = None
@@ -240,6 +260,23 @@ class InboundESMTP(ESMTP):
         d.addBoth(self._resume)
         return d
 
+    def _after_filters(self, pending, proceed) -> None:
+        """``proceed()`` once a stage's filters allow it; a refusal is answered instead (and
+        may close the connection, or refuse it for good at the greeting)."""
+
+        async def wait():
+            outcome = await pending
+            if outcome.reply is None:
+                proceed()
+                return
+            self.reply(outcome.reply)
+            if outcome.refuse:
+                self._refused = True
+            if outcome.disconnect:
+                self.transport.loseConnection()
+
+        self._run_pending(wait())
+
     def _internal_error(self, failure):
         self._log.failure("SMTP command failed for {remote_ip}", failure, remote_ip=self.remote_ip)
         self.reply(TEMPFAIL)
@@ -263,6 +300,10 @@ class InboundESMTP(ESMTP):
             self.reply(SYNTAX_ERROR)
             return
         rest = parts[1].strip(b" \t") if len(parts) == 2 else b""
+        if self._refused and parts[0].upper() != b"QUIT":
+            # RFC 5321 3.1: after a 554 greeting, only QUIT.
+            self.reply(Reply(503, "5.5.1", "no service here; QUIT"))
+            return
         method = self.lookupMethod(parts[0])
         if method is None:
             verb = parts[0].decode("ascii").upper()
@@ -322,17 +363,32 @@ class InboundESMTP(ESMTP):
         name = self._helo_name(rest, "HELO")
         if name is None:
             return
-        self.helo_name = name
-        self._reset_transaction()
-        self.sendCode(250, self._hello_line())
+
+        def hello():
+            self.helo_name = name
+            self._reset_transaction()
+            self.sendCode(250, self._hello_line())
+
+        self._filtered(self.filters.helo(name), hello)
 
     def do_EHLO(self, rest):
         name = self._helo_name(rest, "EHLO")
         if name is None:
             return
-        self.helo_name = name
-        self._reset_transaction()
-        self.sendCode(250, self._hello_line() + b"\n" + self.listExtensions())
+
+        def hello():
+            self.helo_name = name
+            self._reset_transaction()
+            self.sendCode(250, self._hello_line() + b"\n" + self.listExtensions())
+
+        self._filtered(self.filters.helo(name), hello)
+
+    def _filtered(self, pending, proceed) -> None:
+        """``proceed()`` now when no filter runs at this stage, else after the filters."""
+        if pending is None:
+            proceed()
+        else:
+            self._after_filters(pending, proceed)
 
     def do_NOOP(self, rest):
         self.reply(Reply(250, "2.0.0", "OK"))
@@ -419,10 +475,14 @@ class InboundESMTP(ESMTP):
         except Refused as e:
             self.reply(e.reply)
             return
-        self.sender = sender
-        self.recipients = []
-        self._rcpt_attempts = 0
-        self.reply(Reply(250, "2.1.0", "sender OK"))
+
+        def accepted():
+            self.sender = sender
+            self.recipients = []
+            self._rcpt_attempts = 0
+            self.reply(Reply(250, "2.1.0", "sender OK"))
+
+        self._filtered(self.filters.mail(sender, params), accepted)
 
     def _check_mail_params(self, params):
         for key, value in params.items():
@@ -495,6 +555,12 @@ class InboundESMTP(ESMTP):
             )
             self.reply(OVER_QUOTA)
             return
+        pending = self.filters.rcpt(address, recipient)
+        if pending is not None:
+            outcome = await pending
+            if outcome.reply is not None:
+                self.reply(outcome.reply)
+                return
         self.recipients.append(recipient)
         self.reply(Reply(250, "2.1.5", "recipient OK"))
 
@@ -519,7 +585,9 @@ class InboundESMTP(ESMTP):
         spool = None
         try:
             spool = SpoolFile.create(self.spool_dir)
-            spool.write(self._spool_prelude(trace_id))
+            if not self.filters.active:
+                # With filters, the headers are prepended once they ran (filters.data).
+                spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
             if spool is not None:
@@ -533,8 +601,9 @@ class InboundESMTP(ESMTP):
         self.mode = DATA
         self.sendCode(354, b"end data with <CR><LF>.<CR><LF>")
 
-    def _spool_prelude(self, trace_id: str) -> bytes:
-        """What the spool file starts with, before the client's bytes: the MX's trace headers
+    def _spool_prelude(self, trace_id: str, added: bytes = b"") -> bytes:
+        """What the stored message starts with, before the client's bytes: the MX's trace
+        headers, with ``added`` (Authentication-Results, filters' fields) after Received
         (submission, which finishes the message itself, writes nothing here)."""
         return trace_headers(
             helo=self.helo_name,
@@ -545,6 +614,7 @@ class InboundESMTP(ESMTP):
             trace_id=trace_id,
             when=self.clock.seconds(),
             tls=self.secure,
+            added=added,
         )
 
     def _data_chunk(self) -> bool:
@@ -657,6 +727,12 @@ class InboundESMTP(ESMTP):
     async def _deliver(
         self, spool: SpoolFile, recipients, trace_id: str, size: int, sender: str = ""
     ):
+        if self.filters.active:
+            decision = await self.filters.data(spool, trace_id, size, self._spool_prelude)
+            if decision.reply is not None:
+                self.reply(decision.reply)
+                return
+            spool = decision.spool
         verps = [r for r in recipients if not hasattr(r, "mailbox_id")]
         if verps:
             try:
@@ -693,6 +769,22 @@ class InboundESMTP(ESMTP):
                         apply_rules=True,
                     )
                 )
+        auth_results = {"remote_ip": self.remote_ip, "helo": self.helo_name, "tls": self.secure}
+        spam_score = 0.0
+        if self.filters.active:
+            plan = await self.filters.delivery(deliveries)
+            if plan.reply is not None:
+                spool.discard()
+                refused = plan.reply.code >= 500 and verps
+                # A bounce recorded above was accepted: only a temporary failure undoes that.
+                self.reply(Reply(250, "2.0.0", f"OK {trace_id}") if refused else plan.reply)
+                return
+            deliveries, auth_results, spam_score = (
+                plan.deliveries,
+                plan.auth_results,
+                plan.spam_score,
+            )
+            seen = {d.mailbox_id for d in deliveries}
         fields = dict(
             trace_id=trace_id,
             remote_ip=self.remote_ip,
@@ -704,11 +796,8 @@ class InboundESMTP(ESMTP):
                 spool.path,
                 deliveries,
                 trace_id=trace_id,
-                auth_results={
-                    "remote_ip": self.remote_ip,
-                    "helo": self.helo_name,
-                    "tls": self.secure,
-                },
+                auth_results=auth_results,
+                spam_score=spam_score,
                 received=[
                     Received(r.original_rcpt, r.base_rcpt, r.plus_tag, r.mailbox_ids)
                     for r in recipients
@@ -762,8 +851,11 @@ class InboundSMTPFactory(ServerFactory):
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
         bounces=None,
+        chain=None,
     ):
         self.get_config = get_config
+        #: Returns the live ``FilterChain`` (the hub's ``Filtering.get_chain``); None: no chain.
+        self.get_chain = chain
         self.tls = tls
         self.bounces = bounces
         self.store = store
@@ -778,8 +870,11 @@ class InboundSMTPFactory(ServerFactory):
 
     def protocol_kwargs(self) -> dict:
         """What a new session is built with; subclasses add their own."""
+        config = self.get_config()
+        chain = self.get_chain() if self.get_chain is not None else None
         return dict(
-            config=self.get_config(),
+            filters=chain.session(config, self.reactor) if chain is not None else None,
+            config=config,
             store=self.store,
             clock=self.reactor,
             spool_dir=self.spool_dir,

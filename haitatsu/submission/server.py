@@ -335,7 +335,7 @@ class SubmissionESMTP(InboundESMTP):
             return
         super().do_DATA(rest)
 
-    def _spool_prelude(self, trace_id: str) -> bytes:
+    def _spool_prelude(self, trace_id: str, added: bytes = b"") -> bytes:
         return b""
 
     async def _deliver(self, spool, recipients, trace_id: str, size: int, sender=""):
@@ -415,5 +415,6 @@ class SubmissionFactory(InboundSMTPFactory):
     def protocol_kwargs(self) -> dict:
         kwargs = super().protocol_kwargs()
         del kwargs["bounces"]  # VERP bounce addresses are the MX's business
+        del kwargs["filters"]  # the filter chain is the MX's (DESIGN.md, "Filters")
         kwargs.update(portal=self.portal, pipeline=self.pipeline, implicit_tls=self.implicit_tls)
         return kwargs

@@ -13,7 +13,8 @@ announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttli
 resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
-webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
+webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
+share across nodes). A new concern gets a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -36,6 +37,7 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.dkim import DkimMixin
 from haitatsu.storage.store.events import EventsMixin
+from haitatsu.storage.store.filterstate import FilterStateMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
@@ -69,6 +71,7 @@ class MailStore(
     DkimMixin,
     EventsMixin,
     SenderRulesMixin,
+    FilterStateMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,

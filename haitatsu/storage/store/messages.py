@@ -39,10 +39,18 @@ from haitatsu.storage.store.sync import record_vanished
 class MessagesMixin(StoreBase):
     @defer.inlineCallbacks
     def deliver(
-        self, spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+        self,
+        spool_path,
+        deliveries,
+        trace_id,
+        auth_results=None,
+        internal_date=None,
+        received=(),
+        spam_score=0.0,
     ):
         """``received``: the ``events.Received`` routing results whose ``message.received``
-        events are written in the delivery's transaction (empty for APPEND and the like)."""
+        events are written in the delivery's transaction (empty for APPEND and the like);
+        ``spam_score``: what the filters scored the message (``messages.spam_score``)."""
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
@@ -57,6 +65,7 @@ class MessagesMixin(StoreBase):
                 auth_results,
                 internal_date,
                 received,
+                spam_score,
             )
 
         (placed, message_id), prepared = yield defer.Deferred.fromCoroutine(
@@ -157,6 +166,7 @@ class MessagesMixin(StoreBase):
         auth_results,
         internal_date,
         received=(),
+        spam_score=0.0,
     ):
         """One transaction: blob references, the message row, its placements, quotas, and
         the ``message.received`` events (after the routing rules ran, as API.md 5.2 says)."""
@@ -171,6 +181,7 @@ class MessagesMixin(StoreBase):
                 trace_id,
                 auth_results,
                 internal_date,
+                spam_score,
             )
             if received:
                 await self._record_received(txn, received, placed, message_id, trace_id)
@@ -185,7 +196,16 @@ class MessagesMixin(StoreBase):
         return d.addErrback(unknown)
 
     async def _insert_delivery(
-        self, txn, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+        self,
+        txn,
+        prepared,
+        generations,
+        parsed,
+        deliveries,
+        trace_id,
+        auth_results,
+        internal_date,
+        spam_score=0.0,
     ):
         """The delivery's rows in ``txn``: blob references, the message, its placements, quotas.
 
@@ -199,7 +219,9 @@ class MessagesMixin(StoreBase):
         size = prepared.size
         now = now_ns()
         await self._reference_blobs(txn, generations, now)
-        await self._insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now)
+        await self._insert_message(
+            txn, message_id, prepared, parsed, trace_id, auth_results, now, spam_score
+        )
         placements, seen = [], set()
         for delivery in deliveries:
             key = (delivery.mailbox_id, delivery.folder)
@@ -245,7 +267,9 @@ class MessagesMixin(StoreBase):
                 raise _LeaseLost(key)
 
     @staticmethod
-    async def _insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now):
+    async def _insert_message(
+        txn, message_id, prepared, parsed, trace_id, auth_results, now, spam_score=0.0
+    ):
         """The ``messages`` row of a stored message."""
         await txn.execute(
             "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
@@ -271,7 +295,7 @@ class MessagesMixin(StoreBase):
                 _text(parsed.text_body_extract),
                 _text(parsed.html_body_extract),
                 _json(parsed.attachments),
-                0.0,
+                float(spam_score),
                 _json(auth_results or {}),
                 _text(parsed.envelope),
                 _text(parsed.body),
