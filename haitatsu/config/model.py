@@ -307,6 +307,15 @@ class WorkersConfig:
 
 
 @attrs.frozen
+class ImportsConfig:
+    """Our addition: where ``maildir`` and ``mbox`` import jobs may read (docs/api.md
+    "Import jobs"). A source ``path`` must resolve inside ``root``; empty (the default) refuses
+    every path source. Hot."""
+
+    root: str = ""
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str = attrs.field(
         default="info",
@@ -403,6 +412,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     dns: DNSConfig = DNSConfig()
+    imports: ImportsConfig = ImportsConfig()
 
     # -- derived values -------------------------------------------------------------------
 
@@ -458,6 +468,7 @@ class Config:
             database=attrs.evolve(self.database, dsn=dsn),
             storage=attrs.evolve(self.storage, blob_dir=absolute(self.storage.blob_dir)),
             relay=attrs.evolve(self.relay, ca_file=absolute(self.relay.ca_file)),
+            imports=attrs.evolve(self.imports, root=absolute(self.imports.root)),
             tls=attrs.evolve(
                 self.tls,
                 cert_file=absolute(self.tls.cert_file),

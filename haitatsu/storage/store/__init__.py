@@ -13,7 +13,8 @@ announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttli
 resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
-webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
+webhook outbox) and ``senderrules``; ``jobs`` (export and import jobs and their leases) and
+``importing`` (storing an import's messages). A new concern gets a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -39,6 +40,8 @@ from haitatsu.storage.store.events import EventsMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
+from haitatsu.storage.store.importing import ImportingMixin, ImportTargetGone
+from haitatsu.storage.store.jobs import JobFence, JobLeaseLost, JobsMixin
 from haitatsu.storage.store.labels import (
     LabelsMixin,
     NoSuchLabel,
@@ -69,6 +72,8 @@ class MailStore(
     DkimMixin,
     EventsMixin,
     SenderRulesMixin,
+    JobsMixin,
+    ImportingMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,
@@ -86,7 +91,10 @@ __all__ = [
     "CLAIM_TIMEOUT_SECONDS",
     "DEFAULT_DEDUP_THRESHOLD",
     "DELIVERY_RETRY_DELAYS",
+    "ImportTargetGone",
     "InvalidRoute",
+    "JobFence",
+    "JobLeaseLost",
     "MailStore",
     "MessageQuery",
     "NoSuchLabel",
