@@ -208,6 +208,7 @@ class JobWorker(Service):
             await self._fail(job, fence, f"gave up after {MAX_ATTEMPTS} attempts")
             return
         self._log.info("{kind} job {job_id} started (attempt {attempt})", **fields)
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
         lease = _Lease(self, fence)
         lease.start()
 
