@@ -215,6 +215,7 @@ class IMAPSource:
         self.limit = limit
         self.reactor = reactor
         self.client: SpoolingIMAP4Client | None = None
+        self.logged_in = False
 
     def _tls_options(self):
         if self.skip_verify:
@@ -230,12 +231,13 @@ class IMAPSource:
         client = SpoolingIMAP4Client(self.spool_dir)
         try:
             await endpoints.connectProtocol(endpoint, client)
-            self.client = client
+            self.client = client  # closed by close(), whatever happens next
             await client.greeted
             if self.starttls:
                 await client.getCapabilities()
                 await client.startTLS(self._tls_options())
             await client.plain_login(self.username, self.password)
+            self.logged_in = True
         except (SourceError, defer.CancelledError):
             raise
         except Exception as e:
@@ -246,13 +248,19 @@ class IMAPSource:
         if client is None:
             return
         client.discard_spooled()
-        if client.transport is not None and client.lost is not None and not client.lost.called:
+        if client.lost.called:
+            return
+        if self.logged_in:
             try:
-                await defer.Deferred.fromCoroutine(_bounded(client.logout(), self.reactor, 10))
+                await _bounded(client.logout(), self.reactor, 10)
             except Exception:
                 pass
-            if not client.lost.called:
-                client.transport.loseConnection()
+        if not client.lost.called:
+            client.transport.loseConnection()
+            try:
+                await _bounded(client.lost, self.reactor, 10)
+            except Exception:
+                client.transport.abortConnection()
 
     async def _call(self, d):
         try:

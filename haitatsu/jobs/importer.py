@@ -57,8 +57,8 @@ class Importer:
     async def run(self):
         progress = dict(self.job.progress or {})
         done = list(progress.get("done", []))
-        await self.source.open()
         try:
+            await self.source.open()
             for folder in await self.source.folders():
                 if folder.key in done:
                     continue
