@@ -168,6 +168,28 @@ class SpoolingIMAP4Client(imap4.IMAP4Client):
         """LOGIN, without the stock client's automatic STARTTLS (TLS is the source's choice)."""
         return self.sendCommand(imap4.Command(b"LOGIN", quoted(username) + b" " + quoted(password)))
 
+    def list_all(self):
+        """``LIST "" "*"``; fire with ``(attributes, delimiter, name)`` triples. Unlike the
+        stock ``list``, a NIL delimiter (a flat namespace) is "" and a name that is not valid
+        modified UTF-7 is read as UTF-8 rather than failing the whole listing."""
+        d = self.sendCommand(imap4.Command(b"LIST", b'"" "*"', wantResponse=(b"LIST",)))
+        d.addCallback(self._listed)
+        return d
+
+    @staticmethod
+    def _listed(result):
+        lines, _ = result
+        found = []
+        for parts in lines:
+            if len(parts) != 4 or parts[0].upper() != b"LIST":
+                continue
+            attributes = tuple(
+                a.decode("ascii", "replace") for a in parts[1] if isinstance(a, bytes)
+            )
+            delimiter = _mailbox_text(parts[2]) if parts[2] else ""
+            found.append((attributes, delimiter, _mailbox_text(parts[3] or b"")))
+        return found
+
     def uid_fetch(self, uids: bytes, items: list[str]):
         """``UID FETCH <uids> (<items>)``; fire with ``{sequence number: {item: value}}``."""
         command = imap4.Command(
@@ -178,6 +200,15 @@ class SpoolingIMAP4Client(imap4.IMAP4Client):
         d = self.sendCommand(command)
         d.addCallback(self._cbFetch, [i.upper() for i in items], True)
         return d
+
+
+def _mailbox_text(raw) -> str:
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    try:
+        return raw.decode("imap4-utf-7")
+    except (UnicodeError, ValueError):
+        return raw.decode("utf-8", "replace")
 
 
 def _describe(failure_or_error) -> str:
@@ -271,7 +302,7 @@ class IMAPSource:
             raise SourceError(f"IMAP {self.host}:{self.port}: {_describe(e)}") from None
 
     async def folders(self) -> list[SourceFolder]:
-        listing = await self._call(self.client.list("", "*"))
+        listing = await self._call(self.client.list_all())
         found = []
         for attributes, delimiter, name in listing:
             if skipped(attributes):

@@ -483,3 +483,79 @@ class S3ZipImportTests(MotoS3Mixin, unittest.TestCase):
         [row] = await store.list_folder_messages(inbox.id)
         [(_, info)] = await store.get_messages(inbox.id, [row.uid])
         self.assertEqual(await store.read_message(info), data)
+
+
+class IMAPTLSImportTests(unittest.TestCase):
+    """IMAP sources over TLS: implicit TLS and STARTTLS to a haitatsu IMAP server with a test
+    CA's certificate (not in the system's trust store, so only ``skip_verify`` accepts it)."""
+
+    timeout = 60
+
+    async def setUp(self):
+        from tests.tls.ca import TLSFixture
+
+        self.store = await make_store(self)
+        self.config = LiveConfig()
+        self.client = APIClient(self.store, config=self.config)
+        self.mailbox = await self.store.create_mailbox("alice@example.com")
+        self.source_store = await make_store(self)
+        owner = await self.source_store.create_mailbox("carol@example.org")
+        _, self.password = await self.source_store.create_app_password(owner.id, "i", ["imap"])
+        self.data = crlf(lf_message(70, "over TLS"))
+        fd, path = tempfile.mkstemp(suffix=".eml")
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.data)
+        self.addCleanup(os.unlink, path)
+        await self.source_store.deliver(path, [Delivery(owner.id, flags=("\\Seen",))], trace_id="T")
+        self.fixture = TLSFixture(self.mktemp())
+        tls = self.fixture.service(reactor)
+        spool_dir = self.mktemp()
+        os.makedirs(spool_dir)
+        factory = IMAPFactory(
+            lambda: Config(limits=LimitsConfig(max_message_size_bytes=10**6)),
+            self.source_store,
+            reactor,
+            spool_dir=spool_dir,
+            tls=tls,
+        )
+        plain = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        implicit = reactor.listenTCP(0, tls.wrap_factory(factory), interface="127.0.0.1")
+        self.addCleanup(plain.stopListening)
+        self.addCleanup(implicit.stopListening)
+        self.plain, self.implicit = plain.getHost().port, implicit.getHost().port
+
+    async def run_import(self, **source):
+        source = {"username": "carol@example.org", "password": self.password, **source}
+        answer = await self.client.post(
+            f"/api/v1/mailboxes/{self.mailbox.id}/import",
+            {"source_type": "imap", "source": source},
+        )
+        self.assertEqual(answer.status, 201, answer.body)
+        await JobWorker(self.store, self.config, reactor, self.mktemp(), node="n").process_due()
+        return await self.store.get_job("import", answer.json["data"]["id"])
+
+    async def inbox(self):
+        folder = await self.store.get_folder(self.mailbox.id, "INBOX")
+        rows = await self.store.list_folder_messages(folder.id)
+        out = []
+        for row, info in await self.store.get_messages(folder.id, [r.uid for r in rows]):
+            out.append((await self.store.read_message(info), row.read))
+        return out
+
+    async def test_implicit_tls(self):
+        job = await self.run_import(addr=f"127.0.0.1:{self.implicit}", skip_verify=True)
+        self.assertEqual((job.status, job.imported_count), ("completed", 1), job.last_error)
+        self.assertEqual(await self.inbox(), [(self.data, True)])
+
+    async def test_starttls(self):
+        # The plain port refuses LOGIN before STARTTLS (LOGINDISABLED): only STARTTLS works.
+        job = await self.run_import(addr=f"127.0.0.1:{self.plain}", starttls=True, skip_verify=True)
+        self.assertEqual((job.status, job.imported_count), ("completed", 1), job.last_error)
+        refused = await self.run_import(addr=f"127.0.0.1:{self.plain}", tls=False)
+        self.assertEqual(refused.status, "failed")
+
+    async def test_an_unknown_certificate_is_refused(self):
+        job = await self.run_import(addr=f"127.0.0.1:{self.implicit}")
+        self.assertEqual(job.status, "failed")
+        self.assertIn("IMAP 127.0.0.1", job.last_error["error"])
+        self.assertEqual(await self.inbox(), [])
