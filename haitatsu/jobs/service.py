@@ -9,8 +9,8 @@ What can happen to a job:
 
 - it finishes: ``completed`` (an export with its object, size and 15-day expiry) or ``failed``
   with the reason in ``last_error`` (the source cannot be read, the mailbox is gone);
-- storage is unavailable: back to ``queued``, due again after a pause that grows with each
-  attempt;
+- storage is unavailable: back to ``queued``, due again after 1, 2, 4, 8, 16 minutes (by
+  attempt);
 - the node stops: the job goes back to ``queued`` at once, without using up an attempt, after
   the message in hand is stored;
 - the node dies or stalls: the lease runs out and another worker claims the job; an import
@@ -45,7 +45,8 @@ MAX_POLL = 30.0
 DEFAULT_LEASE_SECONDS = 300
 #: Claims of one job before it fails (a job that keeps killing its node must not loop forever).
 MAX_ATTEMPTS = 5
-#: Pause before a job that met unavailable storage is due again, per attempt so far.
+#: Pause before a job that met unavailable storage is due again, doubled with each attempt
+#: (1, 2, 4, 8, 16 minutes: a job rides out half an hour of outage before it fails).
 RETRY_DELAY_SECONDS = 60
 
 
@@ -231,7 +232,7 @@ class JobWorker(Service):
             if self._stopping:
                 await self._hand_back(fence, fields)
                 return
-            delay = RETRY_DELAY_SECONDS * fence.attempt
+            delay = min(RETRY_DELAY_SECONDS * 2 ** (fence.attempt - 1), 3600)
             self._log.warn(
                 "{kind} job {job_id}: storage unavailable ({error}); again in {delay}s",
                 error=str(e),
