@@ -22,6 +22,7 @@ from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.filtering.registry import Filtering
 from haitatsu.housekeeping import Housekeeping
+from haitatsu.jobs import JobWorker
 from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 from haitatsu.tls import TLSService
@@ -67,8 +68,11 @@ class HaitatsuService(MultiService):
         self.bounces = BounceHandler(self.store, reactor)
         #: Started once the store is open, when ``workers.enabled`` (restart-only).
         self.queue = None
+        #: Export and import jobs (API.md 1.13); started like the queue.
+        self.jobs = None
         if config.workers.enabled:
             self.queue = OutboundQueue(self.store, self.get_config, reactor, self.spool_dir)
+            self.jobs = JobWorker(self.store, self.get_config, reactor, self.spool_dir)
         self.webhooks = self._build_webhooks(config)
         self._build_listeners(config)
 
@@ -210,6 +214,8 @@ class HaitatsuService(MultiService):
     def _opened(self, _):
         if self.queue is not None and self.running:
             self.queue.setServiceParent(self)  # starts it: the parent is running
+        if self.jobs is not None and self.running:
+            self.jobs.setServiceParent(self)
         if self.webhooks is not None and self.running:
             # Like the queue: started once the store is open (a running MultiService starts a
             # child it gains); stopped with the other children, before the store closes.

@@ -82,6 +82,20 @@ class IBlobStore(Interface):
     def check():
         """Fire with None if the store is reachable and writable, else fail with the reason."""
 
+    def put_object(name, path):
+        """Store the file at ``path`` as the named object ``name`` (not content-addressed: an
+        export's ZIP, ``exports/<job id>``), replacing one of that name; fire with its size once
+        durable. ``name`` is ``/``-separated levels of letters, digits, ``.``, ``_`` and ``-``
+        (``blobs.check_object_name``); named objects never mix with blobs, and garbage
+        collection never lists them."""
+
+    def open_object(name):
+        """Fire with a readable binary file of the named object, positioned at 0, which the
+        caller closes; ``KeyError`` if there is none. Memory does not depend on its size."""
+
+    def delete_object(name):
+        """Remove the named object; fire with None. A missing object is not an error."""
+
 
 class IChangeBus(Interface):
     """Tells IMAP IDLE, SSE and workers that a mailbox changed. In-process for SQLite,

@@ -401,6 +401,15 @@ class WorkersConfig:
 
 
 @attrs.frozen
+class ImportsConfig:
+    """Our addition: where ``maildir`` and ``mbox`` import jobs may read (docs/api.md
+    "Import jobs"). A source ``path`` must resolve inside ``root``; empty (the default) refuses
+    every path source. Hot."""
+
+    root: str = ""
+
+
+@attrs.frozen
 class LoggingConfig:
     level: str = attrs.field(
         default="info",
@@ -596,6 +605,7 @@ class Config:
     #: The filter chain, in order (docs/plugins.md); hot.
     filters: tuple = attrs.field(default=DEFAULT_FILTERS, converter=_filter_specs)
     plugins: PluginsConfig = PluginsConfig()
+    imports: ImportsConfig = ImportsConfig()
 
     # -- derived values -------------------------------------------------------------------
 
@@ -652,6 +662,7 @@ class Config:
             storage=attrs.evolve(self.storage, blob_dir=absolute(self.storage.blob_dir)),
             plugins=attrs.evolve(self.plugins, directory=absolute(self.plugins.directory)),
             relay=attrs.evolve(self.relay, ca_file=absolute(self.relay.ca_file)),
+            imports=attrs.evolve(self.imports, root=absolute(self.imports.root)),
             tls=attrs.evolve(
                 self.tls,
                 cert_file=absolute(self.tls.cert_file),

@@ -14,7 +14,8 @@ resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops`
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
 webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
-share across nodes). A new concern gets a module and a mixin of its own.
+share across nodes); ``jobs`` (export and import jobs and their leases) and ``importing``
+(storing an import's messages). A new concern gets a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -41,6 +42,8 @@ from haitatsu.storage.store.filterstate import FilterStateMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
+from haitatsu.storage.store.importing import ImportingMixin, ImportTargetGone
+from haitatsu.storage.store.jobs import JobFence, JobLeaseLost, JobsMixin
 from haitatsu.storage.store.labels import (
     LabelsMixin,
     NoSuchLabel,
@@ -72,6 +75,8 @@ class MailStore(
     EventsMixin,
     SenderRulesMixin,
     FilterStateMixin,
+    JobsMixin,
+    ImportingMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,
@@ -89,7 +94,10 @@ __all__ = [
     "CLAIM_TIMEOUT_SECONDS",
     "DEFAULT_DEDUP_THRESHOLD",
     "DELIVERY_RETRY_DELAYS",
+    "ImportTargetGone",
     "InvalidRoute",
+    "JobFence",
+    "JobLeaseLost",
     "MailStore",
     "MessageQuery",
     "NoSuchLabel",
