@@ -43,6 +43,7 @@ from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.extensions import ExtensionsMixin
+from haitatsu.imap.fanout import ChangeFanout
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.wire import (
     Atom,
@@ -267,9 +268,11 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     _log = Logger()
 
-    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None):
+    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None, fanout=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
+        #: The process's ``ChangeFanout`` (the factory's, shared by its sessions).
+        self.fanout = fanout if fanout is not None else ChangeFanout(store)
         #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
         self.tls = tls
         self.store = store
@@ -296,6 +299,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self._changes_pending = False
         self._idling = False
         self._idle_refresh_running = False
+        #: The last refresh's ``Update`` (what it reported and how many rows it read).
+        self.last_update = None
         self._view_lock = defer.DeferredLock()
         self._selected_deleted = False
         #: Capabilities the client turned on with ENABLE (RFC 5161) or, for CONDSTORE, with any
@@ -933,20 +938,18 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
         SIZE (RFC 8438) and DELETED-STORAGE (RFC 9208) add the messages' RFC822.SIZEs;
         APPENDLIMIT (RFC 7889) is the server-wide limit, the same for every folder."""
-        rows = await self.store.list_folder_messages(folder.id)
-        last_uid = rows[-1].uid if rows else 0
-        deleted = [r for r in rows if r.imap_deleted]
+        counts = await self.store.folder_counts(folder.id)
         values = {
-            b"MESSAGES": len(rows),
+            b"MESSAGES": counts.messages,
             b"RECENT": 0,
-            b"UIDNEXT": max(folder.uid_next, last_uid + 1),
+            b"UIDNEXT": max(folder.uid_next, counts.last_uid + 1),
             b"UIDVALIDITY": folder.uid_validity,
-            b"UNSEEN": sum(1 for r in rows if not r.read),
+            b"UNSEEN": counts.unseen,
             b"HIGHESTMODSEQ": folder.highest_modseq,
-            b"SIZE": sum(r.size_bytes for r in rows),
+            b"SIZE": counts.size,
             b"APPENDLIMIT": self.config.max_message_size,
-            b"DELETED": len(deleted),
-            b"DELETED-STORAGE": _kib(sum(r.size_bytes for r in deleted)),
+            b"DELETED": counts.deleted,
+            b"DELETED-STORAGE": _kib(counts.deleted_size),
         }
         data = b" ".join(b"%s %d" % (item, values[item]) for item in items)
         self.sendUntaggedResponse(b"STATUS %s (%s)" % (encode_mailbox(folder.name), data))
@@ -972,7 +975,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.view = view
         self.state = "select"
         self._changes_pending = False
-        self._unsubscribe = self.store.changes.subscribe(self.account.mailbox_id, self._on_change)
+        self._unsubscribe = self.fanout.subscribe(self.account.mailbox_id, self._on_change)
         folder = view.folder
         flags = list(SYSTEM_FLAGS) + view.keywords()
         self.sendUntaggedResponse(b"FLAGS " + _flag_list(flags))
@@ -1103,22 +1106,19 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 return
             self._changes_pending = False
             if self._selected_deleted:
-                # Another session deleted the selected folder. IMAP has no way to unselect a
-                # client, so it is told and disconnected, as Dovecot does.
-                self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
-                self._closing = True
-                self._close_view()
-                self.transport.loseConnection()
-                raise error.ConnectionDone()
-            # The folder's HIGHESTMODSEQ before its rows: whatever the rows show is at least
-            # that new, so the value never claims a change this refresh did not report.
-            folder = await self.store.get_folder_by_id(view.folder.id)
-            rows = await self.store.list_folder_messages(view.folder.id)
+                self._selected_folder_gone()
+            # What changed since the MODSEQ this session last reported; the folder's
+            # HIGHESTMODSEQ is read before the rows, so the new value never claims a change
+            # this refresh did not report (docs/imap.md, "Large mailboxes").
+            delta = await self.fanout.delta(view.folder.id, view.highest_modseq)
             if view is not self.view or self._closing:
                 return
-            update = view.refresh(rows)
-            if folder is not None:
-                view.highest_modseq = max(view.highest_modseq, folder.highest_modseq)
+            if delta.folder is None:
+                # Deleted, and the folder_deleted change was not heard (a bus reconnect).
+                self._selected_folder_gone()
+            update = view.apply_delta(delta.changed, delta.vanished)
+            self.last_update = update
+            view.highest_modseq = max(view.highest_modseq, delta.folder.highest_modseq)
             self._send_expunged(update.expunged, update.vanished)
             for seq, row in update.flags:
                 self.sendUntaggedResponse(
@@ -1129,6 +1129,15 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 self.sendUntaggedResponse(b"%d EXISTS" % update.exists)
         finally:
             self._view_lock.release()
+
+    def _selected_folder_gone(self):
+        """Another session deleted the selected folder. IMAP has no way to unselect a client,
+        so it is told and disconnected, as Dovecot does."""
+        self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
+        self._closing = True
+        self._close_view()
+        self.transport.loseConnection()
+        raise error.ConnectionDone()
 
     def _send_expunged(self, seqs, uids):
         """``n EXPUNGE`` per message, or one ``VANISHED`` with the UIDs once QRESYNC is on
@@ -1779,6 +1788,8 @@ class IMAPFactory(protocol.ServerFactory):
         self.reactor = reactor
         self.spool_dir = spool_dir
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
+        #: One change-bus subscription per mailbox for all of this factory's sessions.
+        self.fanout = ChangeFanout(store)
         self.portal = ThrottledPortal(
             Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")]), self.throttle
         )
@@ -1790,7 +1801,13 @@ class IMAPFactory(protocol.ServerFactory):
             candidate = os.path.join(config.data_dir, "spool")
             spool_dir = candidate if os.path.isdir(candidate) else None
         p = self.protocol(
-            config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
+            config,
+            self.store,
+            self.portal,
+            self.reactor,
+            spool_dir=spool_dir,
+            tls=self.tls,
+            fanout=self.fanout,
         )
         p.factory = self
         return p
