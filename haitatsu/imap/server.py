@@ -283,6 +283,9 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.timeOut = self._idle_timeout = config.imap.idle_timeout_seconds or None
         self.view = None
         self._inbuf = bytearray()
+        #: The most input this session ever held unparsed (literals go to their sink as they
+        #: arrive; input is paused above ``_INPUT_HIGH_WATER``): bounded, whatever is sent.
+        self.max_buffered = 0
         self._chunks: list = []
         self._command_size = 0
         self._literal = None
@@ -373,6 +376,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     def dataReceived(self, data):
         self.resetTimeout()
         self._inbuf += data
+        if len(self._inbuf) > self.max_buffered:
+            self.max_buffered = len(self._inbuf)
         if len(self._inbuf) > self._INPUT_HIGH_WATER and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
@@ -419,9 +424,10 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     def _line_too_long(self, head):
         tag = b"*"
-        if not self._chunks:
-            with contextlib.suppress(IMAPSyntaxError):
-                tag = split_command(head.split(b" ", 2)[0] + b" X")[0]
+        # The command's tag: from its first line when the long one follows a literal.
+        first = self._chunks[0] if self._chunks else head
+        with contextlib.suppress(IMAPSyntaxError):
+            tag = split_command(first.split(b" ", 2)[0] + b" X")[0]
         self._discard_chunks(self._chunks)
         self._chunks, self._command_size, self._skip_command = [], 0, False
         self.sendBadResponse(tag, b"Command line too long")
