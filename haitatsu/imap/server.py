@@ -513,10 +513,16 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self._discard_chunks(chunks)
             self.sendBadResponse(None, str(e).encode())
             return
+        # No idle timer while a command runs, except where it waits for the client (IDLE,
+        # AUTHENTICATE: ``_read_line`` sets it); stopped before the command starts, so it does
+        # not cancel the timer such a command set.
+        self.setTimeout(None)
         d = defer.ensureDeferred(self._run_command(tag, name, [rest] + chunks[1:]))
-        if not d.called:
+        if d.called:
+            if not self._closing:
+                self.setTimeout(self._idle_timeout)
+        else:
             self._busy = True
-            self.setTimeout(None)
             d.addBoth(self._command_done)
 
     def _command_done(self, _):
