@@ -72,13 +72,15 @@ class ChangeFanout:
 
     # -- shared reads --------------------------------------------------------------------------
 
-    def delta(self, folder_id: str, modseq: int) -> defer.Deferred:
+    def delta(self, folder_id: str, modseq: int, fresh: bool = False) -> defer.Deferred:
         """Fire with ``store.folder_delta(folder_id, modseq)``, read after every change this
-        process had heard when it was called; shared with the other sessions asking the same."""
+        process had heard when it was called; shared with the other sessions asking the same.
+        ``fresh``: read after this call, whatever was heard (a session that just made a change
+        itself, whose announcement may still be on its way from PostgreSQL)."""
         key = (folder_id, int(modseq))
         d = defer.Deferred()
         pending = self._reads.get(key)
-        if pending is not None and pending[0] == self._generation:
+        if not fresh and pending is not None and pending[0] == self._generation:
             pending[1].append(d)
             return d
         waiters = [d]

@@ -832,7 +832,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         if folder.name == "INBOX" and self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         self.sendPositiveResponse(tag, b"RENAME completed")
 
     # -- ENABLE, ID -----------------------------------------------------------------------------
@@ -1107,14 +1107,18 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         finally:
             self._idle_refresh_running = False
 
-    async def _report_changes(self):
-        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS."""
-        if self.view is None or not self._changes_pending:
+    async def _report_changes(self, own=False):
+        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS.
+
+        ``own``: after the session's own change to the selected folder (APPEND, COPY into it),
+        whether or not its announcement has arrived yet (from PostgreSQL it may come later),
+        so the client hears of it before the tagged OK (RFC 3501 6.3.11)."""
+        if self.view is None or not (own or self._changes_pending):
             return
         await self._view_lock.acquire()
         try:
             view = self.view
-            if view is None or not self._changes_pending:
+            if view is None or not (own or self._changes_pending):
                 return
             self._changes_pending = False
             if self._selected_deleted:
@@ -1122,7 +1126,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             # What changed since the MODSEQ this session last reported; the folder's
             # HIGHESTMODSEQ is read before the rows, so the new value never claims a change
             # this refresh did not report (docs/imap.md, "Large mailboxes").
-            delta = await self.fanout.delta(view.folder.id, view.highest_modseq)
+            delta = await self.fanout.delta(view.folder.id, view.highest_modseq, fresh=own)
             if view is not self.view or self._closing:
                 return
             if delta.folder is None:
@@ -1267,7 +1271,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 self._send_expunged(view.remove(known), known)
             copyuid = b""
         if self.view is not None and self.view.folder.id == target.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         self.sendPositiveResponse(tag, copyuid + name + b" completed")
 
     # -- STORE ---------------------------------------------------------------------------------
@@ -1684,7 +1688,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             trace_id=trace_id,
         )
         if self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         [mm] = placed
         uid_validity = folder.uid_validity
         if mm.folder_id != folder.id:  # renamed or re-created in between
