@@ -344,6 +344,16 @@ class IMailStore(Interface):
         """Fire with the UIDs that left the folder (expunge, move, POP3 deletion) at a MODSEQ
         above ``modseq``, ascending. RFC 7162 QRESYNC."""
 
+    def folder_delta(folder_id, modseq):
+        """Fire with ``FolderDelta(folder, changed, vanished)``: the folder as it is now (None
+        when deleted), then its live rows with a MODSEQ above ``modseq`` (by UID) and the UIDs
+        that left it above ``modseq`` (ascending), in one read. What an IMAP session needs to
+        bring its view up to date; costs the number of changes, not the folder's size."""
+
+    def folder_counts(folder_id):
+        """Fire with ``FolderCounts(messages, unseen, size, deleted, deleted_size, last_uid)``
+        over the folder's live messages (IMAP STATUS)."""
+
     def store_flags_unchanged_since(folder_id, uids, flags, mode, unchanged_since):
         """``store_flags`` that leaves alone every message whose MODSEQ is above
         ``unchanged_since``; fire with ``ConditionalStore(changed, modified)``."""

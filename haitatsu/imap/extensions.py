@@ -284,7 +284,7 @@ class ExtensionsMixin:
             trace_id=trace_id,
         )
         if self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         uid_validity = folder.uid_validity
         if placed[0].folder_id != folder.id:
             current = await self.store.get_folder_by_id(placed[0].folder_id)

@@ -45,6 +45,7 @@ from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.binary import BinaryMixin, UnknownCTE, blocking_runner
 from haitatsu.imap.extensions import ExtensionsMixin
+from haitatsu.imap.fanout import ChangeFanout
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.special_use import SpecialUseMixin, parse_create_params
 from haitatsu.imap.utf8 import UTF8Mixin
@@ -251,9 +252,11 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
     _log = Logger()
 
-    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None):
+    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None, fanout=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
+        #: The process's ``ChangeFanout`` (the factory's, shared by its sessions).
+        self.fanout = fanout if fanout is not None else ChangeFanout(store)
         #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
         self.tls = tls
         self.store = store
@@ -264,6 +267,9 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         self.timeOut = self._idle_timeout = config.imap.idle_timeout_seconds or None
         self.view = None
         self._inbuf = bytearray()
+        #: The most input this session ever held unparsed (literals go to their sink as they
+        #: arrive; input is paused above ``_INPUT_HIGH_WATER``): bounded, whatever is sent.
+        self.max_buffered = 0
         self._chunks: list = []
         self._command_size = 0
         self._literal = None
@@ -280,6 +286,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         self._changes_pending = False
         self._idling = False
         self._idle_refresh_running = False
+        #: The last refresh's ``Update`` (what it reported and how many rows it read).
+        self.last_update = None
         self._view_lock = defer.DeferredLock()
         self._selected_deleted = False
         #: Capabilities the client turned on with ENABLE (RFC 5161) or, for CONDSTORE, with any
@@ -353,6 +361,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
     def dataReceived(self, data):
         self.resetTimeout()
         self._inbuf += data
+        if len(self._inbuf) > self.max_buffered:
+            self.max_buffered = len(self._inbuf)
         if len(self._inbuf) > self._INPUT_HIGH_WATER and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
@@ -401,9 +411,10 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         """``BAD`` for the command (tagged when its tag is known); a non-synchronizing literal
         announced at the end of the line belongs to it and is read and dropped."""
         tag = b"*"
-        first = self._chunks[0] if self._chunks else head.split(b" ", 2)[0] + b" X"
+        # The command's tag: from its first line when the long one follows a literal.
+        first = self._chunks[0] if self._chunks else head
         with contextlib.suppress(IMAPSyntaxError):
-            tag = split_command(first)[0]
+            tag = split_command(first.split(b" ", 2)[0] + b" X")[0]
         self._discard_chunks(self._chunks)
         self._chunks, self._command_size, self._skip_command = [], 0, False
         self.sendBadResponse(tag, b"Command line too long")
@@ -498,10 +509,16 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             self._discard_chunks(chunks)
             self.sendBadResponse(None, str(e).encode())
             return
+        # No idle timer while a command runs, except where it waits for the client (IDLE,
+        # AUTHENTICATE: ``_read_line`` sets it); stopped before the command starts, so it does
+        # not cancel the timer such a command set.
+        self.setTimeout(None)
         d = defer.ensureDeferred(self._run_command(tag, name, [rest] + chunks[1:]))
-        if not d.called:
+        if d.called:
+            if not self._closing:
+                self.setTimeout(self._idle_timeout)
+        else:
             self._busy = True
-            self.setTimeout(None)
             d.addBoth(self._command_done)
 
     def _command_done(self, _):
@@ -823,7 +840,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         if folder.name == "INBOX" and self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         self.sendPositiveResponse(tag, b"RENAME completed")
 
     # -- ENABLE, ID -----------------------------------------------------------------------------
@@ -941,20 +958,18 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
         SIZE (RFC 8438) and DELETED-STORAGE (RFC 9208) add the messages' RFC822.SIZEs;
         APPENDLIMIT (RFC 7889) is the server-wide limit, the same for every folder."""
-        rows = await self.store.list_folder_messages(folder.id)
-        last_uid = rows[-1].uid if rows else 0
-        deleted = [r for r in rows if r.imap_deleted]
+        counts = await self.store.folder_counts(folder.id)
         values = {
-            b"MESSAGES": len(rows),
+            b"MESSAGES": counts.messages,
             b"RECENT": 0,
-            b"UIDNEXT": max(folder.uid_next, last_uid + 1),
+            b"UIDNEXT": max(folder.uid_next, counts.last_uid + 1),
             b"UIDVALIDITY": folder.uid_validity,
-            b"UNSEEN": sum(1 for r in rows if not r.read),
+            b"UNSEEN": counts.unseen,
             b"HIGHESTMODSEQ": folder.highest_modseq,
-            b"SIZE": sum(r.size_bytes for r in rows),
+            b"SIZE": counts.size,
             b"APPENDLIMIT": self.config.max_message_size,
-            b"DELETED": len(deleted),
-            b"DELETED-STORAGE": _kib(sum(r.size_bytes for r in deleted)),
+            b"DELETED": counts.deleted,
+            b"DELETED-STORAGE": _kib(counts.deleted_size),
         }
         data = b" ".join(b"%s %d" % (item, values[item]) for item in items)
         self.sendUntaggedResponse(b"STATUS %s (%s)" % (self._mailbox_out(folder.name), data))
@@ -980,7 +995,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         self.view = view
         self.state = "select"
         self._changes_pending = False
-        self._unsubscribe = self.store.changes.subscribe(self.account.mailbox_id, self._on_change)
+        self._unsubscribe = self.fanout.subscribe(self.account.mailbox_id, self._on_change)
         folder = view.folder
         flags = list(SYSTEM_FLAGS) + view.keywords()
         self.sendUntaggedResponse(b"FLAGS " + _flag_list(flags))
@@ -1100,33 +1115,34 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         finally:
             self._idle_refresh_running = False
 
-    async def _report_changes(self):
-        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS."""
-        if self.view is None or not self._changes_pending:
+    async def _report_changes(self, own=False):
+        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS.
+
+        ``own``: after the session's own change to the selected folder (APPEND, COPY into it),
+        whether or not its announcement has arrived yet (from PostgreSQL it may come later),
+        so the client hears of it before the tagged OK (RFC 3501 6.3.11)."""
+        if self.view is None or not (own or self._changes_pending):
             return
         await self._view_lock.acquire()
         try:
             view = self.view
-            if view is None or not self._changes_pending:
+            if view is None or not (own or self._changes_pending):
                 return
             self._changes_pending = False
             if self._selected_deleted:
-                # Another session deleted the selected folder. IMAP has no way to unselect a
-                # client, so it is told and disconnected, as Dovecot does.
-                self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
-                self._closing = True
-                self._close_view()
-                self.transport.loseConnection()
-                raise error.ConnectionDone()
-            # The folder's HIGHESTMODSEQ before its rows: whatever the rows show is at least
-            # that new, so the value never claims a change this refresh did not report.
-            folder = await self.store.get_folder_by_id(view.folder.id)
-            rows = await self.store.list_folder_messages(view.folder.id)
+                self._selected_folder_gone()
+            # What changed since the MODSEQ this session last reported; the folder's
+            # HIGHESTMODSEQ is read before the rows, so the new value never claims a change
+            # this refresh did not report (docs/imap.md, "Large mailboxes").
+            delta = await self.fanout.delta(view.folder.id, view.highest_modseq, fresh=own)
             if view is not self.view or self._closing:
                 return
-            update = view.refresh(rows)
-            if folder is not None:
-                view.highest_modseq = max(view.highest_modseq, folder.highest_modseq)
+            if delta.folder is None:
+                # Deleted, and the folder_deleted change was not heard (a bus reconnect).
+                self._selected_folder_gone()
+            update = view.apply_delta(delta.changed, delta.vanished)
+            self.last_update = update
+            view.highest_modseq = max(view.highest_modseq, delta.folder.highest_modseq)
             self._send_expunged(update.expunged, update.vanished)
             for seq, row in update.flags:
                 self.sendUntaggedResponse(
@@ -1137,6 +1153,15 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 self.sendUntaggedResponse(b"%d EXISTS" % update.exists)
         finally:
             self._view_lock.release()
+
+    def _selected_folder_gone(self):
+        """Another session deleted the selected folder. IMAP has no way to unselect a client,
+        so it is told and disconnected, as Dovecot does."""
+        self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
+        self._closing = True
+        self._close_view()
+        self.transport.loseConnection()
+        raise error.ConnectionDone()
 
     def _send_expunged(self, seqs, uids):
         """``n EXPUNGE`` per message, or one ``VANISHED`` with the UIDs once QRESYNC is on
@@ -1254,7 +1279,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 self._send_expunged(view.remove(known), known)
             copyuid = b""
         if self.view is not None and self.view.folder.id == target.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         self.sendPositiveResponse(tag, copyuid + name + b" completed")
 
     # -- STORE ---------------------------------------------------------------------------------
@@ -1696,7 +1721,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             trace_id=trace_id,
         )
         if self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         [mm] = placed
         uid_validity = folder.uid_validity
         if mm.folder_id != folder.id:  # renamed or re-created in between
@@ -1820,6 +1845,8 @@ class IMAPFactory(protocol.ServerFactory):
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
         #: ``run_blocking(fn, *args) -> Deferred``: where BINARY's decoding pass runs.
         self.run_blocking = blocking_runner(reactor)
+        #: One change-bus subscription per mailbox for all of this factory's sessions.
+        self.fanout = ChangeFanout(store)
         self.portal = ThrottledPortal(
             Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")]), self.throttle
         )
@@ -1831,7 +1858,13 @@ class IMAPFactory(protocol.ServerFactory):
             candidate = os.path.join(config.data_dir, "spool")
             spool_dir = candidate if os.path.isdir(candidate) else None
         p = self.protocol(
-            config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
+            config,
+            self.store,
+            self.portal,
+            self.reactor,
+            spool_dir=spool_dir,
+            tls=self.tls,
+            fanout=self.fanout,
         )
         p.factory = self
         p.run_blocking = self.run_blocking

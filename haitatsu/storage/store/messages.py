@@ -35,6 +35,17 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.sync import record_vanished
 
+#: Columns whose values repeat across a folder's rows (``list_folder_messages``).
+_REPEATED_COLUMNS = (
+    "mailbox_id",
+    "folder_id",
+    "original_rcpt",
+    "base_rcpt",
+    "plus_tag",
+    "resolved_route_id",
+    "keywords",
+)
+
 
 class MessagesMixin(StoreBase):
     @defer.inlineCallbacks
@@ -365,6 +376,15 @@ class MessagesMixin(StoreBase):
                 "AND mm.deleted_at IS NULL ORDER BY mm.uid",
                 (folder_id,),
             )
+            # A large folder's rows repeat the same few strings (mailbox, folder, recipient,
+            # keywords): one object each instead of one per row. An IMAP session keeps these
+            # rows while the folder is selected.
+            shared: dict = {}
+            for r in rows:
+                for key in _REPEATED_COLUMNS:
+                    value = r[key]
+                    if value is not None:
+                        r[key] = shared.setdefault(value, value)
             return [_mailbox_message(r) for r in rows]
 
         return self._run("list_folder_messages", txn_fn, readonly=True)
