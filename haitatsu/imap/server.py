@@ -43,6 +43,7 @@ from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.extensions import ExtensionsMixin
+from haitatsu.imap.labels import ViewStore, is_label_folder, selected_change
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.wire import (
     Atom,
@@ -272,7 +273,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.config = config
         #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
         self.tls = tls
-        self.store = store
+        #: The store with labels as folders (``Labels/<name>``, haitatsu/imap/labels.py).
+        self.store = ViewStore(store)
         self.portal = portal
         self.clock = clock
         self.callLater = clock.callLater
@@ -761,7 +763,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             folder_name = self._new_mailbox_name(args[0])
             await self.store.create_folder(self.account.mailbox_id, folder_name)
         except (InvalidMailboxName, InvalidFolderName) as e:
-            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _sentence(str(e)))
             return
         except FolderExists:
             self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
@@ -803,7 +805,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 return
             renamed = await self.store.rename_folder(folder.id, new_name)
         except (InvalidMailboxName, InvalidFolderName) as e:
-            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _sentence(str(e)))
             return
         except FolderExists:
             self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
@@ -842,21 +844,32 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     @property
     def condstore(self) -> bool:
-        return b"CONDSTORE" in self.enabled
+        """CONDSTORE is on and the selected mailbox (if any) has MODSEQs: a label view is a
+        NOMODSEQ mailbox (RFC 7162 3.1.2.2), whose responses carry none."""
+        return b"CONDSTORE" in self.enabled and not self._nomodseq
+
+    @property
+    def _nomodseq(self) -> bool:
+        return self.view is not None and is_label_folder(self.view.folder)
 
     @property
     def qresync(self) -> bool:
         return b"QRESYNC" in self.enabled
 
-    def _enable_condstore(self):
+    def _enable_condstore(self, selected=True):
         """A CONDSTORE enabling command (RFC 7162 3.1) ran: from now on every FETCH with
-        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once."""
-        if not self.condstore:
+        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once.
+
+        ``selected``: the command uses MODSEQs of the selected mailbox (FETCH, SEARCH, STORE),
+        which a NOMODSEQ mailbox answers with BAD (RFC 7162 3.1.2.2)."""
+        if selected and self._nomodseq:
+            raise IMAPSyntaxError("this mailbox has no MODSEQs (NOMODSEQ)")
+        if b"CONDSTORE" not in self.enabled:
             self.enabled.add(b"CONDSTORE")
             self._condstore_turned_on()
 
     def _condstore_turned_on(self):
-        if self.view is not None:
+        if self.view is not None and not self._nomodseq:
             self.sendPositiveResponse(
                 None, b"[HIGHESTMODSEQ %d] Highest" % self.view.highest_modseq
             )
@@ -924,7 +937,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         if b"HIGHESTMODSEQ" in items:
-            self._enable_condstore()
+            self._enable_condstore(selected=False)
         await self._send_status(folder, items)
         self.sendPositiveResponse(tag, b"STATUS completed")
 
@@ -991,9 +1004,12 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         last_uid = view.uids[-1] if view.uids else 0
         uid_next = max(folder.uid_next, last_uid + 1)
         self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % uid_next)
-        self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
-        if qresync is not None and qresync[0] == folder.uid_validity:
-            await self._qresync(view, qresync[1], qresync[2])
+        if is_label_folder(folder):
+            self.sendPositiveResponse(None, b"[NOMODSEQ] No MODSEQs in a label")
+        else:
+            self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
+            if qresync is not None and qresync[0] == folder.uid_validity:
+                await self._qresync(view, qresync[1], qresync[2])
         mode = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
         self.sendPositiveResponse(tag, mode + b" " + name + b" completed")
 
@@ -1072,9 +1088,12 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     def _on_change(self, change):
         view = self.view
-        if view is None or change.get("folder_id", view.folder.id) != view.folder.id:
+        if view is None:
             return
-        if change.get("type") == "folder_deleted":
+        relevant, deleted = selected_change(view.folder, change)
+        if not relevant:
+            return
+        if deleted:
             self._selected_deleted = True
         self._changes_pending = True
         if self._idling and not self._idle_refresh_running:
@@ -1746,6 +1765,11 @@ def _search_returns(tokens) -> list[str]:
         if option not in returns:
             returns.append(option)
     return returns or ["ALL"]
+
+
+def _sentence(text: str) -> bytes:
+    """An exception's text as a response text: first letter capitalised, names untouched."""
+    return (text[:1].upper() + text[1:]).encode("utf-8", "replace")
 
 
 def _kib(size: int) -> int:

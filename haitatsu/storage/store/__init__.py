@@ -10,7 +10,8 @@ The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, tr
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
-resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
+resolution and send-as), ``rules`` (run at delivery), ``labels`` (and ``label_views``: a label
+as IMAP's ``Labels/<name>`` folder), ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
 webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
@@ -39,6 +40,7 @@ from haitatsu.storage.store.events import EventsMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
+from haitatsu.storage.store.label_views import LabelViewsMixin
 from haitatsu.storage.store.labels import (
     LabelsMixin,
     NoSuchLabel,
@@ -74,6 +76,7 @@ class MailStore(
     RoutesMixin,
     RulesMixin,
     LabelsMixin,
+    LabelViewsMixin,
     MessageOpsMixin,
     FolderOpsMixin,
     AuditMixin,
