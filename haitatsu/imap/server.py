@@ -71,6 +71,7 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.limits import PeerCounter
 from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
 from haitatsu.streaming import ChunkSender, StreamBroken
@@ -268,6 +269,10 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     _log = Logger()
 
+    #: ``haitatsu.limits.PeerCounter`` of logged-in sessions per address (API.md 5.5), set by
+    #: the factory; None: not limited.
+    sessions = None
+
     def __init__(self, config, store, portal, clock, spool_dir=None, tls=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
@@ -305,6 +310,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.enabled: set[bytes] = set()
         #: SEARCHRES's ``$`` (RFC 5182): UIDs saved by ``SEARCH RETURN (SAVE)``.
         self.saved_uids: list[int] = []
+        #: The address this session is counted against in ``sessions`` (None: not counted).
+        self._session_ip: str | None = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -321,6 +328,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         if getattr(self, "_counted", False):
             self._counted = False
             METRICS.imap_sessions.dec()
+        self._release_session()
         self._closing = True
         self._close_view()
         if self._literal is not None:
@@ -679,13 +687,20 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         await self._login(tag, chal, b"AUTHENTICATE")
 
     async def _login(self, tag, creds, command):
+        if not self._hold_session():
+            self.sendNegativeResponse(tag, b"[LIMIT] Too many connections from your address")
+            return
         try:
             iface, avatar, logout = await self.portal.login(
                 creds, None, imap4.IAccount, remote_ip=getattr(self.peer, "host", "")
             )
         except (UnauthorizedLogin, UnhandledCredentials):
+            self._release_session()
             self._login_failed(tag)
             return
+        except BaseException:
+            self._release_session()
+            raise
         self.account = avatar
         self._onLogout = logout
         self.state = "auth"
@@ -695,6 +710,30 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             remote_ip=getattr(self.peer, "host", ""),
         )
         self.sendPositiveResponse(tag, command + b" completed")
+
+    def _hold_session(self) -> bool:
+        """Count this session against its address before the login is checked, unless the
+        address already has ``imap.max_connections_per_ip`` sessions (API.md 5.5: ``NO
+        [LIMIT]``). Given back when the login fails or the connection ends, however it ends."""
+        if self.sessions is None or self._session_ip is not None:
+            return True
+        address = getattr(self.peer, "host", "")
+        limit = self.config.imap.max_connections_per_ip
+        if not self.sessions.acquire(address, limit):
+            self._log.info(
+                "IMAP login refused: {limit} sessions from {remote_ip} already",
+                limit=limit,
+                remote_ip=address,
+            )
+            return False
+        self._session_ip = address
+        return True
+
+    def _release_session(self):
+        address = self._session_ip
+        if address is not None:
+            self._session_ip = None
+            self.sessions.release(address)
 
     def _login_failed(self, tag):
         self._log.info("IMAP login failed", remote_ip=getattr(self.peer, "host", ""))
@@ -1791,13 +1830,19 @@ class IMAPFactory(protocol.ServerFactory):
 
     ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
     without it the factory makes its own on ``reactor``. ``tls`` (a ``TLSService``) turns on
-    STARTTLS and, until it is used, LOGINDISABLED.
+    STARTTLS and, until it is used, LOGINDISABLED. ``sessions`` (a ``PeerCounter``) counts
+    logged-in sessions per address against ``imap.max_connections_per_ip``; the hub gives the
+    143 and 993 listeners one.
     """
 
     protocol = IMAPServer
 
-    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None):
+    def __init__(
+        self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None, sessions=None
+    ):
         self.get_config = get_config
+        #: Logged-in sessions per address, shared by the listeners the hub gives it to.
+        self.sessions = sessions if sessions is not None else PeerCounter()
         self.tls = tls
         self.store = store
         self.reactor = reactor
@@ -1817,6 +1862,7 @@ class IMAPFactory(protocol.ServerFactory):
             config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
         )
         p.factory = self
+        p.sessions = self.sessions
         return p
 
 
