@@ -240,15 +240,14 @@ class ViewStore:
         return self._store.store_flags_unchanged_since(folder_id, *args)
 
     def changed_since(self, folder_id, modseq):
-        label_id = label_id_of(folder_id)
-        if label_id is None:
-            return self._store.changed_since(folder_id, modseq)
-        return self._store.list_label_messages(label_id)  # no MODSEQ: everything may have
+        if label_id_of(folder_id) is not None:
+            raise _no_modseq()
+        return self._store.changed_since(folder_id, modseq)
 
     def vanished_since(self, folder_id, modseq):
-        if label_id_of(folder_id) is None:
-            return self._store.vanished_since(folder_id, modseq)
-        return defer.succeed([])  # a label keeps no record of what left it
+        if label_id_of(folder_id) is not None:
+            raise _no_modseq()
+        return self._store.vanished_since(folder_id, modseq)
 
     def expunge(self, folder_id, uids=None):
         label_id = label_id_of(folder_id)
@@ -329,6 +328,14 @@ class ViewStore:
             uids = await self._store.label_link_uids(label.id, [mm.id])
             out.append(attrs.evolve(mm, uid=uids[mm.id], folder_id=_ID_PREFIX + label.id))
         return out
+
+
+def _no_modseq():
+    """What a MODSEQ question about a label view gets: loudly, since an answer would be wrong
+    (no record of what left a label). A session refreshes a label view from its rows."""
+    return NotImplementedError(
+        "a label view has no MODSEQ: refresh it from list_folder_messages (NOMODSEQ)"
+    )
 
 
 def _as_folder(label):
