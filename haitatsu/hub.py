@@ -23,6 +23,7 @@ from haitatsu.config.watcher import ConfigWatcher
 from haitatsu.filtering.registry import Filtering
 from haitatsu.housekeeping import Housekeeping
 from haitatsu.jobs import JobWorker
+from haitatsu.limits import PeerCounter
 from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 from haitatsu.tls import TLSService
@@ -91,6 +92,13 @@ class HaitatsuService(MultiService):
         submission = SubmissionPipeline(self.store, self.get_config, self.reactor, self.spool_dir)
 
         tls = self.tls
+        # Per-IP limits (haitatsu/limits.py): the plaintext and the implicit-TLS listener of a
+        # protocol count against one limit.
+        imap_sessions, pop3_sessions, submission_connections = (
+            PeerCounter(),
+            PeerCounter(),
+            PeerCounter(),
+        )
 
         def imap():
             return IMAPFactory(
@@ -100,11 +108,17 @@ class HaitatsuService(MultiService):
                 self.spool_dir,
                 self.login_throttle,
                 tls=tls,
+                sessions=imap_sessions,
             )
 
         def pop3():
             return POP3Factory(
-                self.get_config, self.store, self.reactor, self.login_throttle, tls=tls
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.login_throttle,
+                tls=tls,
+                sessions=pop3_sessions,
             )
 
         def submission_factory(implicit_tls):
@@ -117,6 +131,7 @@ class HaitatsuService(MultiService):
                 implicit_tls=implicit_tls,
                 pipeline=submission,
                 tls=None if implicit_tls else tls,
+                connections=submission_connections,
             )
 
         listeners = {

@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from haitatsu.imap.labels import ViewStore
 from haitatsu.imap.wire import decode_mailbox
 
 
@@ -31,7 +32,7 @@ class IMAPRealm:
         if imap4.IAccount not in interfaces:
             raise NotImplementedError("IMAPRealm only provides IAccount")
         mailbox_id = avatarId.decode("ascii") if isinstance(avatarId, bytes) else avatarId
-        return imap4.IAccount, Account(self._store, mailbox_id), lambda: None
+        return imap4.IAccount, Account(ViewStore(self._store), mailbox_id), lambda: None
 
 
 @attrs.frozen
@@ -47,7 +48,8 @@ class ListEntry:
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
 class Account:
     """One mailbox seen through IMAP. The server calls the store directly for folder changes
-    (it needs the store's distinct refusals); the ``IAccount`` methods are thin wrappers."""
+    (it needs the store's distinct refusals); the ``IAccount`` methods are thin wrappers.
+    ``store`` is the store as sessions see it, with labels as folders (``ViewStore``)."""
 
     delimiter = "/"
 

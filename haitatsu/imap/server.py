@@ -46,6 +46,7 @@ from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.binary import BinaryMixin, UnknownCTE, blocking_runner
 from haitatsu.imap.extensions import ExtensionsMixin
 from haitatsu.imap.fanout import ChangeFanout
+from haitatsu.imap.labels import ViewStore, is_label_folder, selected_change
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.special_use import SpecialUseMixin, parse_create_params
 from haitatsu.imap.utf8 import UTF8Mixin
@@ -72,6 +73,7 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.limits import PeerCounter
 from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
 from haitatsu.streaming import FileRangeSender as _RangeSender
@@ -252,6 +254,10 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
     _log = Logger()
 
+    #: ``haitatsu.limits.PeerCounter`` of logged-in sessions per address (API.md 5.5), set by
+    #: the factory; None: not limited.
+    sessions = None
+
     def __init__(self, config, store, portal, clock, spool_dir=None, tls=None, fanout=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
@@ -259,7 +265,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         self.fanout = fanout if fanout is not None else ChangeFanout(store)
         #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
         self.tls = tls
-        self.store = store
+        #: The store with labels as folders (``Labels/<name>``, haitatsu/imap/labels.py).
+        self.store = ViewStore(store)
         self.portal = portal
         self.clock = clock
         self.callLater = clock.callLater
@@ -295,6 +302,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         self.enabled: set[bytes] = set()
         #: SEARCHRES's ``$`` (RFC 5182): UIDs saved by ``SEARCH RETURN (SAVE)``.
         self.saved_uids: list[int] = []
+        #: The address this session is counted against in ``sessions`` (None: not counted).
+        self._session_ip: str | None = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -311,6 +320,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         if getattr(self, "_counted", False):
             self._counted = False
             METRICS.imap_sessions.dec()
+        self._release_session()
         self._closing = True
         self._close_view()
         if self._literal is not None:
@@ -697,13 +707,20 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         await self._login(tag, chal, b"AUTHENTICATE")
 
     async def _login(self, tag, creds, command):
+        if not self._hold_session():
+            self.sendNegativeResponse(tag, b"[LIMIT] Too many connections from your address")
+            return
         try:
             iface, avatar, logout = await self.portal.login(
                 creds, None, imap4.IAccount, remote_ip=getattr(self.peer, "host", "")
             )
         except (UnauthorizedLogin, UnhandledCredentials):
+            self._release_session()
             self._login_failed(tag)
             return
+        except BaseException:
+            self._release_session()
+            raise
         self.account = avatar
         self._onLogout = logout
         self.state = "auth"
@@ -713,6 +730,30 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             remote_ip=getattr(self.peer, "host", ""),
         )
         self.sendPositiveResponse(tag, command + b" completed")
+
+    def _hold_session(self) -> bool:
+        """Count this session against its address before the login is checked, unless the
+        address already has ``imap.max_connections_per_ip`` sessions (API.md 5.5: ``NO
+        [LIMIT]``). Given back when the login fails or the connection ends, however it ends."""
+        if self.sessions is None or self._session_ip is not None:
+            return True
+        address = getattr(self.peer, "host", "")
+        limit = self.config.imap.max_connections_per_ip
+        if not self.sessions.acquire(address, limit):
+            self._log.info(
+                "IMAP login refused: {limit} sessions from {remote_ip} already",
+                limit=limit,
+                remote_ip=address,
+            )
+            return False
+        self._session_ip = address
+        return True
+
+    def _release_session(self):
+        address = self._session_ip
+        if address is not None:
+            self._session_ip = None
+            self.sessions.release(address)
 
     def _login_failed(self, tag):
         self._log.info("IMAP login failed", remote_ip=getattr(self.peer, "host", ""))
@@ -786,7 +827,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 self.account.mailbox_id, folder_name, special_use="".join(uses)
             )
         except (InvalidMailboxName, InvalidFolderName) as e:
-            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _sentence(str(e)))
             return
         except FolderExists:
             self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
@@ -828,7 +869,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 return
             renamed = await self.store.rename_folder(folder.id, new_name)
         except (InvalidMailboxName, InvalidFolderName) as e:
-            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _sentence(str(e)))
             return
         except FolderExists:
             self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
@@ -867,21 +908,32 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
     @property
     def condstore(self) -> bool:
-        return b"CONDSTORE" in self.enabled
+        """CONDSTORE is on and the selected mailbox (if any) has MODSEQs: a label view is a
+        NOMODSEQ mailbox (RFC 7162 3.1.2.2), whose responses carry none."""
+        return b"CONDSTORE" in self.enabled and not self._nomodseq
+
+    @property
+    def _nomodseq(self) -> bool:
+        return self.view is not None and is_label_folder(self.view.folder)
 
     @property
     def qresync(self) -> bool:
         return b"QRESYNC" in self.enabled
 
-    def _enable_condstore(self):
+    def _enable_condstore(self, selected=True):
         """A CONDSTORE enabling command (RFC 7162 3.1) ran: from now on every FETCH with
-        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once."""
-        if not self.condstore:
+        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once.
+
+        ``selected``: the command uses MODSEQs of the selected mailbox (FETCH, SEARCH, STORE),
+        which a NOMODSEQ mailbox answers with BAD (RFC 7162 3.1.2.2)."""
+        if selected and self._nomodseq:
+            raise IMAPSyntaxError("this mailbox has no MODSEQs (NOMODSEQ)")
+        if b"CONDSTORE" not in self.enabled:
             self.enabled.add(b"CONDSTORE")
             self._condstore_turned_on()
 
     def _condstore_turned_on(self):
-        if self.view is not None:
+        if self.view is not None and not self._nomodseq:
             self.sendPositiveResponse(
                 None, b"[HIGHESTMODSEQ %d] Highest" % self.view.highest_modseq
             )
@@ -949,7 +1001,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         if b"HIGHESTMODSEQ" in items:
-            self._enable_condstore()
+            self._enable_condstore(selected=False)
         await self._send_status(folder, items)
         self.sendPositiveResponse(tag, b"STATUS completed")
 
@@ -1014,9 +1066,12 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         last_uid = view.uids[-1] if view.uids else 0
         uid_next = max(folder.uid_next, last_uid + 1)
         self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % uid_next)
-        self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
-        if qresync is not None and qresync[0] == folder.uid_validity:
-            await self._qresync(view, qresync[1], qresync[2])
+        if is_label_folder(folder):
+            self.sendPositiveResponse(None, b"[NOMODSEQ] No MODSEQs in a label")
+        else:
+            self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
+            if qresync is not None and qresync[0] == folder.uid_validity:
+                await self._qresync(view, qresync[1], qresync[2])
         mode = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
         self.sendPositiveResponse(tag, mode + b" " + name + b" completed")
 
@@ -1095,9 +1150,12 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
     def _on_change(self, change):
         view = self.view
-        if view is None or change.get("folder_id", view.folder.id) != view.folder.id:
+        if view is None:
             return
-        if change.get("type") == "folder_deleted":
+        relevant, deleted = selected_change(view.folder, change)
+        if not relevant:
+            return
+        if deleted:
             self._selected_deleted = True
         self._changes_pending = True
         if self._idling and not self._idle_refresh_running:
@@ -1134,7 +1192,10 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             # What changed since the MODSEQ this session last reported; the folder's
             # HIGHESTMODSEQ is read before the rows, so the new value never claims a change
             # this refresh did not report (docs/imap.md, "Large mailboxes").
-            delta = await self.fanout.delta(view.folder.id, view.highest_modseq, fresh=own)
+            if is_label_folder(view.folder):
+                delta = await self.store.label_delta(view.folder.id, list(view.uids))
+            else:
+                delta = await self.fanout.delta(view.folder.id, view.highest_modseq, fresh=own)
             if view is not self.view or self._closing:
                 return
             if delta.folder is None:
@@ -1806,6 +1867,11 @@ def _search_returns(tokens) -> list[str]:
     return returns or ["ALL"]
 
 
+def _sentence(text: str) -> bytes:
+    """An exception's text as a response text: first letter capitalised, names untouched."""
+    return (text[:1].upper() + text[1:]).encode("utf-8", "replace")
+
+
 def _kib(size: int) -> int:
     """RFC 9208 counts storage in units of 1024 octets; a started unit counts."""
     return (size + 1023) // 1024
@@ -1831,13 +1897,19 @@ class IMAPFactory(protocol.ServerFactory):
 
     ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
     without it the factory makes its own on ``reactor``. ``tls`` (a ``TLSService``) turns on
-    STARTTLS and, until it is used, LOGINDISABLED.
+    STARTTLS and, until it is used, LOGINDISABLED. ``sessions`` (a ``PeerCounter``) counts
+    logged-in sessions per address against ``imap.max_connections_per_ip``; the hub gives the
+    143 and 993 listeners one.
     """
 
     protocol = IMAPServer
 
-    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None):
+    def __init__(
+        self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None, sessions=None
+    ):
         self.get_config = get_config
+        #: Logged-in sessions per address, shared by the listeners the hub gives it to.
+        self.sessions = sessions if sessions is not None else PeerCounter()
         self.tls = tls
         self.store = store
         self.reactor = reactor
@@ -1868,6 +1940,7 @@ class IMAPFactory(protocol.ServerFactory):
         )
         p.factory = self
         p.run_blocking = self.run_blocking
+        p.sessions = self.sessions
         return p
 
 

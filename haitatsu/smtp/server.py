@@ -36,6 +36,7 @@ from twisted.mail.smtp import COMMAND, DATA, ESMTP
 
 from haitatsu.filtering.null import NULL_FILTERS
 from haitatsu.interfaces import OverQuota
+from haitatsu.limits import PeerCounter, TokenBuckets
 from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
@@ -65,6 +66,10 @@ NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "no valid recipients")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
 TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 INVALID_BOUNCE_RECIPIENT = Reply(550, "5.1.1", "invalid bounce recipient")
+#: API.md 5.2 per-IP limits: ``limits.max_connections_per_ip`` at connect (then the connection
+#: closes) and the ``limits.inbound_messages_per_minute_per_ip`` token bucket at MAIL FROM.
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "too many connections from your address")
+RATE_LIMITED = Reply(450, "4.7.1", "rate limit exceeded, try again later")
 
 #: Commands this server implements; everything else is 500 5.5.1 or, if listed below, 502 5.5.1.
 COMMANDS = frozenset(
@@ -85,6 +90,11 @@ class InboundESMTP(ESMTP):
     connection and never changes the rules in the middle of a transaction."""
 
     _log = Logger()
+
+    #: ``haitatsu.limits.PeerCounter`` of this listener's connections and ``TokenBuckets`` of
+    #: messages per address; the factory sets them (None: that limit is not applied).
+    connections = None
+    message_rate = None
 
     def __init__(
         self,
@@ -129,6 +139,7 @@ class InboundESMTP(ESMTP):
         self._draining = False
         self._closed = False
         self._spool: SpoolFile | None = None
+        self._holds_slot = False
         self._reset_transaction()
 
     # -- connection -----------------------------------------------------------------------
@@ -142,6 +153,8 @@ class InboundESMTP(ESMTP):
         self.remote_ip = str(getattr(peer, "host", peer))
         self._log.debug("connection from {remote_ip}", remote_ip=self.remote_ip)
         METRICS.smtp_connections.inc()
+        if not self._take_connection_slot():
+            return
         pending = self.filters.connect(self)
         if pending is None:
             ESMTP.connectionMade(self)
@@ -151,6 +164,24 @@ class InboundESMTP(ESMTP):
         self.canStartTLS = False
         self.setTimeout(self.timeout)
         self._after_filters(pending, lambda: self.sendCode(220, self.greeting()))
+
+    def _take_connection_slot(self) -> bool:
+        """Count the connection against its address, or answer 421 and close (API.md 5.2)."""
+        if self.connections is None:
+            return True
+        limit = self.config.limits.max_connections_per_ip
+        if self.connections.acquire(self.remote_ip, limit):
+            self._holds_slot = True
+            return True
+        self._log.info(
+            "refused connection from {remote_ip}: {limit} connections already",
+            remote_ip=self.remote_ip,
+            limit=limit,
+        )
+        self._closed = True
+        self.reply(TOO_MANY_CONNECTIONS)
+        self.transport.loseConnection()
+        return False
 
     def greeting(self):
         return f"{self.config.server.public_hostname} ESMTP Haitatsu".encode("ascii", "replace")
@@ -165,6 +196,9 @@ class InboundESMTP(ESMTP):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
+        if self._holds_slot:
+            self._holds_slot = False
+            self.connections.release(self.remote_ip)
         self._closed = True
         self.filters.release()
         if self._spool is not None:
@@ -474,6 +508,12 @@ class InboundESMTP(ESMTP):
             self._check_mail_params(params)
         except Refused as e:
             self.reply(e.reply)
+            return
+        if self.message_rate is not None and not self.message_rate.take(
+            self.remote_ip, self.config.limits.inbound_messages_per_minute_per_ip
+        ):
+            self._log.info("rate limit reached for {remote_ip}", remote_ip=self.remote_ip)
+            self.reply(RATE_LIMITED)
             return
 
         def accepted():
@@ -837,7 +877,9 @@ class InboundSMTPFactory(ServerFactory):
     messages are spooled under ``spool_dir``. ``extra_extensions(config)`` adds EHLO keywords
     (``X-RESTMAIL``) without subclassing. ``tls`` (a ``TLSService``) turns on STARTTLS.
     ``bounces`` (a ``haitatsu.queue.BounceHandler``) takes VERP bounce addresses; without
-    it they are ordinary recipients.
+    it they are ordinary recipients. ``connections`` (a ``haitatsu.limits.PeerCounter``)
+    counts connections per address against ``limits.max_connections_per_ip``; without it the
+    factory counts its own.
     """
 
     protocol = InboundESMTP
@@ -852,6 +894,7 @@ class InboundSMTPFactory(ServerFactory):
         tls=None,
         bounces=None,
         chain=None,
+        connections: PeerCounter | None = None,
     ):
         self.get_config = get_config
         #: Returns the live ``FilterChain`` (the hub's ``Filtering.get_chain``); None: no chain.
@@ -864,6 +907,10 @@ class InboundSMTPFactory(ServerFactory):
         # find the files.
         self.spool_dir = os.path.abspath(spool_dir)
         self.extra_extensions = extra_extensions
+        #: Per-IP limits (API.md 5.2), per node: concurrent connections to this listener and
+        #: the MAIL FROM token bucket. The hub passes one counter to listeners that share it.
+        self.connections = connections if connections is not None else PeerCounter()
+        self.message_rate = TokenBuckets(reactor)
 
     def startFactory(self):
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
@@ -886,4 +933,6 @@ class InboundSMTPFactory(ServerFactory):
     def buildProtocol(self, addr):
         proto = self.protocol(**self.protocol_kwargs())
         proto.factory = self
+        proto.connections = self.connections
+        proto.message_rate = self.message_rate
         return proto

@@ -386,6 +386,7 @@ class SubmissionFactory(InboundSMTPFactory):
     """Builds a ``SubmissionESMTP`` per connection with the configuration live at that moment.
 
     ``throttle`` is the ``LoginThrottle`` shared with IMAP and POP3 (the hub passes one);
+    ``connections`` the connection counter its two listeners share;
     ``implicit_tls`` marks the port-465 listener, whose connections are encrypted from the
     start. ``pipeline`` defaults to one on the same store, config and spool directory.
     """
@@ -403,8 +404,20 @@ class SubmissionFactory(InboundSMTPFactory):
         pipeline: SubmissionPipeline | None = None,
         extra_extensions=None,
         tls=None,
+        connections=None,
     ):
-        super().__init__(get_config, store, reactor, spool_dir, extra_extensions, tls=tls)
+        super().__init__(
+            get_config,
+            store,
+            reactor,
+            spool_dir,
+            extra_extensions,
+            tls=tls,
+            connections=connections,
+        )
+        # limits.max_connections_per_ip applies here too (API.md 4); the MX's message rate
+        # does not: submitted mail has the mailbox's own outbound limits.
+        self.message_rate = None
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
         self.portal = ThrottledPortal(
             Portal(SubmissionRealm(), [AppPasswordChecker(store, "smtp")]), self.throttle

@@ -104,7 +104,7 @@ class MailboxNameTests(IMAPTestCase):
         self.assertNotIn("Café & Crème", names)
         self.assertEqual(
             await session.command(b'd CREATE "bad \xff name"'),
-            b"d NO [CANNOT] Mailbox name is not utf-8\r\n",
+            b"d NO [CANNOT] Mailbox name is not UTF-8\r\n",
         )
         self.assertEqual(
             await session.command('e DELETE "Tee/Grün &AOQ-"'.encode()),

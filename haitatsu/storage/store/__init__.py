@@ -10,7 +10,8 @@ The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, tr
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
-resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
+resolution and send-as), ``rules`` (run at delivery), ``labels`` (and ``label_views``: a label
+as IMAP's ``Labels/<name>`` folder), ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
 webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
@@ -44,6 +45,7 @@ from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
 from haitatsu.storage.store.importing import ImportingMixin, ImportTargetGone
 from haitatsu.storage.store.jobs import JobFence, JobLeaseLost, JobsMixin
+from haitatsu.storage.store.label_views import LabelViewsMixin
 from haitatsu.storage.store.labels import (
     LabelsMixin,
     NoSuchLabel,
@@ -82,6 +84,7 @@ class MailStore(
     RoutesMixin,
     RulesMixin,
     LabelsMixin,
+    LabelViewsMixin,
     MessageOpsMixin,
     FolderOpsMixin,
     AuditMixin,

@@ -248,6 +248,8 @@ class MessagesMixin(StoreBase):
             mm = await self._place_message(
                 txn, message_id, delivery, size, internal, now, announce=False
             )
+            for label_id in delivery.labels:  # LabelsMixin (IMAP APPEND into a label)
+                await self._attach_label(txn, mm, label_id)
             others = []
             if delivery.apply_rules:  # RulesMixin (API.md 1.5), in this transaction
                 mm, others = await self._apply_routing_rules(txn, mm, delivery, parsed, size)
