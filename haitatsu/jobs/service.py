@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import tempfile
 
-from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.defer import CancelledError
 from twisted.internet.threads import deferToThreadPool
@@ -37,6 +36,7 @@ from haitatsu.jobs import exporter, spool
 from haitatsu.jobs.common import SourceError
 from haitatsu.jobs.importer import Importer, open_source
 from haitatsu.metrics import METRICS
+from haitatsu.polling import PollingService
 from haitatsu.storage.store.importing import ImportTargetGone
 from haitatsu.storage.store.jobs import JOB_KINDS, JOBS_CHANNEL, JobLeaseLost
 
@@ -58,7 +58,7 @@ class JobFailed(Exception):
     """The job cannot be done; the text goes to ``last_error``."""
 
 
-class JobWorker(Service):
+class JobWorker(PollingService):
     """The export and import workers of one node.
 
     ``reactor`` runs threads and connections; ``clock`` (the reactor unless given) is the time
@@ -67,6 +67,10 @@ class JobWorker(Service):
     """
 
     name = "jobs"
+    channel = JOBS_CHANNEL
+    label = "job worker"
+    min_poll = MIN_POLL
+    max_poll = MAX_POLL
     _log = Logger()
 
     def __init__(
@@ -86,92 +90,26 @@ class JobWorker(Service):
         self.node = node or get_config().server.instance_name
         self.lease_seconds = lease_seconds
         self.spool_dir = os.path.abspath(spool_dir)
-        self._loops: list[defer.Deferred] = []
-        self._sleepers: set[defer.Deferred] = set()
-        self._unsubscribe = None
-        self._stopping = False
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- loops ------------------------------------------------------------------------------
+
+    def lanes(self):
+        loops = max(1, self.get_config().workers.concurrency)
+        return [kind for kind in JOB_KINDS for _ in range(loops)]
 
     def startService(self):
-        super().startService()
-        self._stopping = False
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-        self._unsubscribe = self.store.changes.subscribe(JOBS_CHANNEL, lambda _: self.wake())
-        loops = max(1, self.get_config().workers.concurrency)
-        for kind in JOB_KINDS:
-            for index in range(loops):
-                d = defer.Deferred.fromCoroutine(self._loop(kind, index))
-                d.addErrback(lambda f: f.trap(CancelledError))
-                d.addErrback(lambda f: self._log.failure("job worker died", f))
-                self._loops.append(d)
+        super().startService()
         self._log.info(
-            "job workers started: {loops} per kind on {node}", loops=loops, node=self.node
+            "job workers started: {loops} per kind on {node}",
+            loops=len(self._loops) // len(JOB_KINDS),
+            node=self.node,
         )
 
-    @defer.inlineCallbacks
-    def stopService(self):
-        """Stop claiming; a job in progress is handed back after the message in hand (within
+    def stop_grace(self) -> float:
+        """A job in progress is handed back after the message in hand (within
         ``server.shutdown_timeout_seconds``, else cut off: its lease then runs out)."""
-        super().stopService()
-        self._stopping = True
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.wake()
-        loops, self._loops = self._loops, []
-        if not loops:
-            return
-        done = defer.DeferredList(loops, consumeErrors=True)
-        timeout = self.get_config().server.shutdown_timeout_seconds or 10
-        timer = self.clock.callLater(timeout, lambda: [d.cancel() for d in loops])
-        yield done
-        if timer.active():
-            timer.cancel()
-
-    def wake(self):
-        sleepers, self._sleepers = self._sleepers, set()
-        for d in sleepers:
-            if not d.called:
-                d.callback(None)
-
-    def _sleep(self, seconds: float) -> defer.Deferred:
-        def cancel(_):
-            if call.active():
-                call.cancel()
-
-        d = defer.Deferred(cancel)
-        call = self.clock.callLater(seconds, lambda: d.called or d.callback(None))
-        self._sleepers.add(d)
-
-        def done(result):
-            self._sleepers.discard(d)
-            if call.active():
-                call.cancel()
-            return result
-
-        return d.addBoth(done)
-
-    async def _loop(self, kind: str, index: int):
-        delay = MIN_POLL
-        while self.running:
-            try:
-                worked = await self.run_once(kind)
-            except CancelledError:
-                raise
-            except StorageUnavailable as e:
-                self._log.warn("{kind} jobs: storage unavailable: {error}", kind=kind, error=str(e))
-                worked = False
-            except Exception:
-                self._log.failure("{kind} job worker {index} failed", kind=kind, index=index)
-                worked = False
-            if not self.running:
-                break
-            if worked:
-                delay = MIN_POLL
-                continue
-            await self._sleep(delay)
-            delay = min(delay * 2, MAX_POLL)
+        return self.get_config().server.shutdown_timeout_seconds or 10
 
     # -- one job ----------------------------------------------------------------------------
 
