@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+from twisted.internet.threads import deferToThreadPool
 
 
 class SourceError(Exception):
@@ -31,3 +32,30 @@ class SourceMessage:
     path: str | None
     flags: tuple[str, ...] = ()
     internal_date: int | None = None
+
+
+class FileSource:
+    """A source read from files below the import directory (maildir, mbox): ``path`` as
+    ``sources.resolve_path`` resolved it, messages over ``limit`` bytes skipped, file work in
+    the reactor's thread pool. Subclasses give ``list_folders(root)`` and ``messages``."""
+
+    #: ``list_folders(root) -> list[SourceFolder]``, run in a thread.
+    list_folders = None
+
+    def __init__(self, path: str, spool_dir: str, limit: int, reactor):
+        self.path = path
+        self.spool_dir = spool_dir
+        self.limit = limit
+        self._reactor = reactor
+
+    def _thread(self, fn, *args):
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
+
+    async def open(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def folders(self) -> list[SourceFolder]:
+        return await self._thread(type(self).list_folders, self.path)

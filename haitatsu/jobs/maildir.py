@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet.threads import deferToThreadPool
-
 from haitatsu.jobs import spool
-from haitatsu.jobs.common import SourceError, SourceFolder, SourceMessage
+from haitatsu.jobs.common import FileSource, SourceError, SourceFolder, SourceMessage
 from haitatsu.jobs.sources import inside
 
 _FLAG_LETTERS = {
@@ -118,26 +116,10 @@ def list_messages(root: str, key: str) -> list[tuple[str, str, str]]:
     return found
 
 
-class MaildirSource:
+class MaildirSource(FileSource):
     """A maildir below the import directory (``path`` resolved by ``sources.resolve_path``)."""
 
-    def __init__(self, path: str, spool_dir: str, limit: int, reactor):
-        self.path = path
-        self.spool_dir = spool_dir
-        self.limit = limit
-        self._reactor = reactor
-
-    def _thread(self, fn, *args):
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
-
-    async def open(self):
-        pass
-
-    async def close(self):
-        pass
-
-    async def folders(self) -> list[SourceFolder]:
-        return await self._thread(list_folders, self.path)
+    list_folders = staticmethod(list_folders)
 
     async def messages(self, folder: SourceFolder, after):
         entries = await self._thread(list_messages, self.path, folder.key)

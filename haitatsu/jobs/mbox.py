@@ -20,10 +20,8 @@ import os
 import re
 import time
 
-from twisted.internet.threads import deferToThreadPool
-
 from haitatsu.jobs import spool
-from haitatsu.jobs.common import SourceError, SourceFolder, SourceMessage
+from haitatsu.jobs.common import FileSource, SourceError, SourceFolder, SourceMessage
 from haitatsu.jobs.sources import inside
 
 _X_STATUS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
@@ -129,26 +127,10 @@ class _Mbox:
         self.box.close()
 
 
-class MboxSource:
+class MboxSource(FileSource):
     """mbox files below the import directory (``path`` resolved by ``sources.resolve_path``)."""
 
-    def __init__(self, path: str, spool_dir: str, limit: int, reactor):
-        self.path = path
-        self.spool_dir = spool_dir
-        self.limit = limit
-        self._reactor = reactor
-
-    def _thread(self, fn, *args):
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), fn, *args)
-
-    async def open(self):
-        pass
-
-    async def close(self):
-        pass
-
-    async def folders(self) -> list[SourceFolder]:
-        return await self._thread(list_folders, self.path)
+    list_folders = staticmethod(list_folders)
 
     async def messages(self, folder: SourceFolder, after):
         path = os.path.join(self.path, folder.key) if folder.key else self.path
