@@ -1,5 +1,5 @@
-"""The RFC 7208 test suite (``data/rfc7208-tests.yml``, from pyspf's source distribution, BSD
-licence in ``data/rfc7208-tests.LICENSE``) run through our DNS glue: each scenario's zone data
+"""The RFC 7208 test suite (``spf_suite/rfc7208-tests.yml``, from pyspf's source distribution, BSD
+licence in ``spf_suite/rfc7208-tests.LICENSE``) run through our DNS glue: each scenario's zone data
 is served by a twisted.names server on loopback, pyspf asks it through ``haitatsu.dns`` and
 ``haitatsu.mailauth.spf.check_host`` in a thread, and the result (and the explanation, where
 the suite gives one) must be what the suite says.
@@ -21,7 +21,7 @@ from twisted.trial import unittest
 from haitatsu.mailauth.spf import check_host
 from tests.filters.zones import TIMEOUT, zone_resolver
 
-SUITE = os.path.join(os.path.dirname(__file__), "data", "rfc7208-tests.yml")
+SUITE = os.path.join(os.path.dirname(__file__), "spf_suite", "rfc7208-tests.yml")
 
 
 def zone_entries(name: str, records: list) -> list:
