@@ -1,8 +1,8 @@
-"""The RFC 7208 test suite (``spf_suite/rfc7208-tests.yml``, from pyspf's source distribution, BSD
-licence in ``spf_suite/rfc7208-tests.LICENSE``) run through our DNS glue: each scenario's zone data
-is served by a twisted.names server on loopback, pyspf asks it through ``haitatsu.dns`` and
-``haitatsu.mailauth.spf.check_host`` in a thread, and the result (and the explanation, where
-the suite gives one) must be what the suite says.
+"""The RFC 7208 test suite (``spf_suite/rfc7208-tests.yml``, from pyspf's source
+distribution, BSD licence in ``spf_suite/rfc7208-tests.LICENSE``) run through our DNS glue: each
+scenario's zone data is served by a twisted.names server on loopback, pyspf asks it through
+``haitatsu.dns`` and ``haitatsu.mailauth.spf.check_host`` in a thread, and the result (and the
+explanation, where the suite gives one) must be what the suite says.
 
 The zone data follows the suite's conventions (pyspf's ``test/testspf.py``): an ``SPF`` record
 is also served as TXT when the name has no TXT of its own, ``TXT: NONE`` means no TXT record,
