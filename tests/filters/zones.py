@@ -9,7 +9,8 @@ name of a type it has no records of; ``("TXT", "TIMEOUT")`` never answers that t
 under ``error.`` that are not in the data time out too (the RFC 7208 suite's convention).
 
 Values: ``A``/``AAAA`` an address, ``MX`` ``(preference, host)``, ``PTR``/``CNAME`` a name,
-``TXT``/``SPF`` a string or a list of strings (one record of several strings).
+``TXT``/``SPF`` a string or a list of strings (one record of several strings; a string longer
+than 255 bytes is split into several).
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ def _payload(rtype: str, value, ttl: int):
         return dns.Record_CNAME(value, ttl=ttl)
     strings = value if isinstance(value, (list, tuple)) else [value]
     record = dns.Record_SPF if rtype == "SPF" else dns.Record_TXT
-    return record(*[_bytes(s) for s in strings], ttl=ttl)
+    # A character-string is at most 255 bytes: longer ones are split, as zone files do.
+    data = [
+        chunk
+        for s in map(_bytes, strings)
+        for chunk in ([s[i : i + 255] for i in range(0, len(s), 255)] or [b""])
+    ]
+    return record(*data, ttl=ttl)
 
 
 class ZoneData(common.ResolverBase):
