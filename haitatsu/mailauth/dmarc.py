@@ -140,7 +140,7 @@ def parse_record(text: str) -> DMARCRecord:
         pct=pct,
         rua=rua,
         ruf=tags.get("ruf", ""),
-        ignored=tuple(ignored),
+        ignored=tuple(sorted(ignored)),
     )
 
 
