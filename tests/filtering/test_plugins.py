@@ -17,6 +17,7 @@ from haitatsu.filtering import FilterConfigError, FilterEnvironment, IFilter, IF
 from haitatsu.filtering.registry import PLUGIN_PACKAGE, Filtering, build_chain, discover
 
 BUILTINS = {"dnsbl", "greylist", "header_validate", "rate_limit", "sender_rules", "size_check"}
+BUILTINS |= {"spf", "dkim", "dmarc", "arc"}
 
 PLUGIN = '''
 """A test plugin: stamps a header on every message."""
@@ -89,7 +90,8 @@ class BuiltinTests(unittest.SynchronousTestCase):
             build_chain([FilterSpec("size_check"), FilterSpec("nope")], environment(), discover())
         message = str(caught.exception)
         self.assertIn("filters[1]: no filter called 'nope'", message)
-        self.assertIn("installed: dnsbl, greylist", message)
+        self.assertIn("(installed: ", message)
+        self.assertIn("dnsbl, greylist, header_validate", message)
 
     def test_bad_options_name_the_filter_and_the_option(self):
         factories = discover()
