@@ -23,6 +23,7 @@ private key in PEM, published as ``<selector>._domainkey.<domain>``; default: no
 
 from __future__ import annotations
 
+import attrs
 from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
@@ -89,7 +90,12 @@ class ARCFilter:
             cv = earlier[-1].result
         headers = []
         if self.key is not None:
-            infos = [info for info in map(resinfo, list(context.results) + found) if info]
+            # Without comments: the ARC-Authentication-Results is one line in the stored copy.
+            infos = [
+                info
+                for info in (resinfo(attrs.evolve(r, comment="")) for r in context.results + found)
+                if info
+            ]
             try:
                 headers = await self._thread(
                     seal_arc,

@@ -38,6 +38,27 @@ from haitatsu.mailauth.bodyhash import (
 #: RFC 8617 5.1.1.1: at most 50 ARC sets.
 ARC_INSTANCE_LIMIT = 50
 
+#: The header fields an ARC-Message-Signature of ours covers (each instance the message has,
+#: From once more so none can be added). A short fixed list keeps the field within a line.
+AMS_HEADERS = frozenset(
+    {
+        b"from",
+        b"sender",
+        b"reply-to",
+        b"to",
+        b"cc",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"in-reply-to",
+        b"references",
+        b"mime-version",
+        b"content-type",
+        b"content-transfer-encoding",
+        b"list-id",
+    }
+)
+
 _WSP = re.compile(rb"\s+")
 _quiet = logging.getLogger("haitatsu.mailauth.dkimpy")
 _quiet.addHandler(logging.NullHandler())
@@ -182,7 +203,16 @@ class SignatureResult:
         }
 
 
+_BYTES_REPR = re.compile(r"\bb'([^']*)'")
+
+
+def _clean(reason: str) -> str:
+    """dkimpy's messages show bytes as ``b'...'``; drop the quoting."""
+    return _BYTES_REPR.sub(r"\1", reason)
+
+
 def _signature_result(result: str, sig: dict, reason: str = "") -> SignatureResult:
+    reason = _clean(reason)
     return SignatureResult(
         result=result,
         domain=_text(sig.get(b"d")).lower(),
@@ -310,12 +340,12 @@ def verify_arc(
     try:
         cv, data, reason = verifier.verify(dnsfunc=lookup)
     except (dkim.DKIMException, IndexError, KeyError, ValueError) as e:
-        return ARCResult("fail", f"{type(e).__name__}: {e}", max_instance)
+        return ARCResult("fail", _clean(f"{type(e).__name__}: {e}"), max_instance)
     sealers = tuple(
         (int(d["instance"]), _text(d.get("as-domain")).lower()) for d in data if "instance" in d
     )
     if cv != dkim.CV_Pass:
-        return ARCResult("fail", _text(reason), max_instance, sealers)
+        return ARCResult("fail", _clean(_text(reason)), max_instance, sealers)
     oldest = 0
     for d in sorted(data, key=lambda d: d["instance"], reverse=True):
         if not d.get("ams-valid"):
@@ -350,7 +380,7 @@ class _Sealer(dkim.ARC):
 
     def seal(self, key, authserv_id: str, results: list, cv: bytes, body_hash, timestamp: int):
         private = parse_pem_private_key(key.private_pem)
-        include = tuple(h.lower() for h in self.default_sign_headers())
+        include = tuple(h.lower() for h in self.default_sign_headers() if h.lower() in AMS_HEADERS)
         if b"from" not in include:
             raise dkim.ParameterError("the message has no From to sign")
         max_instance, arc_headers_w_instance = self.sorted_arc_headers()
