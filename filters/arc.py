@@ -24,7 +24,6 @@ private key in PEM, published as ``<selector>._domainkey.<domain>``; default: no
 from __future__ import annotations
 
 import attrs
-from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -39,6 +38,7 @@ from haitatsu.filtering import (
     continue_,
 )
 from haitatsu.filtering.results import resinfo
+from haitatsu.mailauth import pool
 from haitatsu.mailauth.dkim import load_sealing_key, seal_arc, verify_arc
 
 
@@ -55,9 +55,7 @@ class ARCFilter:
         self.min_key_bits = min_key_bits
 
     def _thread(self, f, *args, **kwargs):
-        return threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), f, *args, **kwargs
-        )
+        return pool.run(self.reactor, f, *args, **kwargs)
 
     async def check(self, stage, context):
         found = []

@@ -21,7 +21,6 @@ Options: ``min_key_bits`` (RSA keys shorter than this give ``policy``; default 1
 
 from __future__ import annotations
 
-from twisted.internet import threads
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -34,6 +33,7 @@ from haitatsu.filtering import (
     Stage,
     continue_,
 )
+from haitatsu.mailauth import pool
 from haitatsu.mailauth.dkim import verify_dkim
 
 #: The summary result when no signature passes: the first found in this order.
@@ -64,9 +64,8 @@ class DKIMFilter:
 
     async def check(self, stage, context):
         blocking = BlockingResolver(context.resolver, self.reactor)
-        signatures = await threads.deferToThreadPool(
+        signatures = await pool.run(
             self.reactor,
-            self.reactor.getThreadPool(),
             verify_dkim,
             context.message.path,
             blocking,

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import random
 
-from twisted.internet import threads
 from twisted.logger import Logger
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -43,7 +42,7 @@ from haitatsu.filtering import (
     reject,
     tempfail,
 )
-from haitatsu.mailauth import dmarc
+from haitatsu.mailauth import dmarc, pool
 
 ACTIONS = ("policy", "quarantine", "record")
 TEMPERROR_ACTIONS = ("tempfail", "record")
@@ -109,9 +108,7 @@ class DMARCFilter:
 
     async def check(self, stage, context):
         if not dmarc.public_suffix_list_loaded():
-            await threads.deferToThreadPool(
-                self.reactor, self.reactor.getThreadPool(), dmarc.public_suffix_list
-            )
+            await pool.run(self.reactor, dmarc.public_suffix_list)
         domain, problem = _from_domain(context.message)
         if problem:
             return continue_(results=self._result("permerror", "", reason=problem))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from twisted.internet import threads
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
@@ -40,6 +39,7 @@ from haitatsu.filtering import (
     reject,
     tempfail,
 )
+from haitatsu.mailauth import pool
 from haitatsu.mailauth.spf import DEFAULT_QUERY_SECONDS, check_host
 
 #: Options per result, the first being the default.
@@ -99,9 +99,8 @@ class SPFFilter:
         sender = context.envelope.mail_from
         helo = session.helo or ""
         blocking = BlockingResolver(context.resolver, self.reactor)
-        outcome = await threads.deferToThreadPool(
+        outcome = await pool.run(
             self.reactor,
-            self.reactor.getThreadPool(),
             check_host,
             blocking,
             ip,
