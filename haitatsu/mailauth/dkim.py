@@ -16,6 +16,7 @@ import base64
 import binascii
 import logging
 import re
+import time
 
 import attrs
 import dkim
@@ -143,8 +144,10 @@ class KeyLookup:
     found, so a failed verification can say why: ``status`` is ``"ok"``, ``"nokey"`` (no such
     name, or no TXT record), ``"temp"`` (DNS failed for now) or ``"badname"``."""
 
-    def __init__(self, resolver):
+    def __init__(self, resolver, deadline: float | None = None):
         self.resolver = resolver
+        #: ``time.monotonic()`` after which no more lookups are made (each is a temperror).
+        self.deadline = deadline
         self.status = ""
         self.record = b""
         self.name = ""
@@ -157,6 +160,9 @@ class KeyLookup:
         except UnicodeError:
             self.status = "badname"
             return b""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.status = "temp"
+            raise dkim.DnsTimeoutError("out of time for key lookups")
         try:
             records = self.resolver.query(self.name, dns.TXT)
         except NameNotFound:
@@ -226,7 +232,7 @@ def _signature_result(result: str, sig: dict, reason: str = "") -> SignatureResu
 
 def _failed_lookup(lookup: KeyLookup, sig: dict) -> SignatureResult:
     if lookup.status == "temp":
-        return _signature_result("temperror", sig, f"key lookup failed: {lookup.name}")
+        return _signature_result("temperror", sig, f"key lookup failed for now: {lookup.name}")
     if lookup.status in ("nokey", "badname"):
         return _signature_result("permerror", sig, f"no key at {lookup.name}")
     if lookup.status == "ok":
@@ -244,10 +250,14 @@ def verify_dkim(
     min_key_bits: int = 1024,
     max_signatures: int = 10,
     header_limit: int = HEADER_LIMIT,
+    lookup_seconds: float = 20.0,
 ) -> list[SignatureResult]:
     """Every DKIM-Signature of the message at ``path`` (the first ``max_signatures``, top
-    down), each with its result; keys through ``resolver`` (a ``BlockingResolver``). An empty
-    list when the message has none. Blocks."""
+    down), each with its result; keys through ``resolver`` (a ``BlockingResolver``). Key
+    lookups stop after ``lookup_seconds`` in all (the signatures left get ``temperror``), so
+    that many signatures from domains whose DNS does not answer cannot hold the check past
+    the filter's timeout. An empty list when the message has none. Blocks."""
+    deadline = time.monotonic() + lookup_seconds
 
     def specs(header):
         sigs = _signature_fields(header, (b"dkim-signature",))[:max_signatures]
@@ -267,7 +277,7 @@ def verify_dkim(
     count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     results = []
     for idx in range(min(count, max_signatures)):
-        lookup = KeyLookup(resolver)
+        lookup = KeyLookup(resolver, deadline)
         verifier.signature_fields = {}
         try:
             ok = verifier.verify(idx=idx, dnsfunc=lookup)
@@ -312,9 +322,16 @@ class ARCResult:
 
 
 def verify_arc(
-    path: str, resolver, *, min_key_bits: int = 1024, header_limit: int = HEADER_LIMIT
+    path: str,
+    resolver,
+    *,
+    min_key_bits: int = 1024,
+    header_limit: int = HEADER_LIMIT,
+    lookup_seconds: float = 20.0,
 ) -> ARCResult:
-    """Validate the ARC chain of the message at ``path``; keys through ``resolver``. Blocks."""
+    """Validate the ARC chain of the message at ``path``; keys through ``resolver``, for at
+    most ``lookup_seconds`` in all. Blocks."""
+    deadline = time.monotonic() + lookup_seconds
 
     def specs(header):
         sigs = _signature_fields(header, (b"arc-message-signature",))[:ARC_INSTANCE_LIMIT]
@@ -336,7 +353,7 @@ def verify_arc(
         return ARCResult("none", "no ARC sets")
     if max_instance > ARC_INSTANCE_LIMIT:
         return ARCResult("fail", f"more than {ARC_INSTANCE_LIMIT} ARC sets", max_instance)
-    lookup = KeyLookup(resolver)
+    lookup = KeyLookup(resolver, deadline)
     try:
         cv, data, reason = verifier.verify(dnsfunc=lookup)
     except (dkim.DKIMException, IndexError, KeyError, ValueError) as e:

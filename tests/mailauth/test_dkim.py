@@ -182,6 +182,12 @@ class VerifyTests(Base):
         [result] = await self.verify(b"DKIM-Signature: v=1\r\n\tbad\r\nnot a header\r\n\r\nx\r\n")
         self.assertEqual(result.result, "permerror")
 
+    async def test_lookups_have_a_time_budget(self):
+        self.zone()
+        results = await self.verify(sign(sign()), lookup_seconds=0)
+        self.assertEqual([r.result for r in results], ["temperror", "temperror"])
+        self.assertEqual(self.authority.queries, [])
+
     async def test_max_signatures(self):
         self.zone()
         signed = sign(sign(sign()))
