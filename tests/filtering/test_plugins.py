@@ -17,7 +17,6 @@ from haitatsu.filtering import FilterConfigError, FilterEnvironment, IFilter, IF
 from haitatsu.filtering.registry import PLUGIN_PACKAGE, Filtering, build_chain, discover
 
 BUILTINS = {"dnsbl", "greylist", "header_validate", "rate_limit", "sender_rules", "size_check"}
-BUILTINS |= {"spf", "dkim", "dmarc", "arc"}
 
 PLUGIN = '''
 """A test plugin: stamps a header on every message."""
@@ -66,6 +65,10 @@ def environment(config=None):
     return FilterEnvironment(
         store=None, reactor=task.Clock(), resolver=None, config=config or Config()
     )
+
+
+#: Sender authentication (filters/spf.py, dkim.py, dmarc.py, arc.py).
+BUILTINS |= {"spf", "dkim", "dmarc", "arc"}
 
 
 class BuiltinTests(unittest.SynchronousTestCase):
