@@ -67,6 +67,10 @@ def environment(config=None):
     )
 
 
+#: Sender authentication (filters/spf.py, dkim.py, dmarc.py, arc.py).
+BUILTINS |= {"spf", "dkim", "dmarc", "arc"}
+
+
 class BuiltinTests(unittest.SynchronousTestCase):
     def test_builtins_are_plugins(self):
         factories = discover()
@@ -89,7 +93,8 @@ class BuiltinTests(unittest.SynchronousTestCase):
             build_chain([FilterSpec("size_check"), FilterSpec("nope")], environment(), discover())
         message = str(caught.exception)
         self.assertIn("filters[1]: no filter called 'nope'", message)
-        self.assertIn("installed: dnsbl, greylist", message)
+        self.assertIn("(installed: ", message)
+        self.assertIn("dnsbl, greylist, header_validate", message)
 
     def test_bad_options_name_the_filter_and_the_option(self):
         factories = discover()
