@@ -277,6 +277,12 @@ def compile_script(text: str | bytes, max_bytes: int = DEFAULT_MAX_SCRIPT_BYTES)
         if message.startswith(prefix):
             message = message[len(prefix) :]
         raise SieveSyntaxError(line, message.removeprefix("parsing error: "))
+    last = None
+    for ttype, _start in _tokens(raw):
+        last = ttype
+    if last not in (None, "semicolon", "right_cbracket"):
+        line = raw.rstrip().count(b"\n") + 1
+        raise SieveSyntaxError(line, "end of script reached while ';' expected")
     commands = tuple(_convert(c) for c in parser.result)
     _number_lines(commands, iter(_command_lines(raw)))
     require: set[str] = set()

@@ -363,7 +363,7 @@ class _Run:
             return any(self.test(t) for t in node.tests)
         if name == "size":
             limit = node.args["limit"]
-            if node.args["comparator"].lower() == ":over":
+            if ":over" in node.tags:
                 return self.message.size > limit
             return self.message.size < limit
         if name == "exists":
@@ -603,7 +603,7 @@ def _parts(addresses, part) -> list[str]:
 def _dedupe(actions):
     """One store per folder (``keep`` is the INBOX) and one ``Redirect`` per address
     (RFC 5228 2.10.3): the first keeps its place and the flags are merged. ``Discard`` only
-    cancels the implicit keep: it stays in the list only when nothing else is done."""
+    cancels the implicit keep (it is listed once, and means nothing more)."""
     out: list = []
     where: dict = {}
     for action in actions:
@@ -627,14 +627,14 @@ def _dedupe(actions):
             if key in where:
                 continue
         elif isinstance(action, Discard):
-            continue
+            key = ("discard",)
+            if key in where:
+                continue
         else:
             key = None
         if key is not None:
             where[key] = len(out)
         out.append(action)
-    if not out and any(isinstance(a, Discard) for a in actions):
-        out.append(Discard())
     return out
 
 
