@@ -1,0 +1,153 @@
+"""The ``sieve`` filter through the chain: smtplib against the MX on loopback, the real store,
+each recipient's active script deciding where its copy goes and what is sent."""
+
+from __future__ import annotations
+
+from tests.filtering.test_builtins import MESSAGE, LoopbackMX, spec
+
+
+class SieveFilterTests(LoopbackMX):
+    async def script(self, mailbox, text):
+        await self.store.put_sieve_script(mailbox.id, "main", text, activate=True)
+
+    async def folder_messages(self, mailbox, name):
+        folder = await self.store.get_folder(mailbox.id, name)
+        if folder is None:
+            return None
+        return await self.store.list_folder_messages(folder.id)
+
+    async def jobs(self, mailbox):
+        return await self.store.list_outbound_jobs(mailbox.id)
+
+    async def test_no_script_keeps(self):
+        await self.serve(spec("sieve"))
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 1)
+
+    async def test_fileinto_with_flags_and_copies(self):
+        await self.serve(spec("sieve"))
+        await self.store.create_folder(self.bob.id, "Lists/acme")
+        await self.script(
+            self.bob,
+            'require ["fileinto", "imap4flags", "copy"];\n'
+            'if header :contains "subject" "hi" {\n'
+            '  fileinto :flags ["\\\\Seen", "$acme"] "Lists/acme";\n'
+            '  addflag "\\\\Flagged"; fileinto :copy "Archive";\n'
+            "}\n",
+        )
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.folder_messages(self.bob, "INBOX"), [])
+        (filed,) = await self.folder_messages(self.bob, "Lists/acme")
+        self.assertEqual(set(filed.flags), {"\\Seen", "$acme"})
+        (archived,) = await self.folder_messages(self.bob, "Archive")
+        self.assertEqual(set(archived.flags), {"\\Flagged"})
+        # One stored message, two placements.
+        self.assertEqual(filed.message_id, archived.message_id)
+
+    async def test_scripts_are_per_recipient(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, "discard;")
+        self.assertEqual(await self.sendmail(["bob@example.com", "carol@example.com"]), {})
+        self.assertEqual(await self.folder_messages(self.bob, "INBOX"), [])
+        self.assertEqual(len(await self.folder_messages(self.carol, "INBOX")), 1)
+
+    async def test_discard_for_the_only_recipient_answers_250(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, "discard;")
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.folder_messages(self.bob, "INBOX"), [])
+
+    async def test_runtime_error_keeps(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'require "fileinto"; fileinto "No/Such/Folder";')
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 1)
+        self.assertIsNone(await self.folder_messages(self.bob, "No/Such/Folder"))
+
+    async def test_fileinto_create(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'require ["fileinto", "mailbox"]; fileinto :create "New";')
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(len(await self.folder_messages(self.bob, "New")), 1)
+
+    async def test_reject_single_recipient_in_session(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'require "reject";\nreject text:\nI do not want\nthis\n.\n;\n')
+        self.assertEqual(await self.sendmail(), (550, b"5.7.1 I do not want this"))
+        self.assertEqual(await self.folder_messages(self.bob, "INBOX"), [])
+        self.assertEqual(await self.jobs(self.bob), [])
+
+    async def test_reject_with_other_recipients_sends_a_notice(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'require "ereject"; ereject "not for me";')
+        self.assertEqual(await self.sendmail(["bob@example.com", "carol@example.com"]), {})
+        self.assertEqual(await self.folder_messages(self.bob, "INBOX"), [])
+        self.assertEqual(len(await self.folder_messages(self.carol, "INBOX")), 1)
+        (job,) = await self.jobs(self.bob)
+        self.assertEqual(job.mail_from, "")
+        self.assertEqual([r.rcpt for r in job.recipients], ["alice@example.org"])
+        full = await self.store.get_outbound_job(job.id)
+        data = await self.store.read_message((await self._job_message(full)))
+        self.assertIn(b"disposition-notification", data)
+        self.assertIn(b"not for me", data)
+        self.assertIn(b"Disposition: automatic-action/MDN-sent-automatically; deleted", data)
+
+    async def _job_message(self, job):
+        claimed = await self.store.claim_outbound("test", 10**12)
+        return next(j.message for j in claimed if j.id == job.id)
+
+    async def test_redirect(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'redirect "dave@example.net";')
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.folder_messages(self.bob, "INBOX"), [])
+        (job,) = await self.jobs(self.bob)
+        self.assertEqual([r.rcpt for r in job.recipients], ["dave@example.net"])
+        self.assertTrue(job.mail_from.startswith("bounces+"))
+        data = await self.store.read_message(await self._job_message(job))
+        self.assertTrue(data.startswith(b"Delivered-To: bob@example.com\r\nReceived: "))
+        self.assertIn(MESSAGE, data)
+
+    async def test_redirect_copy_and_loop(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'require "copy"; redirect :copy "dave@example.net";')
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 1)
+        self.assertEqual(len(await self.jobs(self.bob)), 1)
+        # A message that came back through the redirect is kept, not sent round again.
+        await self.script(self.bob, 'redirect "dave@example.net";')
+        looped = b"Delivered-To: bob@example.com\r\n" + MESSAGE
+        self.assertEqual(await self.sendmail(message=looped), {})
+        self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 2)
+        self.assertEqual(len(await self.jobs(self.bob)), 1)
+
+    async def test_vacation_once_per_sender(self):
+        await self.serve(spec("sieve"))
+        await self.script(
+            self.bob, 'require "vacation"; vacation :subject "Away" "Back on Monday.";'
+        )
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.sendmail(), {})
+        # Kept both times (vacation does not cancel the implicit keep); answered once.
+        self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 2)
+        (job,) = await self.jobs(self.bob)
+        self.assertEqual(
+            (job.mail_from, [r.rcpt for r in job.recipients]), ("", ["alice@example.org"])
+        )
+        data = await self.store.read_message(await self._job_message(job))
+        self.assertIn(b"Subject: Away\r\n", data)
+        self.assertIn(b"Auto-Submitted: auto-replied", data)
+        self.assertIn(b"In-Reply-To: <m1@example.org>\r\n", data)
+        self.assertIn(b"Back on Monday.", data)
+        # A list message gets no answer (RFC 5230 section 4.5).
+        listed = b"List-Id: <l.example.org>\r\n" + MESSAGE
+        self.assertEqual(await self.sendmail(message=listed, sender="carol@example.org"), {})
+        self.assertEqual(len(await self.jobs(self.bob)), 1)
+
+    async def test_auth_results_record_the_actions(self):
+        await self.serve(spec("sieve"))
+        await self.script(self.bob, 'require "fileinto"; fileinto "Archive";')
+        self.assertEqual(await self.sendmail(), {})
+        (placed,) = await self.folder_messages(self.bob, "Archive")
+        view = await self.store.get_message_view(placed.id)
+        self.assertEqual(view[1].auth_results["sieve"], {self.bob.id: ["fileinto:Archive"]})
