@@ -181,7 +181,7 @@ def build_rejection(
         "Content-Type: text/plain; charset=utf-8\r\n"
         f"Content-Transfer-Encoding: {cte}\r\n\r\n"
         f"Your message to {_UNSAFE.sub('?', recipient)} was rejected by the recipient:\r\n\r\n"
-    ).encode("utf-8") + body.encode("utf-8")
+    ).encode() + body.encode("utf-8")
     out += (
         f"\r\n--{boundary}\r\n"
         "Content-Type: message/disposition-notification\r\n\r\n" + "\r\n".join(report) + "\r\n"

@@ -87,7 +87,7 @@ class SieveFilterTests(LoopbackMX):
         self.assertEqual(job.mail_from, "")
         self.assertEqual([r.rcpt for r in job.recipients], ["alice@example.org"])
         full = await self.store.get_outbound_job(job.id)
-        data = await self.store.read_message((await self._job_message(full)))
+        data = await self.store.read_message(await self._job_message(full))
         self.assertIn(b"disposition-notification", data)
         self.assertIn(b"not for me", data)
         self.assertIn(b"Disposition: automatic-action/MDN-sent-automatically; deleted", data)
