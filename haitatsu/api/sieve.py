@@ -23,6 +23,7 @@ from haitatsu.api.conventions import (
 )
 from haitatsu.api.schemas import PAGINATION_PARAMETERS, data_response, json_content, ref
 from haitatsu.sieve import SieveSyntaxError, compile_script
+from haitatsu.sieve.grammar import valid_script_name
 from haitatsu.storage.store import NoSuchScript, ScriptIsActive
 
 routes = RouteTable()
@@ -79,16 +80,6 @@ def script_json(script, content: bool = False) -> dict:
     if content:
         fields["content"] = script.content
     return omit_zero(fields, keep=("active", "size"))
-
-
-def valid_script_name(name: str) -> bool:
-    """RFC 5804 section 1.6: 1 to 128 characters, none of them a control character (and for
-    us no ``/``, which a URL path could not carry)."""
-    return (
-        0 < len(name) <= 128
-        and "/" not in name
-        and not any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029" for c in name)
-    )
 
 
 def check_script(content: str, max_bytes: int):

@@ -56,6 +56,16 @@ class SieveSyntaxError(Exception):
         self.message = message
 
 
+def valid_script_name(name: str) -> bool:
+    """RFC 5804 section 1.6: 1 to 128 characters, none of them a control character (and for
+    us no ``/``, which a URL path could not carry)."""
+    return (
+        0 < len(name) <= 128
+        and "/" not in name
+        and not any(ord(c) < 32 or 127 <= ord(c) < 160 or c in "\u2028\u2029" for c in name)
+    )
+
+
 # -- sievelib extensions ----------------------------------------------------------------------
 
 _comparator = {
