@@ -26,6 +26,10 @@ def plain(user: str, password: str, authzid: str = "") -> str:
     return base64.b64encode(f"{authzid}\0{user}\0{password}".encode()).decode()
 
 
+def authenticate(password: str, user: str = "bob@example.com", authzid: str = "") -> bytes:
+    return f'AUTHENTICATE "PLAIN" "{plain(user, password, authzid)}"\r\n'.encode()
+
+
 class Client:
     """A blocking ManageSieve client on a socket (run it in a thread)."""
 
@@ -167,15 +171,9 @@ class ManageSieveTests(unittest.TestCase):
     async def test_authentication(self):
         def steps(client, greeting):
             out = {}
-            out["wrong"] = client.command(
-                f'AUTHENTICATE "PLAIN" "{plain("bob@example.com", "nope")}"\r\n'.encode()
-            )
-            out["scope"] = client.command(
-                f'AUTHENTICATE "PLAIN" "{plain("bob@example.com", self.imap_password)}"\r\n'.encode()
-            )
-            out["authzid"] = client.command(
-                f'AUTHENTICATE "PLAIN" "{plain("bob@example.com", self.password, "eve@example.com")}"\r\n'.encode()
-            )
+            out["wrong"] = client.command(authenticate("nope"))
+            out["scope"] = client.command(authenticate(self.imap_password))
+            out["authzid"] = client.command(authenticate(self.password, authzid="eve@example.com"))
             out["mech"] = client.command(b'AUTHENTICATE "LOGIN"\r\n')
             out["garbage"] = client.command(b'AUTHENTICATE "PLAIN" "!!!"\r\n')
             # Without an initial response: the server asks with an empty string.
