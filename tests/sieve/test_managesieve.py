@@ -10,7 +10,6 @@ import socket
 import subprocess
 import tempfile
 
-import attrs
 from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.trial import unittest
@@ -288,4 +287,55 @@ class ManageSieveTests(unittest.TestCase):
         self.assertEqual(active.content, 'require "vacation";\nvacation :days 3 "Away.";\n')
 
 
-_ = attrs
+class ManageSieveTLSTests(unittest.TestCase):
+    """With TLS configured: STARTTLS offered, AUTHENTICATE refused before it, capabilities
+    again over TLS (RFC 5804 2.2)."""
+
+    timeout = 60
+
+    async def setUp(self):
+        from tests.tls.ca import TLSFixture
+
+        self.store = await make_store(self)
+        self.mailbox = await self.store.create_mailbox("bob@example.com")
+        _, self.password = await self.store.create_app_password(self.mailbox.id, "s", ["sieve"])
+        ca_dir = tempfile.mkdtemp(prefix="haitatsu-sieve-ca-")
+        self.addCleanup(shutil.rmtree, ca_dir, True)
+        self.fixture = TLSFixture(ca_dir)
+        tls = self.fixture.service(reactor)
+        factory = ManageSieveFactory(lambda: Config(), self.store, reactor, tls=tls)
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+        self.addCleanup(port.stopListening)
+        self.port = port.getHost().port
+        self.context = self.fixture.ca.client_context(TLSFixture.DEFAULT_NAME)
+
+    async def test_starttls(self):
+        from tests.tls.ca import TLSFixture
+
+        DEFAULT_NAME = TLSFixture.DEFAULT_NAME
+        context = self.context
+        password = self.password
+
+        def run():
+            client = Client(self.port)
+            out = {"greeting": client.response()}
+            out["early"] = client.command(authenticate(password))
+            out["starttls"] = client.command(b"STARTTLS\r\n")
+            client.file.close()
+            client.sock = context.wrap_socket(client.sock, server_hostname=DEFAULT_NAME)
+            client.file = client.sock.makefile("rb")
+            out["caps"] = client.response()
+            out["auth"] = client.command(authenticate(password))
+            out["again"] = client.command(b"STARTTLS\r\n")
+            client.close()
+            return out
+
+        out = await threads.deferToThread(run)
+        self.assertIn(b'"STARTTLS"', out["greeting"])
+        self.assertNotIn(b'"SASL" "PLAIN"', out["greeting"])
+        self.assertTrue(out["early"][0].startswith(b"NO (ENCRYPT-NEEDED)"))
+        self.assertEqual(out["starttls"], [b'OK "Begin TLS negotiation now"'])
+        self.assertIn(b'"SASL" "PLAIN"', out["caps"])
+        self.assertNotIn(b'"STARTTLS"', out["caps"])
+        self.assertEqual(out["auth"], [b'OK "logged in"'])
+        self.assertTrue(out["again"][0].startswith(b"NO"))
