@@ -161,18 +161,27 @@ def build_rejection(
     header_section = b"".join(
         f"{name}: {value}\r\n".encode("utf-8", "replace") for name, value in message.fields
     )
-    head = email.message.EmailMessage(policy=email.policy.SMTP)
-    head["From"] = postmaster
-    head["To"] = sender
-    head["Subject"] = "Rejected: " + (" ".join(subject[0].split()) if subject else "")
-    head["Date"] = email.utils.formatdate(now)
-    head["Message-ID"] = _message_id(hostname)
-    head["Auto-Submitted"] = "auto-replied (rejected)"
-    head["MIME-Version"] = "1.0"
-    head["Content-Type"] = (
-        f'multipart/report; report-type=disposition-notification; boundary="{boundary}"'
+    fields = [
+        ("From", postmaster),
+        ("To", sender),
+        ("Subject", "Rejected: " + (" ".join(subject[0].split()) if subject else "")),
+        ("Date", email.utils.formatdate(now)),
+        ("Message-ID", _message_id(hostname)),
+        ("Auto-Submitted", "auto-replied (rejected)"),
+        ("MIME-Version", "1.0"),
+        (
+            "Content-Type",
+            f'multipart/report; report-type=disposition-notification; boundary="{boundary}"',
+        ),
+    ]
+    policy = email.policy.SMTP
+    out = (
+        b"".join(
+            policy.header_factory(name, value).fold(policy=policy).encode("ascii")
+            for name, value in fields
+        )
+        + b"\r\n"
     )
-    out = head.as_bytes(policy=email.policy.SMTP)  # ends with the blank line
     cte = "7bit" if body.isascii() else "8bit"
     headers_cte = "7bit" if header_section.isascii() else "8bit"
     out += (
