@@ -262,6 +262,15 @@ class IMailStore(Interface):
     def prune_vacation_responses(before):
         """Forget vacation responses whose period ended before ``before``."""
 
+    def get_vacation_setting(mailbox_id):
+        """Fire with the mailbox's ``VacationSetting`` (the ``vacation`` filter), or None."""
+
+    def put_vacation_setting(setting):
+        """Create or replace a ``VacationSetting``; fire with it as stored."""
+
+    def delete_vacation_setting(mailbox_id):
+        """Remove the mailbox's vacation setting; fire with whether there was one."""
+
     def queue_generated(spool_path, mailbox_id, mail_from, recipients, trace_id):
         """Store a message a Sieve script sends and queue it on the mailbox's behalf; fire
         with the job id."""

@@ -112,3 +112,73 @@ class SieveAPITests(unittest.TestCase):
     async def test_needs_the_token(self):
         answer = await self.client.get(self.base, auth=False)
         self.assertEqual(answer.status, 401)
+
+
+class VacationAPITests(unittest.TestCase):
+    async def setUp(self):
+        self.store = await make_store(self)
+        self.client = APIClient(self.store)
+        self.mailbox = await self.store.create_mailbox("alice@example.com")
+        self.path = f"/api/v1/mailboxes/{self.mailbox.id}/vacation"
+
+    async def test_get_put_delete(self):
+        answer = await self.client.get(self.path)
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(
+            answer.json["data"],
+            {
+                "mailbox_id": self.mailbox.id,
+                "enabled": False,
+                "subject": "",
+                "body": "",
+                "days": 7,
+                "from": "",
+                "addresses": [],
+                "starts_at": None,
+                "ends_at": None,
+                "updated_at": None,
+            },
+        )
+        body = {
+            "enabled": True,
+            "subject": "Away",
+            "body": "Back on Monday.",
+            "days": 3,
+            "addresses": ["alias@example.com"],
+            "starts_at": "2030-01-01T00:00:00Z",
+            "ends_at": "2030-01-10T00:00:00Z",
+        }
+        answer = await self.client.request("PUT", self.path, json_body=body)
+        self.assertEqual(answer.status, 200, answer.body)
+        setting = answer.json["data"]
+        self.assertEqual(
+            (setting["enabled"], setting["days"], setting["starts_at"], setting["addresses"]),
+            (True, 3, "2030-01-01T00:00:00Z", ["alias@example.com"]),
+        )
+        self.assertEqual((await self.client.get(self.path)).json["data"], setting)
+        stored = await self.store.get_vacation_setting(self.mailbox.id)
+        self.assertEqual(stored.body, "Back on Monday.")
+        answer = await self.client.delete(self.path)
+        self.assertEqual((answer.status, answer.json), (200, {"data": {}}))
+        self.assertIsNone(await self.store.get_vacation_setting(self.mailbox.id))
+
+    async def test_invalid(self):
+        for body in [
+            {"enabled": "yes"},
+            {"enabled": True},
+            {"enabled": True, "body": "x", "days": 0},
+            {"body": "x", "days": True},
+            {"body": "x", "addresses": ["nope"]},
+            {"body": "x", "from": "not an address"},
+            {"body": "x", "subject": "two\nlines"},
+            {"body": "x", "starts_at": "yesterday"},
+            {"body": "x", "starts_at": "2030-01-02T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z"},
+            {"body": "x", "ends_at": "9999-12-31T00:00:00Z"},
+            {"body": "x", "colour": "blue"},
+        ]:
+            answer = await self.client.request("PUT", self.path, json_body=body)
+            self.assertEqual(
+                (answer.status, answer.json["error"]["code"]), (400, "invalid_vacation"), body
+            )
+        answer = await self.client.get(f"/api/v1/mailboxes/{NOBODY}/vacation")
+        self.assertEqual(answer.status, 404)

@@ -24,6 +24,7 @@ BUILTINS = {
     "sender_rules",
     "sieve",
     "size_check",
+    "vacation",
 }
 
 PLUGIN = '''

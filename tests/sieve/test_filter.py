@@ -151,3 +151,45 @@ class SieveFilterTests(LoopbackMX):
         (placed,) = await self.folder_messages(self.bob, "Archive")
         view = await self.store.get_message_view(placed.id)
         self.assertEqual(view[1].auth_results["sieve"], {self.bob.id: ["fileinto:Archive"]})
+
+
+class VacationFilterTests(LoopbackMX):
+    async def test_setting_answers_once_and_files_nothing_else(self):
+        from haitatsu.storage.store.sieve import VacationSetting
+
+        await self.serve(spec("vacation"))
+        await self.store.put_vacation_setting(
+            VacationSetting(self.bob.id, True, "Out of office", "Back soon.", 2)
+        )
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.sendmail(), {})
+        folder = await self.store.get_folder(self.bob.id, "INBOX")
+        self.assertEqual(len(await self.store.list_folder_messages(folder.id)), 2)
+        (job,) = await self.store.list_outbound_jobs(self.bob.id)
+        self.assertEqual(
+            (job.mail_from, [r.rcpt for r in job.recipients]), ("", ["alice@example.org"])
+        )
+        claimed = await self.store.claim_outbound("test", 10**12)
+        data = await self.store.read_message(claimed[0].message)
+        self.assertIn(b"Subject: Out of office\r\n", data)
+        self.assertIn(b"From: bob@example.com\r\n", data)
+        self.assertIn(b"Back soon.", data)
+
+    async def test_off_outside_its_window(self):
+        from haitatsu.storage.store.sieve import VacationSetting
+
+        await self.serve(spec("vacation"))
+        future = int((reactor_seconds() + 86400) * 1e9)
+        await self.store.put_vacation_setting(
+            VacationSetting(self.bob.id, True, "", "Back soon.", starts_at=future)
+        )
+        self.assertEqual(await self.sendmail(), {})
+        await self.store.put_vacation_setting(VacationSetting(self.bob.id, False, "", "x"))
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.store.list_outbound_jobs(self.bob.id), [])
+
+
+def reactor_seconds() -> float:
+    from twisted.internet import reactor
+
+    return reactor.seconds()

@@ -76,6 +76,25 @@ class SieveContractMixin:
         self.assertFalse(await respond(box.id, "h", "alice@example.org", t0 + week + 2 * S, week))
         self.assertEqual(await store.prune_vacation_responses(t0 + week + 20 * S), 2)
 
+    async def test_vacation_setting(self):
+        from haitatsu.storage.store.sieve import VacationSetting
+
+        store = await self.make()
+        box = await self.mailbox(store)
+        self.assertIsNone(await store.get_vacation_setting(box.id))
+        stored = await store.put_vacation_setting(
+            VacationSetting(box.id, True, "Away", "Back soon", 3, "", ("b@example.com",), 5, None)
+        )
+        self.assertEqual(
+            (stored.enabled, stored.subject, stored.days, stored.addresses, stored.starts_at),
+            (True, "Away", 3, ("b@example.com",), 5),
+        )
+        replaced = await store.put_vacation_setting(VacationSetting(box.id, False, body="x"))
+        self.assertEqual((replaced.enabled, replaced.body, replaced.starts_at), (False, "x", None))
+        self.assertEqual(await store.get_vacation_setting(box.id), replaced)
+        self.assertTrue(await store.delete_vacation_setting(box.id))
+        self.assertFalse(await store.delete_vacation_setting(box.id))
+
     async def test_queue_generated(self):
         store = await self.make()
         box = await self.mailbox(store)

@@ -27,3 +27,18 @@ CREATE TABLE sieve_vacation_responses (
 );
 
 CREATE INDEX sieve_vacation_responses_expires ON sieve_vacation_responses (expires_at);
+
+-- The simple per-mailbox vacation setting the `vacation` filter answers with (docs/sieve.md):
+-- the same response a Sieve `vacation` action sends, without writing a script.
+CREATE TABLE vacation_settings (
+    mailbox_id TEXT PRIMARY KEY REFERENCES mailboxes (id) ON DELETE CASCADE,
+    enabled BOOLEAN NOT NULL DEFAULT FALSE,
+    subject TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL DEFAULT '',
+    days INTEGER NOT NULL DEFAULT 7,
+    from_address TEXT NOT NULL DEFAULT '',
+    addresses TEXT NOT NULL DEFAULT '[]',
+    starts_at BIGINT,
+    ends_at BIGINT,
+    updated_at BIGINT NOT NULL
+);

@@ -1,4 +1,5 @@
-"""Sieve: each mailbox's scripts (one active at most) and the vacation responses sent.
+"""Sieve: each mailbox's scripts (one active at most), the vacation responses sent, and the
+simple vacation setting of the ``vacation`` filter.
 
 The store keeps script text as given; compiling and checking it is the caller's
 (``haitatsu.sieve``). One active script per mailbox is also a unique index, so two nodes
@@ -6,6 +7,8 @@ activating at once cannot both win.
 """
 
 from __future__ import annotations
+
+import json
 
 import attrs
 
@@ -271,3 +274,90 @@ class SieveMixin(StoreBase):
         from twisted.internet import defer
 
         return defer.Deferred.fromCoroutine(run())
+
+    # -- the vacation filter's per-mailbox setting ----------------------------------------
+
+    def get_vacation_setting(self, mailbox_id):
+        """The mailbox's ``VacationSetting``, or None."""
+
+        async def txn_fn(txn):
+            row = await txn.execute_one(
+                "SELECT * FROM vacation_settings WHERE mailbox_id = ?", (mailbox_id,)
+            )
+            return _vacation(row) if row else None
+
+        return self._run("get_vacation_setting", txn_fn, readonly=True)
+
+    def put_vacation_setting(self, setting):
+        """Create or replace the mailbox's setting (a ``VacationSetting``); fire with it as
+        stored."""
+
+        async def txn_fn(txn):
+            now = now_ns()
+            values = (
+                bool(setting.enabled),
+                setting.subject,
+                setting.body,
+                int(setting.days),
+                setting.from_address,
+                json.dumps(list(setting.addresses)),
+                setting.starts_at,
+                setting.ends_at,
+                now,
+            )
+            await txn.execute(
+                "INSERT INTO vacation_settings (enabled, subject, body, days, from_address, "
+                "addresses, starts_at, ends_at, updated_at, mailbox_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mailbox_id) DO UPDATE SET "
+                "enabled = ?, subject = ?, body = ?, days = ?, from_address = ?, addresses = ?, "
+                "starts_at = ?, ends_at = ?, updated_at = ?",
+                (*values, setting.mailbox_id, *values),
+            )
+            row = await txn.execute_one(
+                "SELECT * FROM vacation_settings WHERE mailbox_id = ?", (setting.mailbox_id,)
+            )
+            return _vacation(row)
+
+        return self._run("put_vacation_setting", txn_fn)
+
+    def delete_vacation_setting(self, mailbox_id):
+        """Remove the setting; fire with whether there was one."""
+
+        async def txn_fn(txn):
+            await txn.execute("DELETE FROM vacation_settings WHERE mailbox_id = ?", (mailbox_id,))
+            return txn.rowcount == 1
+
+        return self._run("delete_vacation_setting", txn_fn)
+
+
+@attrs.frozen
+class VacationSetting:
+    """A mailbox's vacation setting (the ``vacation`` filter): answer with ``body`` (and
+    ``subject``, ``from_address``) while ``enabled``, between ``starts_at`` and ``ends_at``
+    (ns, None: open), at most once per sender every ``days``."""
+
+    mailbox_id: str
+    enabled: bool = False
+    subject: str = ""
+    body: str = ""
+    days: int = 7
+    from_address: str = ""
+    addresses: tuple = ()
+    starts_at: int | None = None
+    ends_at: int | None = None
+    updated_at: int = 0
+
+
+def _vacation(row) -> VacationSetting:
+    return VacationSetting(
+        mailbox_id=row["mailbox_id"],
+        enabled=bool(row["enabled"]),
+        subject=row["subject"],
+        body=row["body"],
+        days=row["days"],
+        from_address=row["from_address"],
+        addresses=tuple(json.loads(row["addresses"] or "[]")),
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        updated_at=row["updated_at"],
+    )
