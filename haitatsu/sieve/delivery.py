@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from haitatsu.sieve.grammar import compile_script
@@ -23,6 +23,9 @@ from haitatsu.sieve.responses import (
     vacation_handle,
     vacation_refusal,
 )
+
+#: Seconds between two prunings of ``sieve_vacation_responses`` by one node.
+PRUNE_INTERVAL = 3600
 
 #: Compiled scripts kept in memory (by content hash), per filter.
 CACHE_SIZE = 256
@@ -77,6 +80,7 @@ class SieveRunner:
         #: ``(default_days, min_seconds, max_seconds)``
         self.vacation = vacation
         self._cache: dict[str, object] = {}
+        self._next_prune: float | None = None
 
     def compiled(self, content: str):
         key = hashlib.sha256(content.encode("utf-8")).hexdigest()
@@ -141,6 +145,7 @@ class SieveRunner:
         refusal = await self._thread(vacation_refusal, message, sender, own)
         if refusal:
             return refusal
+        self._maybe_prune(self.reactor.seconds())
         default_days, min_seconds, max_seconds = self.vacation
         period = action.period if action.period_given else default_days * 86400
         period = min(max(period, min_seconds), max_seconds)
@@ -165,6 +170,18 @@ class SieveRunner:
         )
         await self.send(context, data, sender)
         return "sent"
+
+    def _maybe_prune(self, now: float) -> None:
+        """Now and then (at most once per ``PRUNE_INTERVAL``, not at the first answer), forget
+        vacation answers whose period is over, in the background."""
+        if self._next_prune is None:
+            self._next_prune = now + PRUNE_INTERVAL
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_INTERVAL
+        d = defer.maybeDeferred(self.store.prune_vacation_responses, int(now * 1e9))
+        d.addCallback(lambda n: self._log.info("vacation: pruned {n} answers", n=n))
+        d.addErrback(lambda f: self._log.failure("vacation: pruning failed", f))
 
     async def rejection(self, context, text: str, message) -> None:
         sender = context.envelope.mail_from
