@@ -193,3 +193,33 @@ def reactor_seconds() -> float:
     from twisted.internet import reactor
 
     return reactor.seconds()
+
+
+class SentThroughTheQueueTests(LoopbackMX):
+    """What scripts send leaves through the real outbound queue to a relay: the vacation
+    answer from the null sender, the redirected copy from the mailbox's VERP address."""
+
+    async def test_relay_receives_answer_and_copy(self):
+        from tests.queue.helpers import ScriptedRelay, make_config, make_queue
+
+        relay = ScriptedRelay()
+        port = relay.listen(self)
+        await self.serve(spec("sieve"))
+        await self.store.put_sieve_script(
+            self.bob.id,
+            "main",
+            'require ["vacation", "copy"];\nredirect :copy "dave@remote.test";\n'
+            'vacation :subject "Away" "Back soon.";\n',
+            activate=True,
+        )
+        self.assertEqual(await self.sendmail(), {})
+        queue = make_queue(self, self.store, make_config(f"127.0.0.1:{port}"))
+        self.assertEqual(await queue.process_due(), 2)
+        by_rcpt = {tuple(r["rcpts"]): r for r in relay.received}
+        answer = by_rcpt[("alice@example.org",)]
+        self.assertEqual(answer["from"], "")
+        self.assertIn(b"Subject: Away\r\n", answer["data"])
+        copy = by_rcpt[("dave@remote.test",)]
+        self.assertTrue(copy["from"].startswith("bounces+"))
+        self.assertTrue(copy["data"].startswith(b"Delivered-To: bob@example.com\r\n"))
+        self.assertTrue(copy["data"].endswith(MESSAGE))
