@@ -43,6 +43,9 @@ EXTENSIONS = (
 COMPARATORS = ("i;octet", "i;ascii-casemap", "i;ascii-numeric")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")
 
+#: Deepest nesting of blocks and tests accepted.
+MAX_NESTING = 32
+
 #: Largest script accepted (ManageSieve's MAXSCRIPTSIZE, ``sieve.max_script_bytes``).
 DEFAULT_MAX_SCRIPT_BYTES = 64 * 1024
 
@@ -279,6 +282,13 @@ def compile_script(text: str | bytes, max_bytes: int = DEFAULT_MAX_SCRIPT_BYTES)
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise SieveSyntaxError(line, "script is not valid UTF-8") from None
+    try:
+        return _compile(raw)
+    except RecursionError:
+        raise SieveSyntaxError(0, "script nested too deeply") from None
+
+
+def _compile(raw: bytes) -> Script:
     parser = Parser()
     if not parser.parse(raw):
         line = parser.error_pos[0] if getattr(parser, "error_pos", None) else 0
@@ -297,6 +307,7 @@ def compile_script(text: str | bytes, max_bytes: int = DEFAULT_MAX_SCRIPT_BYTES)
     _number_lines(commands, iter(_command_lines(raw)))
     require: set[str] = set()
     _check(commands, require, top=True, seen_other=[False])
+    _check_depth(commands, 0)
     return Script(frozenset(require), commands, len(raw))
 
 
@@ -413,6 +424,14 @@ def _check(nodes, require: set, top: bool, seen_other: list) -> None:
         _check_node(node, require)
         _check(node.tests, require, top=False, seen_other=seen_other)
         _check(node.block, require, top=False, seen_other=seen_other)
+
+
+def _check_depth(nodes, depth: int) -> None:
+    for node in nodes:
+        if depth > MAX_NESTING:
+            raise SieveSyntaxError(node.line, f"nested more than {MAX_NESTING} levels deep")
+        _check_depth(node.tests, depth + 1)
+        _check_depth(node.block, depth + 1)
 
 
 def _check_node(node: Node, require: set) -> None:

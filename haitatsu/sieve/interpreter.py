@@ -157,27 +157,62 @@ _RELATIONS = {
 }
 
 
-def wildcard_regex(pattern: str, comparator: str) -> re.Pattern:
-    """A ``:matches`` pattern as a regular expression: ``*`` and ``?`` each a group (for match
-    variables), ``\\`` quoting the next character. The leftmost ``*`` matches as little as it
-    can (RFC 5229's example: ``"[*] *"`` on ``"[acme-users] [fwd] ..."`` gives
-    ``acme-users``)."""
+def _tokens(pattern: str, comparator: str) -> list:
+    """A ``:matches`` pattern as tokens: ``"*"``, ``"?"``, or a literal character (``\\``
+    quotes the next one), case-mapped for i;ascii-casemap."""
     out = []
     i = 0
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
+            ch = pattern[i + 1]
+            out.append(("lit", casemap(ch) if comparator == "i;ascii-casemap" else ch))
             i += 2
             continue
-        if ch == "*":
-            out.append("(.*?)")
-        elif ch == "?":
-            out.append("(.)")
+        if ch in "*?":
+            out.append(ch)
         else:
-            out.append(re.escape(casemap(ch) if comparator == "i;ascii-casemap" else ch))
+            out.append(("lit", casemap(ch) if comparator == "i;ascii-casemap" else ch))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    return out
+
+
+def wildcard_match(pattern: str, value: str, comparator: str):
+    """Whether ``value`` matches the ``:matches`` ``pattern``: None, or what each wildcard
+    matched, in order (for ``${1}``...). Each ``*`` takes as little as it can, the leftmost
+    first (RFC 5229's example: ``"[*] *"`` on ``"[acme-users] [fwd] ..."`` gives
+    ``acme-users``). The classic two-pointer glob match: it only ever goes back to the last
+    ``*``, so its time is at most the product of the lengths, whatever the pattern."""
+    tokens = _tokens(pattern, comparator)
+    text = casemap(value) if comparator == "i;ascii-casemap" else value
+    spans: dict[int, tuple[int, int]] = {}
+    p = t = 0
+    star = -1
+    star_t = 0
+    n = len(tokens)
+    while t < len(text):
+        token = tokens[p] if p < n else None
+        if token == "?" or (isinstance(token, tuple) and token[1] == text[t]):
+            if token == "?":
+                spans[p] = (t, t + 1)
+            p += 1
+            t += 1
+        elif token == "*":
+            star, star_t = p, t
+            spans[p] = (t, t)
+            p += 1
+        elif star >= 0:
+            star_t += 1
+            spans[star] = (spans[star][0], star_t)
+            p, t = star + 1, star_t
+        else:
+            return None
+    while p < n and tokens[p] == "*":
+        spans[p] = (t, t)
+        p += 1
+    if p != n:
+        return None
+    return [value[a:b] for i, (a, b) in sorted(spans.items()) if tokens[i] in ("*", "?")]
 
 
 def match_one(value: str, key: str, match: str, comparator: str, relation: str):
@@ -196,12 +231,10 @@ def match_one(value: str, key: str, match: str, comparator: str, relation: str):
             return casemap(key) in casemap(value)
         return key in value
     if match == ":matches":
-        subject = casemap(value) if comparator == "i;ascii-casemap" else value
-        m = wildcard_regex(key, comparator).fullmatch(subject)
-        if m is None:
+        found = wildcard_match(key, value, comparator)
+        if found is None:
             return False
-        # The groups of the case-mapped subject, taken from the original value.
-        return [value[m.start(g) : m.end(g)] for g in range(1, (m.lastindex or 0) + 1)] or True
+        return found or True
     raise SieveRuntimeError(f"unknown match type {match}")
 
 

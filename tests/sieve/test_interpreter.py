@@ -209,6 +209,20 @@ class RFC5228Tests(Case):
         script = 'require "mailbox";\nif mailboxexists ["Work", "Nope"] { discard; }'
         self.assertEqual(self.actions(script, folders={"Work"}), [Keep(implicit=True)])
 
+    def test_nesting_is_bounded(self):
+        with self.assertRaises(SieveSyntaxError) as caught:
+            compile_script("if true { " * 40 + "keep;" + " }" * 40)
+        self.assertIn("nested more than 32 levels", str(caught.exception))
+        with self.assertRaises(SieveSyntaxError):
+            compile_script("if " + "not " * 3000 + "true { keep; }", max_bytes=10**6)
+
+    def test_matches_never_backtracks_exponentially(self):
+        """A pattern of many stars against a long header value the sender chose: the glob
+        match only ever returns to the last star, so this ends (RFC 5229 semantics kept)."""
+        data = b"Subject: " + b"a" * 5000 + b"\r\n\r\nx\r\n"
+        script = 'if header :matches "subject" "' + "*a" * 20 + '*b" { discard; }'
+        self.assertEqual(self.actions(script, data), [Keep(implicit=True)])
+
     def test_invalid_redirect_address(self):
         outcome = self.run_script('redirect "not an address";')
         self.assertEqual(outcome.actions, (Keep(implicit=True),))
