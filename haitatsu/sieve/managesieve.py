@@ -47,6 +47,8 @@ SCOPE = "sieve"
 MAX_LINE = 8192
 #: Syntax errors before the server says BYE.
 MAX_ERRORS = 10
+#: Commands waiting behind the one running before the server says BYE.
+MAX_PIPELINED = 64
 
 
 class IManageSieveAccount(Interface):
@@ -128,6 +130,7 @@ class ManageSieveProtocol(LineReceiver, TimeoutMixin):
         self._busy = False
         self._queue: list = []
         self._errors = 0
+        self._lost = False
         self._sasl: tuple | None = None  # waiting for the client's SASL response
         self.remote_ip = ""
 
@@ -141,6 +144,7 @@ class ManageSieveProtocol(LineReceiver, TimeoutMixin):
         self.ok("haitatsu ManageSieve ready")
 
     def connectionLost(self, reason=None):
+        self._lost = True
         self.setTimeout(None)
         self._queue.clear()
 
@@ -205,7 +209,7 @@ class ManageSieveProtocol(LineReceiver, TimeoutMixin):
         self.resetTimeout()
         if self._sasl is not None:
             waiting, self._sasl = self._sasl, None
-            self._run(self._sasl_response(line, *waiting))
+            self._run(self._sasl_response, line, *waiting)
             return
         try:
             strings, literal = tokenize(line)
@@ -217,7 +221,7 @@ class ManageSieveProtocol(LineReceiver, TimeoutMixin):
         if literal is None:
             args, self._args = self._args, []
             if args:
-                self._run(self._command(args))
+                self._run(self._command, args)
             elif line.strip():
                 self._syntax_error("syntax error")
             return
@@ -258,18 +262,22 @@ class ManageSieveProtocol(LineReceiver, TimeoutMixin):
             return
         self.no(text)
 
-    def _run(self, coroutine):
-        """Commands run one at a time, in order (a client may pipeline them)."""
-        self._queue.append(coroutine)
+    def _run(self, fn, *args):
+        """Commands run one at a time, in order (a client may pipeline them, within reason)."""
+        if len(self._queue) >= MAX_PIPELINED:
+            self.bye("too many commands pipelined")
+            return
+        self._queue.append((fn, args))
         if not self._busy:
             self._next()
 
     def _next(self):
-        if not self._queue:
+        if not self._queue or self._lost:
             self._busy = False
             return
         self._busy = True
-        d = defer.Deferred.fromCoroutine(self._queue.pop(0))
+        fn, args = self._queue.pop(0)
+        d = defer.Deferred.fromCoroutine(fn(*args))
         d.addErrback(self._failed)
         d.addBoth(lambda _: self._next())
 
