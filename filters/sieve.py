@@ -60,7 +60,7 @@ class SieveFilter:
         if stored is None:
             return None
         try:
-            script = self.runner.compiled(stored.content)
+            script = await self.runner.compiled(stored.content)
         except SieveSyntaxError as e:
             # Stored scripts were checked when saved; one that no longer compiles keeps mail.
             self._log.warn(

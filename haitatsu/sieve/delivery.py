@@ -82,11 +82,14 @@ class SieveRunner:
         self._cache: dict[str, object] = {}
         self._next_prune: float | None = None
 
-    def compiled(self, content: str):
+    async def compiled(self, content: str):
+        """The compiled script (``SieveSyntaxError`` if it no longer compiles): from the
+        cache, or compiled in a thread (parsing a big script takes a while)."""
         key = hashlib.sha256(content.encode("utf-8")).hexdigest()
         script = self._cache.get(key)
         if script is None:
-            script = compile_script(content, max_bytes=max(len(content.encode("utf-8")), 1))
+            size = max(len(content.encode("utf-8")), 1)
+            script = await self._thread(compile_script, content, size)
             if len(self._cache) >= CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[key] = script

@@ -64,6 +64,13 @@ class SieveFilterTests(LoopbackMX):
         self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 1)
         self.assertIsNone(await self.folder_messages(self.bob, "No/Such/Folder"))
 
+    async def test_a_stored_script_that_does_not_compile_keeps(self):
+        await self.serve(spec("sieve"))
+        # Written around the API's check (an older version, a database edit).
+        await self.script(self.bob, "if true {")
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 1)
+
     async def test_fileinto_create(self):
         await self.serve(spec("sieve"))
         await self.script(self.bob, 'require ["fileinto", "mailbox"]; fileinto :create "New";')
