@@ -115,6 +115,15 @@ class SieveFilter:
                     stores.append((target.folder, set(target.flags)))
                     summary.append("redirect_loop")
                     continue
+                if not await self.runner.may_redirect(context):
+                    self._log.warn(
+                        "sieve redirect of {mailbox_id} over its outbound limit; kept",
+                        mailbox_id=target.mailbox_id,
+                        trace_id=context.trace_id,
+                    )
+                    stores.append((target.folder, set(target.flags)))
+                    summary.append("redirect_limited")
+                    continue
                 await self.runner.redirect(context, action.address)
                 summary.append(f"redirect:{action.address}")
             elif isinstance(action, Vacation):

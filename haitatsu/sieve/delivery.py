@@ -6,11 +6,13 @@ outbound queue.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import os
 import shutil
 import tempfile
 
+import attrs
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
@@ -114,6 +116,22 @@ class SieveRunner:
 
     # -- sending ------------------------------------------------------------------------------
 
+    async def may_redirect(self, context) -> bool:
+        """Whether the mailbox may send one more message now: redirects count against its
+        outbound limits (``outbound_limits``, ``limits.default_outbound_per_*``) like mail
+        it sends itself."""
+        from haitatsu.submission.pipeline import rate_limits
+
+        mailbox = await self.store.get_mailbox(context.target.mailbox_id)
+        if mailbox is None:
+            return False
+        now = int(self.reactor.seconds() * 1e9)
+        for limit, hours in zip(rate_limits(mailbox, context.config), (1, 24), strict=True):
+            since = now - hours * 3600 * 1_000_000_000
+            if limit and await self.store.count_outbound_since(mailbox.id, since) >= limit:
+                return False
+        return True
+
     async def redirect(self, context, address: str) -> str:
         target = context.target
         prefix = f"Delivered-To: {target.recipient}\r\n".encode("utf-8", "replace")
@@ -161,6 +179,16 @@ class SieveRunner:
             int(period * 1e9),
         ):
             return "already_answered"
+        if action.from_address:
+            # Only an address the mailbox may send as (as for submission); else the default.
+            address = email.utils.parseaddr(action.from_address)[1]
+            if not address or not await self.store.may_send_as(target.mailbox_id, address):
+                self._log.info(
+                    "vacation :from {address} is not one {mailbox_id} may send as; ignored",
+                    address=action.from_address,
+                    mailbox_id=target.mailbox_id,
+                )
+                action = attrs.evolve(action, from_address="")
         data = await self._thread(
             lambda: build_vacation(
                 action,

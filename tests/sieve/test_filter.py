@@ -128,6 +128,27 @@ class SieveFilterTests(LoopbackMX):
         self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 2)
         self.assertEqual(len(await self.jobs(self.bob)), 1)
 
+    async def test_redirects_count_against_outbound_limits(self):
+        await self.serve(spec("sieve"))
+        dave = await self.store.create_mailbox("dave@example.com", outbound_limits={"per_hour": 1})
+        await self.script(dave, 'redirect "x@example.net";')
+        self.assertEqual(await self.sendmail(["dave@example.com"]), {})
+        self.assertEqual(await self.sendmail(["dave@example.com"]), {})
+        # The first went out; the second would pass the limit and is kept instead.
+        self.assertEqual(len(await self.jobs(dave)), 1)
+        self.assertEqual(len(await self.folder_messages(dave, "INBOX")), 1)
+
+    async def test_vacation_from_only_an_address_the_mailbox_may_send_as(self):
+        await self.serve(spec("sieve"))
+        await self.script(
+            self.bob, 'require "vacation";\nvacation :from "ceo@bank.example" "Away.";'
+        )
+        self.assertEqual(await self.sendmail(), {})
+        (job,) = await self.jobs(self.bob)
+        data = await self.store.read_message(await self._job_message(job))
+        self.assertIn(b"From: bob@example.com\r\n", data)
+        self.assertNotIn(b"bank.example", data)
+
     async def test_vacation_once_per_sender(self):
         await self.serve(spec("sieve"))
         await self.script(
