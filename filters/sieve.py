@@ -115,6 +115,11 @@ class SieveFilter:
                     stores.append((target.folder, set(target.flags)))
                     summary.append("redirect_loop")
                     continue
+                if context.quarantined:
+                    # Spam is not sent on: it stays here, in Junk, for the user to see.
+                    stores.append((target.folder, set(target.flags)))
+                    summary.append("redirect_quarantined")
+                    continue
                 if not await self.runner.may_redirect(context):
                     self._log.warn(
                         "sieve redirect of {mailbox_id} over its outbound limit; kept",

@@ -128,6 +128,14 @@ class SieveFilterTests(LoopbackMX):
         self.assertEqual(len(await self.folder_messages(self.bob, "INBOX")), 2)
         self.assertEqual(len(await self.jobs(self.bob)), 1)
 
+    async def test_quarantined_mail_is_not_redirected(self):
+        await self.serve(spec("sender_rules"), spec("sieve"))
+        await self.store.create_sender_rule("global", "", "block", "email", "alice@example.org")
+        await self.script(self.bob, 'redirect "dave@example.net";')
+        self.assertEqual(await self.sendmail(), {})
+        self.assertEqual(await self.jobs(self.bob), [])
+        self.assertEqual(len(await self.folder_messages(self.bob, "Junk")), 1)
+
     async def test_redirects_count_against_outbound_limits(self):
         await self.serve(spec("sieve"))
         dave = await self.store.create_mailbox("dave@example.com", outbound_limits={"per_hour": 1})
