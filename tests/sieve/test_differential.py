@@ -33,8 +33,8 @@ from tests.sieve.corpus import MESSAGES, SCRIPTS, script_text
 SIEVE_TEST = shutil.which("sieve-test")
 
 _CONFIG = """\
-mail_uid = 65534
-mail_gid = 65534
+mail_uid = {uid}
+mail_gid = {gid}
 mail_location = maildir:{root}/mail
 """
 
@@ -115,7 +115,10 @@ class DifferentialTests(unittest.SynchronousTestCase):
         self.root = tempfile.mkdtemp(prefix="sieve-diff-")
         self.addCleanup(shutil.rmtree, self.root, True)
         os.chmod(self.root, 0o777)
-        self.config = self.write("dovecot.conf", _CONFIG.format(root=self.root).encode())
+        # As root: nobody (sieve-test will not run as root); otherwise whoever we are.
+        uid, gid = (65534, 65534) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+        text = _CONFIG.format(root=self.root, uid=uid, gid=gid)
+        self.config = self.write("dovecot.conf", text.encode())
 
     def write(self, name: str, data: bytes) -> str:
         path = os.path.join(self.root, name)
