@@ -84,6 +84,7 @@ class HaitatsuService(MultiService):
         from haitatsu.api import HaitatsuAPI
         from haitatsu.imap import IMAPFactory
         from haitatsu.pop3 import POP3Factory
+        from haitatsu.sieve.managesieve import ManageSieveFactory
         from haitatsu.smtp import InboundSMTPFactory
         from haitatsu.submission import SubmissionFactory
         from haitatsu.submission.pipeline import SubmissionPipeline
@@ -146,6 +147,9 @@ class HaitatsuService(MultiService):
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,
+            "managesieve.addr": lambda: ManageSieveFactory(
+                self.get_config, self.store, self.reactor, self.login_throttle, tls=tls
+            ),
             "submission.starttls_addr": lambda: submission_factory(implicit_tls=False),
             "server.api_addr": lambda: HaitatsuAPI(
                 self.get_config,

@@ -229,6 +229,52 @@ class IMailStore(Interface):
     def prune_filter_state(greylist_before, rate_limits_before):
         """Delete greylist rows and token buckets idle since then; fire with the count."""
 
+    # -- Sieve (docs/sieve.md) --------------------------------------------------------------
+
+    def list_sieve_scripts(mailbox_id):
+        """Fire with the mailbox's ``SieveScript`` list, by name."""
+
+    def get_sieve_script(mailbox_id, name):
+        """Fire with the script called ``name``, or None."""
+
+    def active_sieve_script(mailbox_id):
+        """Fire with the mailbox's active script, or None."""
+
+    def put_sieve_script(mailbox_id, name, content, activate=False):
+        """Create or replace a script; fire with ``(script, created)``."""
+
+    def activate_sieve_script(mailbox_id, name):
+        """Make ``name`` the active script ("" or None: none); ``NoSuchScript``."""
+
+    def delete_sieve_script(mailbox_id, name):
+        """Delete a script; ``NoSuchScript``, ``ScriptIsActive``."""
+
+    def rename_sieve_script(mailbox_id, old, new):
+        """Rename a script; ``NoSuchScript``, ``Conflict`` when ``new`` exists."""
+
+    def sieve_space_used(mailbox_id):
+        """Fire with ``(count, bytes)`` of the mailbox's scripts."""
+
+    def vacation_should_respond(mailbox_id, handle, sender, now, period):
+        """Record a vacation response unless one went to ``sender`` for ``handle`` within
+        ``period`` (ns); fire with whether to send it."""
+
+    def prune_vacation_responses(before):
+        """Forget vacation responses whose period ended before ``before``."""
+
+    def get_vacation_setting(mailbox_id):
+        """Fire with the mailbox's ``VacationSetting`` (the ``vacation`` filter), or None."""
+
+    def put_vacation_setting(setting):
+        """Create or replace a ``VacationSetting``; fire with it as stored."""
+
+    def delete_vacation_setting(mailbox_id):
+        """Remove the mailbox's vacation setting; fire with whether there was one."""
+
+    def queue_generated(spool_path, mailbox_id, mail_from, recipients, trace_id):
+        """Store a message a Sieve script sends and queue it on the mailbox's behalf; fire
+        with the job id."""
+
     # -- folders -------------------------------------------------------------------------
 
     def list_folders(mailbox_id):

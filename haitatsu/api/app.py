@@ -38,6 +38,7 @@ from haitatsu.api import (
     queue,
     routing_rules,
     senderrules,
+    sieve,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
 from haitatsu.interfaces import Conflict, StorageUnavailable
@@ -60,6 +61,7 @@ RESOURCES = (
     outbound,
     events,
     senderrules,
+    sieve,
     exports,
     imports,
     dnscheck,

@@ -68,7 +68,7 @@ def _request(request, legacy: bool) -> tuple[str, list[str]]:
             raise APIError(
                 400,
                 "invalid_app_password_scope",
-                f'Invalid scope "{scope}": must be one of imap, smtp, pop3',
+                f'Invalid scope "{scope}": must be one of imap, smtp, pop3, sieve',
             )
     return name, scopes
 

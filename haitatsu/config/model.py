@@ -543,8 +543,9 @@ def _filter_specs(value) -> tuple:
     return tuple(specs)
 
 
-#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12).
-DEFAULT_FILTERS = (FilterSpec("sender_rules"),)
+#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12) and
+#: each recipient's Sieve script (docs/sieve.md), so what users set over REST applies to mail.
+DEFAULT_FILTERS = (FilterSpec("sender_rules"), FilterSpec("sieve"))
 
 
 @attrs.frozen
@@ -582,6 +583,26 @@ class SpamConfig:
 
 
 @attrs.frozen
+class SieveConfig:
+    """Our addition: limits on users' Sieve scripts (docs/sieve.md), checked when a script is
+    saved over REST or ManageSieve. Hot."""
+
+    #: Largest script accepted, in bytes.
+    max_script_bytes: int = attrs.field(default=65536, validator=_positive)
+    #: Scripts one mailbox may keep.
+    max_scripts: int = attrs.field(default=20, validator=_positive)
+
+
+@attrs.frozen
+class ManageSieveConfig:
+    """Our addition: the ManageSieve listener (RFC 5804, docs/sieve.md). Off unless ``addr`` is
+    set; STARTTLS when TLS is configured. Restart-only."""
+
+    addr: str = ""
+    idle_timeout_seconds: int = attrs.field(default=1800, validator=_nonneg)
+
+
+@attrs.frozen
 class Config:
     server: ServerConfig = ServerConfig()
     smtp: SMTPConfig = SMTPConfig()
@@ -606,6 +627,8 @@ class Config:
     filters: tuple = attrs.field(default=DEFAULT_FILTERS, converter=_filter_specs)
     plugins: PluginsConfig = PluginsConfig()
     imports: ImportsConfig = ImportsConfig()
+    sieve: SieveConfig = SieveConfig()
+    managesieve: ManageSieveConfig = ManageSieveConfig()
 
     # -- derived values -------------------------------------------------------------------
 
@@ -724,6 +747,7 @@ LISTENER_KEYS = (
     "pop3.tls_addr",
     "submission.starttls_addr",
     "submission.tls_addr",
+    "managesieve.addr",
 )
 
 #: Keys whose change needs a restart; a reload that changes any of them is refused.
@@ -742,6 +766,7 @@ RESTART_KEYS = (
     "pop3.tls_addr",
     "submission.starttls_addr",
     "submission.tls_addr",
+    "managesieve.addr",
     # Turning TLS on or off changes which listeners exist and what they allow before TLS; the
     # certificate files (tls.cert_file, key_file, certificates) are re-read on every reload,
     # so renewed or moved certificates need no restart (docs/tls.md).

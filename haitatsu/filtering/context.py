@@ -166,7 +166,8 @@ def _split_fields(raw: bytes) -> Iterator[tuple[str, str]]:
 class DeliveryTarget:
     """One recipient mailbox at ``Stage.DELIVERY``. A filter may change where the message is
     filed: ``folder`` (by name, ``/`` between levels), more folders for copies in
-    ``extra_folders``, and IMAP ``flags`` (``\\Seen``, keywords)."""
+    ``extra_folders`` (names, or ``(name, flags)`` pairs for copies with flags of their own),
+    and IMAP ``flags`` (``\\Seen``, keywords)."""
 
     mailbox_id: str
     #: The address the client gave for it (``bob+news@example.com``).

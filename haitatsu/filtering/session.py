@@ -248,6 +248,9 @@ class SessionFilters:
             spool.discard()
             raise
         spool.discard()
+        # From here on (DELIVERY) filters see the message as it is stored: the client's file
+        # is gone, and our trace headers are part of what a recipient's Sieve script sees.
+        context.message = MessageAccess(final.path, final.size)
         return DataDecision(spool=final)
 
     async def _respool(self, spool: SpoolFile, prelude: bytes, size: int) -> SpoolFile:
@@ -308,9 +311,18 @@ class SessionFilters:
             out.append(
                 attrs.evolve(delivery, folder=target.folder, flags=tuple(sorted(target.flags)))
             )
-            for folder in target.extra_folders:
+            for extra in target.extra_folders:
+                # A folder name, or a (folder, flags) pair for a copy with flags of its own.
+                folder, flags = (extra, delivery.flags) if isinstance(extra, str) else extra
                 if folder != target.folder:
-                    out.append(attrs.evolve(delivery, folder=folder, apply_rules=False))
+                    out.append(
+                        attrs.evolve(
+                            delivery,
+                            folder=folder,
+                            flags=tuple(sorted(flags)),
+                            apply_rules=False,
+                        )
+                    )
         spam = getattr(self.config, "spam", None)
         threshold = float(getattr(spam, "junk_threshold", 0) or 5.0)
         return DeliveryPlan(

@@ -30,7 +30,7 @@ FLAG_COLUMNS = {
     "\\Draft": "draft",
 }
 
-APP_PASSWORD_SCOPES = ("imap", "smtp", "pop3")
+APP_PASSWORD_SCOPES = ("imap", "smtp", "pop3", "sieve")
 
 
 def now_ns() -> int:

@@ -89,9 +89,9 @@ class LoopbackMX(unittest.TestCase):
 class SenderRulesTests(LoopbackMX):
     """API.md 1.12 with the default chain (no ``filters`` in the config)."""
 
-    async def test_default_chain_is_sender_rules(self):
+    async def test_default_chain_is_sender_rules_and_sieve(self):
         await self.serve()
-        self.assertEqual(self.filtering.current.names, ["sender_rules"])
+        self.assertEqual(self.filtering.current.names, ["sender_rules", "sieve"])
 
     async def test_block_sends_to_junk(self):
         await self.serve()

@@ -16,7 +16,16 @@ from haitatsu.config.model import Config, ConfigError, FilterSpec
 from haitatsu.filtering import FilterConfigError, FilterEnvironment, IFilter, IFilterFactory
 from haitatsu.filtering.registry import PLUGIN_PACKAGE, Filtering, build_chain, discover
 
-BUILTINS = {"dnsbl", "greylist", "header_validate", "rate_limit", "sender_rules", "size_check"}
+BUILTINS = {
+    "dnsbl",
+    "greylist",
+    "header_validate",
+    "rate_limit",
+    "sender_rules",
+    "sieve",
+    "size_check",
+    "vacation",
+}
 
 PLUGIN = '''
 """A test plugin: stamps a header on every message."""

@@ -15,7 +15,8 @@ as IMAP's ``Labels/<name>`` folder), ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
 webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
-share across nodes); ``jobs`` (export and import jobs and their leases) and ``importing``
+share across nodes); ``sieve`` (Sieve scripts and vacation responses); ``jobs``
+(export and import jobs and their leases) and ``importing``
 (storing an import's messages). A new concern gets a module and a mixin of its own.
 """
 
@@ -59,6 +60,7 @@ from haitatsu.storage.store.outbound import OutboundMixin
 from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
 from haitatsu.storage.store.rules import RulesMixin
 from haitatsu.storage.store.senderrules import SenderRulesMixin
+from haitatsu.storage.store.sieve import NoSuchScript, ScriptIsActive, SieveMixin
 from haitatsu.storage.store.submission import SubmissionMixin
 from haitatsu.storage.store.sync import SyncMixin
 
@@ -77,6 +79,7 @@ class MailStore(
     EventsMixin,
     SenderRulesMixin,
     FilterStateMixin,
+    SieveMixin,
     JobsMixin,
     ImportingMixin,
     GarbageMixin,
@@ -106,6 +109,8 @@ __all__ = [
     "NoSuchLabel",
     "NoSuchMailbox",
     "NoSuchMessage",
+    "NoSuchScript",
+    "ScriptIsActive",
     "UnknownSearchName",
     "WrongMailbox",
     "folder_name",
