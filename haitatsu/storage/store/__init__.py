@@ -14,7 +14,8 @@ resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops`
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
 webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
-share across nodes); ``jobs`` (export and import jobs and their leases) and ``importing``
+share across nodes) and ``filterdata`` (mailboxes' Junk thresholds, the duplicate filter's
+Message-IDs); ``jobs`` (export and import jobs and their leases) and ``importing``
 (storing an import's messages). A new concern gets a module and a mixin of its own.
 """
 
@@ -38,6 +39,7 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.dkim import DkimMixin
 from haitatsu.storage.store.events import EventsMixin
+from haitatsu.storage.store.filterdata import FilterDataMixin
 from haitatsu.storage.store.filterstate import FilterStateMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
@@ -75,6 +77,7 @@ class MailStore(
     EventsMixin,
     SenderRulesMixin,
     FilterStateMixin,
+    FilterDataMixin,
     JobsMixin,
     ImportingMixin,
     GarbageMixin,
