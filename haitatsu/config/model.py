@@ -543,8 +543,9 @@ def _filter_specs(value) -> tuple:
     return tuple(specs)
 
 
-#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12).
-DEFAULT_FILTERS = (FilterSpec("sender_rules"),)
+#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12)
+#: and the spam score of API.md 2.1 (Junk per mailbox threshold, reject above the server's).
+DEFAULT_FILTERS = (FilterSpec("sender_rules"), FilterSpec("spam_score"))
 
 
 @attrs.frozen
