@@ -159,7 +159,9 @@ class SpamScoreFilter:
         added = sum(p for _, p in points)
         total = max(0.0, context.score + added)
         _, reject_at = self.thresholds(context.config)
-        result = FilterResult(spam_reasons=tuple(r for r, _ in points), score=added)
+        result = (
+            FilterResult(spam_reasons=tuple(r for r, _ in points), score=added) if points else ()
+        )
         fields = _fields(context.results)
         dmarc_failed = str(fields.get("dmarc") or "").lower() == "fail"
         policy = str(fields.get("dmarc_policy") or "").lower()
