@@ -13,7 +13,9 @@ failure under ``p=reject``, refuses the message with ``550 5.7.1 message rejecte
 
 At DELIVERY, per recipient mailbox: a score at or above the mailbox's Junk threshold (its
 ``spam_thresholds.junk_threshold``, else ``spam.junk_threshold``, 5) files that mailbox's copy
-in Junk; the threshold used is recorded in ``auth_results.mailboxes``.
+in Junk (``auth_results.filters`` says ``spam_score_junk``); the threshold used is recorded in
+``auth_results.mailboxes``. A filter after it at DELIVERY (a user's Sieve script) may file the
+copy elsewhere.
 
 Options: ``junk_threshold`` and ``reject_threshold`` (default: the ``spam`` block, read per
 connection so a reload applies at once), ``mailbox_thresholds`` (true: honour the mailboxes'
@@ -49,6 +51,8 @@ SCORES = {
     "dmarc_reject": 10.0,
     "missing_helo": 1.0,
 }
+
+JUNK = "Junk"
 
 DEFAULT_JUNK = 5.0
 DEFAULT_REJECT = 10.0
@@ -185,7 +189,12 @@ class SpamScoreFilter:
             junk = mailbox_junk_threshold(cache.get(target.mailbox_id), junk)
         target.junk_threshold = junk
         if max(0.0, context.score) >= junk:
-            return quarantine(reason="spam_score")
+            # Filed here rather than by a quarantine verdict (which the chain applies after
+            # every filter): a Sieve script later in the chain sees Junk as the folder its
+            # ``keep`` uses, and the user's own ``fileinto`` has the last word.
+            target.folder = JUNK
+            target.extra_folders[:] = [f for f in target.extra_folders if f != JUNK]
+            return continue_(reason="spam_score_junk")
         return None
 
 

@@ -3,7 +3,8 @@ results another filter would have found (SPF, DKIM, DMARC, ...) into the chain, 
 message's ``X-Test-Results`` header (a JSON object), so one chain serves many cases.
 
 ``X-Test-Results: {"fields": {"spf": "fail"}, "method": "spf", "score": 2}`` adds one result;
-a JSON list adds several. ``X-Test-Delivery: tempfail`` makes its DELIVERY check tempfail.
+a JSON list adds several. ``X-Test-Delivery: tempfail`` makes its DELIVERY check tempfail;
+``X-Test-Refile: Archive`` moves a copy that is in Junk by then to Archive.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ class Inject:
 
     def check(self, stage, context):
         if stage is Stage.DELIVERY:
-            if context.message.header("X-Test-Delivery") == ["tempfail"]:
+            delivery, refile = context.notes["inject"]
+            if delivery == ["tempfail"]:
                 return tempfail("try later", reason="inject")
+            # Refile a copy an earlier filter put in Junk, as a user's Sieve script may.
+            if refile and context.target.folder == "Junk":
+                context.target.folder = refile[0]
             return None
+        context.notes["inject"] = (
+            context.message.header("X-Test-Delivery"),
+            context.message.header("X-Test-Refile"),
+        )
         values = context.message.header("X-Test-Results")
         if not values:
             return None

@@ -76,8 +76,8 @@ class ScoreTests(SpamScoreMX):
         verdict = {
             "name": "spam_score",
             "stage": "delivery",
-            "action": "quarantine",
-            "reason": "spam_score",
+            "action": "continue",
+            "reason": "spam_score_junk",
         }
         self.assertIn(verdict, info.auth_results["filters"])
 
@@ -125,6 +125,19 @@ class ScoreTests(SpamScoreMX):
         [info] = await self.folder(self.bob)
         self.assertEqual(info.spam_score, 4.5)  # 2.5 (its own, not 2 more) + dkim 2
         self.assertEqual(info.auth_results["spam_reasons"], ["spf_fail", "dkim_fail"])
+
+    async def test_a_later_delivery_filter_sees_junk_and_may_refile(self):
+        """As a user's Sieve script after spam_score: its keep is Junk, its fileinto wins."""
+        await self.serve(
+            spec("inject"), spec("spam_score"), spec("inject"), plugins=plugin_directory(self)
+        )
+        # Each inject adds 1; spam_score adds spf 2 + dkim 2 at DATA: 6 by DELIVERY.
+        one = {"fields": {}, "score": 1}
+        message = b"X-Test-Refile: Archive\r\n" + with_results(SPF_FAIL, DKIM_FAIL, one)
+        self.assertEqual(await self.sendmail(message=message), {})
+        self.assertEqual(await self.folder(self.bob, "Junk"), [])
+        [info] = await self.folder(self.bob, "Archive")
+        self.assertEqual(info.spam_score, 6)
 
     async def test_scores_option(self):
         await self.serve(
