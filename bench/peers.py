@@ -1,6 +1,6 @@
 """Servers the benchmarks run side by side: haitatsu itself, Postfix and a minimal Twisted ESMTP
 server (``bench/minimal_smtp.py``), each a throwaway instance on loopback ports in a temporary
-directory.
+directory; and a DNS server for haitatsu's filters (``NameServer``).
 
 Postfix comes from Debian's ``postfix`` package (``apt-get install postfix``; as root the
 benchmarks install it themselves). Its instance accepts mail for one virtual domain on a loopback
@@ -400,3 +400,54 @@ s3 {{
   region = "us-east-1"
 }}
 """
+
+
+class NameServer:
+    """An authoritative DNS server on 127.0.0.1 (``twistd -n dns`` from Twisted, no recursion)
+    serving ``zones`` (Python zone syntax, as ``twisted.names.authority.PySourceAuthority``
+    reads), so filters that look things up (SPF, DMARC, DKIM keys) get quick answers instead
+    of the network's; ``haitatsu_config()`` points haitatsu's resolver at it."""
+
+    def __init__(self, workdir: str, zones: str):
+        self.workdir = os.path.abspath(workdir)
+        self.zones = zones
+        self.port = free_port()
+        self.proc = None
+
+    def start(self) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        zone_file = os.path.join(self.workdir, "zones.py")
+        with open(zone_file, "w") as f:
+            f.write(self.zones)
+        self.log = open(os.path.join(self.workdir, "dns.log"), "wb")
+        self.proc = subprocess.Popen(
+            [
+                os.path.join(VENV_BIN, "twistd"),
+                "--pidfile=",
+                "-n",
+                "dns",
+                "--interface",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--pyzone",
+                zone_file,
+            ],
+            cwd=self.workdir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port)  # TCP; the UDP side opens with it
+
+    def haitatsu_config(self) -> str:
+        return f'dns {{ nameservers = new Listing {{ "127.0.0.1:{self.port}" }} }}\n'
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc:
+            self.log.close()

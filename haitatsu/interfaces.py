@@ -275,6 +275,17 @@ class IMailStore(Interface):
         """Store a message a Sieve script sends and queue it on the mailbox's behalf; fire
         with the job id."""
 
+    def mailbox_spam_thresholds(mailbox_ids):
+        """Fire with ``{mailbox_id: spam_thresholds}`` for the mailboxes that have any."""
+
+    def duplicate_check(mailbox_id, key, trace_id, now, window):
+        """Whether Message-ID digest ``key`` reached the mailbox within ``window`` ns: fire
+        with ``"duplicate"``, or ``"new"`` after claiming it for delivery ``trace_id`` (a
+        claim whose delivery never stored its message does not make a duplicate)."""
+
+    def prune_duplicates(before):
+        """Delete the duplicate filter's Message-IDs first seen before ``before`` (ns)."""
+
     # -- folders -------------------------------------------------------------------------
 
     def list_folders(mailbox_id):

@@ -543,9 +543,10 @@ def _filter_specs(value) -> tuple:
     return tuple(specs)
 
 
-#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12) and
-#: each recipient's Sieve script (docs/sieve.md), so what users set over REST applies to mail.
-DEFAULT_FILTERS = (FilterSpec("sender_rules"), FilterSpec("sieve"))
+#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12), the
+#: spam score of API.md 2.1 (Junk per mailbox threshold, reject above the server's) and each
+#: recipient's Sieve script (docs/sieve.md), so what users set over REST applies to mail.
+DEFAULT_FILTERS = (FilterSpec("sender_rules"), FilterSpec("spam_score"), FilterSpec("sieve"))
 
 
 @attrs.frozen

@@ -178,6 +178,10 @@ class DeliveryTarget:
     folder: str = "INBOX"
     extra_folders: list[str] = attrs.field(factory=list)
     flags: set[str] = attrs.field(factory=set)
+    #: The Junk threshold that applies to this mailbox, once a filter looked it up (the
+    #: ``spam_score`` filter: the mailbox's ``spam_thresholds.junk_threshold`` or
+    #: ``spam.junk_threshold``); recorded in ``auth_results.mailboxes``. None: not looked up.
+    junk_threshold: float | None = None
 
 
 class FilterContext:

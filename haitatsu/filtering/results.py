@@ -92,7 +92,9 @@ def authserv_id(value: str) -> str:
 def auth_results_json(context, *, junk_threshold: float = 5.0, mailboxes=()) -> dict:
     """The stored ``auth_results`` (API.md 2.1): the base keys, what every result's ``fields``
     set (in chain order, a later filter overriding an earlier one), every ``spam_reasons``,
-    one ``mailboxes`` entry per ``(mailbox_id, folder)`` delivered, and, our additions, the
+    one ``mailboxes`` entry per ``(mailbox_id, folder)`` or ``(mailbox_id, folder,
+    junk_threshold)`` delivered (the mailbox's own threshold when a filter found one, else
+    ``junk_threshold``), and, our additions, the
     verdicts other than continue (``filters``) and the ``score`` the results add up to."""
     out: dict = dict(BASE_FIELDS)
     session = context.session
@@ -107,14 +109,14 @@ def auth_results_json(context, *, junk_threshold: float = 5.0, mailboxes=()) -> 
             if reason not in reasons:
                 reasons.append(reason)
     out["spam_reasons"] = reasons
-    out["mailboxes"] = {
-        mailbox_id: {
+    out["mailboxes"] = {}
+    for mailbox_id, folder, *threshold in mailboxes:
+        own = threshold[0] if threshold and threshold[0] is not None else junk_threshold
+        out["mailboxes"][mailbox_id] = {
             "junk": folder == "Junk",
-            "junk_threshold": junk_threshold,
+            "junk_threshold": own,
             "spam_reasons": list(reasons),
         }
-        for mailbox_id, folder in mailboxes
-    }
     out["score"] = spam_score(context)
     out["filters"] = [
         {"name": v.filter, "stage": v.stage, "action": v.action, "reason": v.reason}

@@ -330,7 +330,7 @@ class SessionFilters:
             auth_results=auth_results_json(
                 context,
                 junk_threshold=threshold,
-                mailboxes=[(d.mailbox_id, t.folder) for d, t in kept],
+                mailboxes=[(d.mailbox_id, t.folder, t.junk_threshold) for d, t in kept],
             ),
             spam_score=spam_score(context),
         )

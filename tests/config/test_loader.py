@@ -548,7 +548,10 @@ class FilterConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
         from haitatsu.config.model import DEFAULT_FILTERS, FilterSpec
 
         self.assertEqual(load_config(self.write_config("")).filters, DEFAULT_FILTERS)
-        self.assertEqual(DEFAULT_FILTERS, (FilterSpec("sender_rules"), FilterSpec("sieve")))
+        self.assertEqual(
+            DEFAULT_FILTERS,
+            (FilterSpec("sender_rules"), FilterSpec("spam_score"), FilterSpec("sieve")),
+        )
         self.assertEqual(load_config(EXAMPLE).filters, DEFAULT_FILTERS)
 
     def test_entries_with_options(self):
@@ -595,7 +598,10 @@ filters = new Listing {
                 f'amends "{SCHEMA_PATH}"\nfilters {{ new {{ name = "size_check" }} }}'
             )
         )
-        self.assertEqual([f.name for f in config.filters], ["sender_rules", "sieve", "size_check"])
+        self.assertEqual(
+            [f.name for f in config.filters],
+            ["sender_rules", "spam_score", "sieve", "size_check"],
+        )
 
     def test_bad_entries(self):
         self.assertConfigError(

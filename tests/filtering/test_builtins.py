@@ -89,12 +89,18 @@ class LoopbackMX(unittest.TestCase):
 class SenderRulesTests(LoopbackMX):
     """API.md 1.12 with the default chain (no ``filters`` in the config)."""
 
-    async def test_default_chain_is_sender_rules_and_sieve(self):
+    async def test_default_chain_is_sender_rules_spam_score_and_sieve(self):
         await self.serve()
-        self.assertEqual(self.filtering.current.names, ["sender_rules", "sieve"])
+        self.assertEqual(self.filtering.current.names, ["sender_rules", "spam_score", "sieve"])
+
+    async def test_block_scores_the_reject_threshold(self):
+        # As in the original: a block is 10 points, spam.reject_threshold's default.
+        await self.serve()
+        await self.store.create_sender_rule("global", "", "block", "email", "Alice@Example.org")
+        self.assertEqual(await self.sendmail(), (550, b"5.7.1 message rejected by policy"))
 
     async def test_block_sends_to_junk(self):
-        await self.serve()
+        await self.serve(spam=SpamConfig(reject_threshold=20))
         await self.store.create_sender_rule("global", "", "block", "email", "Alice@Example.org")
         self.assertEqual(await self.sendmail(), {})
         self.assertEqual(await self.folder(self.bob), [])
@@ -123,7 +129,7 @@ class SenderRulesTests(LoopbackMX):
         self.assertEqual(info.spam_score, 0)  # 5 off, never below 0
 
     async def test_mailbox_and_domain_scopes(self):
-        await self.serve()
+        await self.serve(spam=SpamConfig(reject_threshold=20))
         await self.store.create_sender_rule(
             "mailbox", self.carol.id, "block", "cidr", "127.0.0.0/8"
         )

@@ -18,14 +18,21 @@ from haitatsu.filtering.registry import PLUGIN_PACKAGE, Filtering, build_chain, 
 
 BUILTINS = {
     "dnsbl",
+    "duplicate",
     "greylist",
     "header_validate",
+    "javascript",
     "rate_limit",
+    "rspamd",
     "sender_rules",
     "sieve",
     "size_check",
+    "spam_score",
     "vacation",
+    "webhook",
 }
+#: Built-ins that have a required option (tested in their own test modules).
+NEED_OPTIONS = {"javascript", "webhook"}
 
 PLUGIN = '''
 """A test plugin: stamps a header on every message."""
@@ -91,7 +98,7 @@ class BuiltinTests(unittest.SynchronousTestCase):
 
     def test_every_builtin_builds_with_its_defaults(self):
         factories = discover()
-        for name in BUILTINS:
+        for name in BUILTINS - NEED_OPTIONS:
             chain = build_chain([FilterSpec(name)], environment(), factories)
             [entry] = chain.entries
             verifyObject(IFilter, entry.filter)
@@ -102,8 +109,7 @@ class BuiltinTests(unittest.SynchronousTestCase):
             build_chain([FilterSpec("size_check"), FilterSpec("nope")], environment(), discover())
         message = str(caught.exception)
         self.assertIn("filters[1]: no filter called 'nope'", message)
-        self.assertIn("(installed: ", message)
-        self.assertIn("dnsbl, greylist, header_validate", message)
+        self.assertRegex(message, r"\(installed: .*dnsbl, .*greylist, ")
 
     def test_bad_options_name_the_filter_and_the_option(self):
         factories = discover()

@@ -59,5 +59,6 @@ class DocumentedChainTests(unittest.SynchronousTestCase):
         uncommented = re.sub(pattern, r"\1\2", text, flags=re.M)
         self.assertNotEqual(uncommented, text)
         self.assertEqual(
-            self.build(uncommented), ["sender_rules", "spf", "dkim", "arc", "dmarc", "arc"]
+            self.build(uncommented),
+            ["sender_rules", "spf", "dkim", "arc", "dmarc", "arc", "spam_score", "sieve"],
         )

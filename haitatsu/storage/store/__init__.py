@@ -15,8 +15,9 @@ as IMAP's ``Labels/<name>`` folder), ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
 webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
-share across nodes); ``sieve`` (Sieve scripts and vacation responses); ``jobs``
-(export and import jobs and their leases) and ``importing``
+share across nodes) and ``filterdata`` (mailboxes' Junk thresholds, the duplicate filter's
+Message-IDs); ``sieve`` (Sieve scripts and vacation responses); ``jobs`` (export and import
+jobs and their leases) and ``importing``
 (storing an import's messages). A new concern gets a module and a mixin of its own.
 """
 
@@ -40,6 +41,7 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.dkim import DkimMixin
 from haitatsu.storage.store.events import EventsMixin
+from haitatsu.storage.store.filterdata import FilterDataMixin
 from haitatsu.storage.store.filterstate import FilterStateMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
@@ -80,6 +82,7 @@ class MailStore(
     SenderRulesMixin,
     FilterStateMixin,
     SieveMixin,
+    FilterDataMixin,
     JobsMixin,
     ImportingMixin,
     GarbageMixin,
