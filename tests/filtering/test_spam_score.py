@@ -206,7 +206,7 @@ class MailboxThresholdTests(SpamScoreMX):
 class DefaultChainTests(LoopbackMX):
     async def test_default_chain_scores(self):
         await self.serve()
-        self.assertEqual(self.filtering.current.names, ["sender_rules", "spam_score"])
+        self.assertEqual(self.filtering.current.names, ["sender_rules", "spam_score", "sieve"])
         self.assertEqual(await self.sendmail(), {})
         [info] = await self.folder(self.bob)
         self.assertEqual(info.spam_score, 0)
