@@ -88,7 +88,7 @@ class ARCFilter:
             cv = earlier[-1].result
         headers = []
         if self.key is not None:
-            # Without comments: the ARC-Authentication-Results is one line in the stored copy.
+            # Without comments, to keep the ARC-Authentication-Results short (stored folded).
             infos = [
                 info
                 for info in (resinfo(attrs.evolve(r, comment="")) for r in context.results + found)

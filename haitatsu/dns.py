@@ -46,6 +46,10 @@ class TemporaryDNSError(DNSError):
     """No usable answer now (timeout, SERVFAIL, refused, a bad response): try again later."""
 
 
+class ServerFailure(TemporaryDNSError):
+    """The server answered, with an error (SERVFAIL, REFUSED, FORMERR, ...), not a timeout."""
+
+
 _TYPES = {
     "A": dns.A,
     "AAAA": dns.AAAA,
@@ -209,7 +213,7 @@ class Resolver:
         except (defer.TimeoutError, names_error.DNSQueryTimeoutError):
             raise TemporaryDNSError(f"{name}: timed out") from None
         except names_error.DomainError as e:
-            raise TemporaryDNSError(f"{name}: {type(e).__name__}") from None
+            raise ServerFailure(f"{name}: {type(e).__name__}") from None
         except Exception as e:
             raise TemporaryDNSError(f"{name}: {e}") from None
         wanted = [r for r in answers if r.type == rtype]

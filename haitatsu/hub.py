@@ -159,6 +159,7 @@ class HaitatsuService(MultiService):
                 spool_dir=self.spool_dir,
                 submission=submission,
                 acme_http01=tls.acme.http01 if tls is not None and tls.acme else None,
+                resolver=lambda: self.filtering.resolver,
             ).site(),
         }
         # Implicit TLS: the same protocols, TLS from the first byte (and so no STARTTLS and no

@@ -381,8 +381,16 @@ class IMailStore(Interface):
         small ranges (headers, MIME headers, search text)."""
 
     def purge_message(message_id):
-        """Delete a message row and its placements for good when none is live any more, and
-        drop one reference from each of its blobs; fire with True if purged, else False."""
+        """Delete a message row and its placements for good when none is live any more and no
+        outbound job still has to send it (finished jobs keep their rows, ``message_id``
+        NULL), and drop one reference from each of its blobs; fire with True if purged."""
+
+    def purge_expired_messages(
+        deleted_before_ns, created_before_ns, batch=200, should_continue=None
+    ):
+        """Purge every message whose placements were all soft-deleted before
+        ``deleted_before_ns`` and that was stored before ``created_before_ns`` (API.md 5.7);
+        fire with ``{"purged", "kept"}``."""
 
     def collect_garbage(grace_seconds=86400, batch=200, should_continue=None):
         """Remove unreferenced blobs older than ``grace_seconds`` (rows with refcount 0, and
@@ -401,11 +409,21 @@ class IMailStore(Interface):
         """Fire with the UIDs that left the folder (expunge, move, POP3 deletion) at a MODSEQ
         above ``modseq``, ascending. RFC 7162 QRESYNC."""
 
+    def vanished_report(folder_id, modseq):
+        """Fire with ``VanishedReport(uids, complete, uid_next, pruned_modseq)``: the UIDs that
+        left above ``modseq`` and whether that list is complete (``modseq`` at or above the
+        folder's pruned horizon)."""
+
+    def prune_vanished(older_than_ns, should_continue=None):
+        """Drop vanished UIDs recorded before ``older_than_ns``, raising each folder's pruned
+        horizon; fire with ``{"folders", "uids"}``."""
+
     def folder_delta(folder_id, modseq):
-        """Fire with ``FolderDelta(folder, changed, vanished)``: the folder as it is now (None
-        when deleted), then its live rows with a MODSEQ above ``modseq`` (by UID) and the UIDs
-        that left it above ``modseq`` (ascending), in one read. What an IMAP session needs to
-        bring its view up to date; costs the number of changes, not the folder's size."""
+        """Fire with ``FolderDelta(folder, changed, vanished, complete)``: the folder as it is
+        now (None when deleted), then its live rows with a MODSEQ above ``modseq`` (by UID) and
+        the UIDs that left it above ``modseq`` (ascending), in one read. What an IMAP session
+        needs to bring its view up to date; costs the number of changes, not the folder's
+        size. Below the pruned horizon: every live row, ``complete`` False."""
 
     def folder_counts(folder_id):
         """Fire with ``FolderCounts(messages, unseen, size, deleted, deleted_size, last_uid)``

@@ -96,3 +96,63 @@ class HousekeepingTests(unittest.TestCase):
         self.assertIsNone(service.garbage_collection.running)
         # The pass saw the service stopping and left the rest for the next start.
         self.assertEqual(len(await self.store.blobs.list_keys()), 1)
+
+
+class HourlyRetentionTests(unittest.TestCase):
+    """The hourly loop also purges messages soft-deleted 30 days ago (API.md 5.7) and prunes
+    vanished UIDs older than 30 days (QRESYNC), each as its own named task."""
+
+    async def test_hourly_purge_and_pruning(self):
+        import time
+
+        store = await make_store(self)
+        clock = task.Clock()
+        clock.advance(time.time())
+        mailbox = await store.create_mailbox("bob@example.com")
+        (old,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        (recent,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        (kept,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        inbox = await store.get_folder(mailbox.id, "INBOX")
+        await store.store_flags(inbox.id, [old.uid, recent.uid], ["\\Deleted"], "+")
+        await store.expunge(inbox.id, [old.uid, recent.uid])
+        trash = await store.get_folder(mailbox.id, "Trash")
+        await store.delete_messages(trash.id, [1, 2], to_trash=False)
+        month = 31 * 86400 * 10**9
+        now = int(clock.seconds() * 1e9)
+
+        async def backdate(txn):
+            # A month ago: old's deletion, its stored time, and the UIDs leaving INBOX.
+            await txn.execute(
+                "UPDATE mailbox_messages SET deleted_at = ? WHERE message_id = ?",
+                (now - month, old.message_id),
+            )
+            await txn.execute(
+                "UPDATE messages SET created_at = ? WHERE id = ?", (now - month, old.message_id)
+            )
+            await txn.execute(
+                "UPDATE expunged_uids SET expunged_at = ? WHERE folder_id = ?",
+                (now - month, inbox.id),
+            )
+
+        await store.db.run("test_backdate", backdate)
+        service = Housekeeping(store, clock, gc_interval=0, gc_grace=0)
+        service.startService()
+        self.addCleanup(service.stopService)
+        clock.advance(3600)
+        for t in (service.message_purge, service.vanished_pruning, service.export_expiry):
+            if t.running is not None:
+                await t.running
+        self.assertFalse(await store.purge_message(old.message_id))  # already gone
+        # The recent deletion stays for 30 days, the live message for ever.
+        self.assertIsNotNone(await store.get_message_view(kept.id))
+        report = await store.vanished_report(inbox.id, 0)
+        self.assertEqual((report.uids, report.complete), ((), False))
+        self.assertGreater(report.pruned_modseq, 0)
+
+        async def count(txn):
+            return await txn.execute_one(
+                "SELECT COUNT(*) AS n FROM messages WHERE id IN (?, ?)",
+                (old.message_id, recent.message_id),
+            )
+
+        self.assertEqual((await store.db.run("test_count", count, readonly=True))["n"], 1)

@@ -41,6 +41,7 @@ from haitatsu.api import (
     sieve,
 )
 from haitatsu.api.conventions import BODY_LIMIT, APIError, error_body, go_html_escape, respond
+from haitatsu.dns import Resolver
 from haitatsu.interfaces import Conflict, StorageUnavailable
 from haitatsu.submission.pipeline import SubmissionPipeline
 
@@ -100,6 +101,8 @@ class HaitatsuAPI:
     one on the same store and config). ``metrics`` is the ``haitatsu.metrics.Metrics`` to count
     requests in and serve (the server's by default). ``acme_http01`` holds the answers to
     pending ACME HTTP-01 challenges (``haitatsu.acme.HTTP01Responder``), None without ACME.
+    ``resolver`` returns the server's shared ``haitatsu.dns.Resolver`` (the hub passes the
+    filters' one); without it the API builds its own from ``dns``.
     """
 
     app = _klein_app()
@@ -118,6 +121,7 @@ class HaitatsuAPI:
         submission=None,
         metrics=None,
         acme_http01=None,
+        resolver=None,
     ):
         from haitatsu.metrics import METRICS
 
@@ -132,17 +136,20 @@ class HaitatsuAPI:
         self.submission = submission
         self.metrics = metrics if metrics is not None else METRICS
         self.acme_http01 = acme_http01
-        self._resolver = (None, None)
+        self._shared_resolver = resolver
+        self._resolver = None
         self._openapi = None
 
     def resolver(self):
-        """The DNS resolver for the live ``dns`` config (rebuilt when a reload changes it)."""
+        """The ``haitatsu.dns.Resolver`` for DNS checks: the server's shared one (the filters',
+        with its cache) when the hub handed it in, else one of the API's own for the live
+        ``dns`` config (rebuilt when a reload changes it)."""
+        if self._shared_resolver is not None:
+            return self._shared_resolver()
         config = self.get_config()
-        key, resolver = self._resolver
-        if resolver is None or key != config.dns.servers():
-            resolver = dnscheck.resolver_for(config, self.reactor)
-            self._resolver = (config.dns.servers(), resolver)
-        return resolver
+        if self._resolver is None or not self._resolver.same_settings(config.dns):
+            self._resolver = Resolver.from_config(config.dns, self.reactor)
+        return self._resolver
 
     def openapi(self) -> dict:
         """The OpenAPI document of every route (built once)."""

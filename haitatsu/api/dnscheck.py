@@ -1,51 +1,31 @@
 """``GET /api/v1/dns/check/:domain`` (API.md 1.14): MX, DKIM, SPF and DMARC of a domain, looked
-up through twisted.names with the resolvers of ``dns.nameservers`` (the system's when empty)."""
+up through the server's shared resolver (``haitatsu.dns.Resolver``, the filters' one, with its
+TTL cache) on the name servers of ``dns.nameservers`` (the system's when empty)."""
 
 from __future__ import annotations
 
-from twisted.names import client, dns
-from twisted.names import error as dns_error
-
 from haitatsu.api import schemas
 from haitatsu.api.conventions import APIError, RouteTable, data
+from haitatsu.dns import NameNotFound, ServerFailure, TemporaryDNSError
 
 routes = RouteTable()
 
-#: Seconds for each try of a query: an API call must not wait for the resolver's full minute.
-QUERY_TIMEOUT = (1, 3)
-
-
-def resolver_for(config, reactor):
-    """A twisted.names resolver for ``config.dns``."""
-    servers = config.dns.servers()
-    if servers:
-        return client.Resolver(servers=servers, reactor=reactor)
-    return client.createResolver(reactor=reactor)
-
 
 async def _lookup(lookup, name: str) -> list | None:
-    """The answer records, [] when the name has none, None when the lookup itself failed."""
+    """What ``lookup(name)`` found, [] when the name has none (or the server answered with an
+    error), None when no answer came (timeout)."""
     try:
-        answers, _, _ = await lookup(name, timeout=QUERY_TIMEOUT)
-    except (dns_error.DomainError, dns_error.AuthoritativeDomainError):
+        return await lookup(name)
+    except (NameNotFound, ServerFailure):
         return []
-    except Exception:
+    except TemporaryDNSError:
         return None
-    return answers
-
-
-def _texts(answers, name: str) -> list[str]:
-    out = []
-    for record in answers or ():
-        if record.type == dns.TXT and str(record.name).lower() == name.lower():
-            out.append(b"".join(record.payload.data).decode("utf-8", "replace"))
-    return out
 
 
 def mx_check(answers, hosts: list[str]) -> dict:
-    targets = sorted(
-        {str(r.payload.name).lower().rstrip(".") for r in answers or () if r.type == dns.MX}
-    )
+    """``answers``: the resolver's ``(preference, host)`` pairs, or None when the lookup
+    failed."""
+    targets = sorted({host.lower().rstrip(".") for _, host in answers or ()})
     if answers is None:
         return {"name": "mx", "status": "missing", "message": "MX lookup failed"}
     if not targets:
@@ -107,15 +87,13 @@ async def dns_check(api, request, domain):
     config = api.get_config()
     resolver = api.resolver()
     hosts = [config.server.public_hostname.lower().rstrip(".")]
-    mx = await _lookup(resolver.lookupMailExchange, domain)
+    mx = await _lookup(resolver.mx, domain)
     selector = await dkim_selector(api.store, domain)
     dkim_name = f"{selector}._domainkey.{domain}" if selector else ""
-    dkim_texts = (
-        _texts(await _lookup(resolver.lookupText, dkim_name), dkim_name) if selector else []
-    )
-    spf_texts = _texts(await _lookup(resolver.lookupText, domain), domain)
+    dkim_texts = await _lookup(resolver.txt, dkim_name) if selector else []
+    spf_texts = await _lookup(resolver.txt, domain)
     dmarc_name = f"_dmarc.{domain}"
-    dmarc_texts = _texts(await _lookup(resolver.lookupText, dmarc_name), dmarc_name)
+    dmarc_texts = await _lookup(resolver.txt, dmarc_name)
     return data(
         request,
         {

@@ -69,14 +69,61 @@ def resinfo(result: FilterResult) -> str | None:
     return " ".join(parts)
 
 
+#: RFC 5322 2.1.1: lines SHOULD be at most 78 characters and MUST be at most 998 (CRLF apart).
+LINE_WIDTH = 78
+LINE_LIMIT = 998
+
+
+def _utf8_start(data: bytes, i: int) -> int:
+    """``i``, moved back to the first byte of the UTF-8 character it falls in."""
+    while 0 < i < len(data) and data[i] & 0xC0 == 0x80:
+        i -= 1
+    return i
+
+
+def fold(line: bytes, width: int = LINE_WIDTH, limit: int = LINE_LIMIT) -> bytes:
+    """A header field (``Name: value``, or a continuation line starting with white space),
+    without its CRLF, folded to lines of at most ``width`` octets where it can be: CRLF is
+    inserted before a space already there (RFC 5322 3.2.2), so unfolding gives back exactly
+    ``line``, and relaxed canonicalisation (DKIM, ARC) sees no difference. A run without spaces
+    longer than ``limit`` is split (a space inserted) so that no line exceeds ``limit``."""
+    if len(line) <= width:
+        return line
+    words = line.split(b" ")
+    lines: list[bytes] = []
+    current, count = words[0], 1
+    # The first line keeps its first word after the field name ("Name:" is never alone on it);
+    # a line of white space alone is never made.
+    first_minimum = 1 if line[:1] in (b" ", b"\t") else 2
+    for word in words[1:]:
+        minimum = first_minimum if not lines else 1
+        if len(current) + 1 + len(word) > width and count >= minimum and current.strip():
+            lines.append(current)
+            current, count = b" " + word, 1
+        else:
+            current += b" " + word
+            count += 1
+    lines.append(current)
+    out: list[bytes] = []
+    for piece in lines:
+        while len(piece) > limit:
+            cut = _utf8_start(piece, limit)
+            out.append(piece[:cut])
+            piece = b" " + piece[cut:]
+        out.append(piece)
+    return b"\r\n".join(out)
+
+
 def authentication_results(hostname: str, results) -> bytes:
     """The ``Authentication-Results`` field (CRLF-terminated) for ``results``: one resinfo
-    per result with a method, each on a line of its own, or ``none`` when there is none."""
+    per result with a method, each on a line of its own (folded when longer than a line
+    should be), or ``none`` when there is none."""
     infos = [info for info in map(resinfo, results) if info]
     head = f"Authentication-Results: {quote_value(hostname)}"
     if not infos:
-        return f"{head}; none\r\n".encode("ascii")
-    return (head + ";\r\n\t" + ";\r\n\t".join(infos) + "\r\n").encode("ascii")
+        return fold(f"{head}; none".encode("ascii")) + b"\r\n"
+    lines = [f"{head};", *(f"\t{info};" for info in infos[:-1]), f"\t{infos[-1]}"]
+    return b"\r\n".join(fold(line.encode("ascii")) for line in lines) + b"\r\n"
 
 
 def authserv_id(value: str) -> str:

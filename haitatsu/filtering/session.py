@@ -25,6 +25,7 @@ from haitatsu.filtering.results import (
     auth_results_json,
     authentication_results,
     authserv_id,
+    fold,
     spam_score,
 )
 from haitatsu.filtering.verdicts import Action, Stage
@@ -337,9 +338,10 @@ class SessionFilters:
 
 
 def _field(name: str, value: str) -> bytes:
-    """A header field a filter asked for, on one line (the verdict checked the name)."""
+    """A header field a filter asked for (the verdict checked the name), folded at its spaces
+    to RFC 5322's line lengths (``results.fold``: signatures over it, ARC's, still hold)."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
-    return f"{name}: {value}\r\n".encode("utf-8", "replace")
+    return fold(f"{name}: {value}".encode("utf-8", "replace")) + b"\r\n"
 
 
 def respool(path: str, directory: str, prelude: bytes, hostname: str) -> SpoolFile:

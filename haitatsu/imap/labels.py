@@ -250,6 +250,11 @@ class ViewStore:
             raise _no_modseq()
         return self._store.vanished_since(folder_id, modseq)
 
+    def vanished_report(self, folder_id, modseq):
+        if label_id_of(folder_id) is not None:
+            raise _no_modseq()
+        return self._store.vanished_report(folder_id, modseq)
+
     def folder_counts(self, folder_id):
         """STATUS totals; a label's from its linked rows (a label is a small view)."""
         label_id = label_id_of(folder_id)

@@ -47,6 +47,7 @@ from haitatsu.imap.binary import BinaryMixin, UnknownCTE, blocking_runner
 from haitatsu.imap.extensions import ExtensionsMixin
 from haitatsu.imap.fanout import ChangeFanout
 from haitatsu.imap.labels import ViewStore, is_label_folder, selected_change
+from haitatsu.imap.qresync import vanished_earlier
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
 from haitatsu.imap.special_use import SpecialUseMixin, parse_create_params
 from haitatsu.imap.utf8 import UTF8Mixin
@@ -1071,7 +1072,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         else:
             self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
             if qresync is not None and qresync[0] == folder.uid_validity:
-                await self._qresync(view, qresync[1], qresync[2])
+                await self._qresync(view, *qresync[1:])
         mode = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
         self.sendPositiveResponse(tag, mode + b" " + name + b" completed")
 
@@ -1105,15 +1106,15 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 raise IMAPSyntaxError("unknown SELECT parameter")
         return condstore, qresync
 
-    async def _qresync(self, view, modseq, known):
+    async def _qresync(self, view, modseq, known, seq_match=None):
         """RFC 7162 3.2.5.1: what changed since ``modseq``: ``VANISHED (EARLIER)`` for the
-        UIDs that left, then FETCH (UID FLAGS MODSEQ) for the messages that changed, both
-        limited to the client's known UIDs when it sent them."""
-        vanished = await self.store.vanished_since(view.folder.id, modseq)
-        if known is not None:
-            vanished = [u for u in vanished if _in_ranges(u, known)]
-        if vanished:
-            self.sendUntaggedResponse(b"VANISHED (EARLIER) " + format_uid_set(vanished))
+        UIDs that left (imap/qresync.py: all that may have, once pruned past ``modseq``),
+        then FETCH (UID FLAGS MODSEQ) for the messages that changed, both limited to the
+        client's known UIDs when it sent them."""
+        report = await self.store.vanished_report(view.folder.id, modseq)
+        gone = vanished_earlier(report, known, view, seq_match)
+        if gone:
+            self.sendUntaggedResponse(b"VANISHED (EARLIER) " + gone)
         for row in view.rows:
             if row.modseq > modseq and (known is None or _in_ranges(row.uid, known)):
                 self.sendUntaggedResponse(
@@ -1201,7 +1202,11 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             if delta.folder is None:
                 # Deleted, and the folder_deleted change was not heard (a bus reconnect).
                 self._selected_folder_gone()
-            update = view.apply_delta(delta.changed, delta.vanished)
+            vanished = delta.vanished
+            if not delta.complete:  # pruned past the view's MODSEQ: changed is every live row
+                live = {row.uid for row in delta.changed}
+                vanished = [uid for uid in view.uids if uid not in live]
+            update = view.apply_delta(delta.changed, vanished)
             self.last_update = update
             view.highest_modseq = max(view.highest_modseq, delta.folder.highest_modseq)
             self._send_expunged(update.expunged, update.vanished)
@@ -1549,14 +1554,10 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         uids = self._target_uids(args[0], uid)
         view = self.view
         if vanished:
-            ranges = parse_sequence_set(bytes(args[0]))
-            gone = [
-                u
-                for u in await self.store.vanished_since(view.folder.id, changed_since)
-                if _in_ranges(u, ranges) and u not in view.by_uid
-            ]
+            report = await self.store.vanished_report(view.folder.id, changed_since)
+            gone = vanished_earlier(report, parse_sequence_set(bytes(args[0])), view)
             if gone:
-                self.sendUntaggedResponse(b"VANISHED (EARLIER) " + format_uid_set(gone))
+                self.sendUntaggedResponse(b"VANISHED (EARLIER) " + gone)
         if changed_since is not None:
             uids = [u for u in uids if u in view.by_uid and view.row(u).modseq > changed_since]
         needs_info = any(not isinstance(i, str) or i in fetchmod.INFO_ITEMS for i in items)
@@ -1832,8 +1833,9 @@ def _in_ranges(uid: int, ranges) -> bool:
 
 
 def _qresync_param(params):
-    """``(uidvalidity, modseq, known uid ranges or None)``; the sequence match data is parsed
-    and not needed: every expunge is remembered with its MODSEQ (``expunged_uids``)."""
+    """``(uidvalidity, modseq, known uid ranges or None, (seq ranges, uid ranges) or None)``;
+    the sequence match data narrows the answer once ``expunged_uids`` was pruned past the
+    client's MODSEQ (imap/qresync.py)."""
     if len(params) < 2 or len(params) > 4:
         raise IMAPSyntaxError("QRESYNC needs (uidvalidity modseq [known-uids [seq-match]])")
     uid_validity = _number(params[0], "uidvalidity")
@@ -1841,13 +1843,13 @@ def _qresync_param(params):
     known = _uid_ranges(params[2]) if len(params) >= 3 else None
     if known is not None and any(low is None or high is None for low, high in known):
         raise IMAPSyntaxError("known-uids must not contain *")
+    seq_match = None
     if len(params) == 4:
         match = params[3]
         if not isinstance(match, list) or len(match) != 2:
             raise IMAPSyntaxError("sequence match data is (seqs uids)")
-        _uid_ranges(match[0])
-        _uid_ranges(match[1])
-    return uid_validity, modseq, known
+        seq_match = (_uid_ranges(match[0]), _uid_ranges(match[1]))
+    return uid_validity, modseq, known, seq_match
 
 
 _SEARCH_RETURNS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")

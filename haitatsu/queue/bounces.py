@@ -3,7 +3,9 @@
 Every message the queue relays has the return path ``bounces+<message id>@<sender domain>``, so
 a bounce another server sends later (after our relay accepted the message) names the message it
 is about. At RCPT such an address at one of our domains is accepted, the report is parsed (status,
-recipient, diagnostic) and recorded in ``bounce_events``, and nothing reaches a mailbox. A bare
+recipient, diagnostic) and recorded in ``bounce_events``, and nothing reaches a mailbox. A
+recipient the report says ``failed`` that the relay had taken becomes ``bounced`` in the job's
+per-recipient outcome (the outbound job API shows it). A bare
 ``bounces@`` or a malformed VERP address at our domains is ``550 5.1.1 invalid bounce
 recipient``; at other domains these are ordinary (unknown) recipients.
 """
@@ -71,8 +73,9 @@ def _typed(value: str) -> str:
 
 def parse_report(path: str) -> dict:
     """Parse a bounce file (in a thread): its SHA-256 and size, the per-recipient reports of
-    its ``message/delivery-status`` part (``recipient``, ``action``, ``status``,
-    ``diagnostic``, ``remote_mta``, ``reporting_mta``) and an excerpt of its human text."""
+    its ``message/delivery-status`` part (``recipient``, ``original_recipient``, ``action``,
+    ``status``, ``diagnostic``, ``remote_mta``, ``reporting_mta``) and an excerpt of its human
+    text."""
     digest = hashlib.sha256()
     size = 0
     head = bytearray()
@@ -94,11 +97,11 @@ def parse_report(path: str) -> dict:
             for block in blocks[1:]:
                 if not hasattr(block, "get"):
                     continue
+                original = _typed(_field(block, "Original-Recipient"))
                 reports.append(
                     {
-                        "recipient": _typed(
-                            _field(block, "Final-Recipient") or _field(block, "Original-Recipient")
-                        ),
+                        "recipient": _typed(_field(block, "Final-Recipient")) or original,
+                        "original_recipient": original,
                         "action": _field(block, "Action").lower(),
                         "status": _field(block, "Status"),
                         "diagnostic": _typed(_field(block, "Diagnostic-Code")),

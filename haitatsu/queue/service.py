@@ -226,7 +226,11 @@ class OutboundQueue(PollingService):
         else:
             status = (
                 "failed"
-                if any(r.status == "failed" for r in job.recipients if r.rcpt not in answers)
+                if any(
+                    r.status in ("failed", "bounced")
+                    for r in job.recipients
+                    if r.rcpt not in answers
+                )
                 or failed
                 else "sent"
             )

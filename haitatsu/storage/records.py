@@ -362,7 +362,9 @@ class CopyResult:
 class OutboundRecipient:
     """One recipient of an outbound job: ``pending`` until an attempt settles it as ``sent`` or
     ``failed``; ``code``, ``enhanced_status_code`` and ``response`` are the last answer heard
-    for it (a 4xx leaves it pending with that answer)."""
+    for it (a 4xx leaves it pending with that answer). A ``sent`` recipient becomes
+    ``bounced`` when a bounce to the job's VERP address reports it failed later (the report's
+    code, status and diagnostic then)."""
 
     id: str
     job_id: str

@@ -52,10 +52,10 @@ class APIClient:
     real reactor turning in between, until the whole response has arrived.
     """
 
-    def __init__(self, store=None, reloader=None, config=None):
+    def __init__(self, store=None, reloader=None, config=None, resolver=None):
         # ``config`` is the get_config callable: a LiveConfig, or e.g. a watcher's ``current``.
         self.config = config or LiveConfig()
-        self.api = HaitatsuAPI(self.config, store, reloader, reactor)
+        self.api = HaitatsuAPI(self.config, store, reloader, reactor, resolver=resolver)
         self.stub = StubTreq(self.api.resource())
 
     async def _pumped(self, d):

@@ -40,6 +40,17 @@ def forwarded(data: bytes, directory: str, sealer="forwarder.example", cv="none"
     return b"".join(f"{name}: {value}\r\n".encode() for name, value in fields) + data
 
 
+def ours(head: bytes) -> list[bytes]:
+    """The ARC and Authentication-Results fields of a header block, as stored (folded)."""
+    fields: list[bytes] = []
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    return [f for f in fields if f.startswith((b"ARC-", b"Authentication-Results:"))]
+
+
 def dkimpy_arc_verify(raw: bytes):
     record = signing_key()[1].encode()
     return dkim.arc_verify(raw, dnsfunc=lambda name, timeout=5: record)
@@ -90,7 +101,11 @@ class ARCFilterTests(AuthMX):
         self.assertTrue(results["arc_sealed"])
         head = raw.split(b"\r\n\r\n")[0]
         self.assertIn(b"\r\nARC-Seal: i=1; cv=none; a=rsa-sha256; d=auth.test; s=arc;", head)
-        aar = [line for line in head.split(b"\r\n") if line.startswith(b"ARC-Authentication")]
+        # Stored folded (RFC 5322 line lengths); unfolded, one field.
+        for field in ours(head):
+            self.assertLessEqual(max(len(line) for line in field.split(b"\r\n")), 78, field)
+        unfolded = head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
+        aar = [line for line in unfolded.split(b"\r\n") if line.startswith(b"ARC-Authentication")]
         self.assertEqual(len(aar), 1)
         self.assertTrue(
             aar[0].startswith(f"ARC-Authentication-Results: i=1; {HOSTNAME}; spf=".encode())

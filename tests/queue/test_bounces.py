@@ -13,16 +13,18 @@ from twisted.trial import unittest
 
 from haitatsu.queue import BounceHandler, parse_verp
 from haitatsu.smtp import InboundSMTPFactory
+from tests.api.client import APIClient
 from tests.queue.helpers import (
     ScriptedRelay,
     inbox_messages,
+    make_clock,
     make_config,
     make_queue,
     queue_message,
 )
 from tests.smtp.helpers import make_config as make_mx_config
 from tests.smtp.helpers import temp_dir
-from tests.support import make_store
+from tests.support import PG_SKIP, make_pg_store, make_store
 
 REPORT = (
     "From: MAILER-DAEMON@mx.remote.test\r\n"
@@ -69,12 +71,14 @@ class VerpParsingTests(unittest.SynchronousTestCase):
         self.assertIsNone(parse_verp("bouncesx@example.com"))
 
 
-class VerpBounceOverSMTPTests(unittest.TestCase):
+class _BounceMX(unittest.TestCase):
+    """The MX on 127.0.0.1 with bounce handling; ``send`` is smtplib in a thread."""
+
     timeout = 60
 
     async def setUp(self):
         root = temp_dir(self)
-        self.store = await make_store(self, root)
+        self.store = await self.open_store(root)
         factory = InboundSMTPFactory(
             lambda: make_mx_config(max_message_size=100_000, max_line_length=4000),
             self.store,
@@ -86,6 +90,9 @@ class VerpBounceOverSMTPTests(unittest.TestCase):
         self.addCleanup(port.stopListening)
         self.port = port.getHost().port
 
+    async def open_store(self, root):
+        return await make_store(self, root)
+
     def send(self, rcpts, data: bytes, sender=""):
         with smtplib.SMTP("127.0.0.1", self.port, local_hostname="mx.remote.test", timeout=10) as c:
             c.ehlo()
@@ -95,6 +102,8 @@ class VerpBounceOverSMTPTests(unittest.TestCase):
             data_answer = c.data(data) if accepted else None
         return answers, data_answer
 
+
+class VerpBounceOverSMTPTests(_BounceMX):
     async def test_bounce_on_the_return_path_is_recorded_and_not_delivered(self):
         relay = ScriptedRelay()
         relay_port = relay.listen(self)
@@ -156,3 +165,141 @@ class VerpBounceOverSMTPTests(unittest.TestCase):
         (event,) = await self.store.list_bounce_events("01JAAAAAAAAAAAAAAAAAAAAAAA")
         self.assertEqual(event.job_id, "")
         self.assertEqual(len(await inbox_messages(self.store, bob.id)), 1)
+
+
+def report(verp: str, *blocks: tuple[str, str, str, str]) -> bytes:
+    """A DSN to ``verp`` with one per-recipient block per ``(recipient, action, status,
+    diagnostic)``."""
+    text = REPORT.format(verp=verp)
+    head, _, rest = text.partition("Final-Recipient:")
+    tail = rest[rest.index("--B\r\nContent-Type: text/rfc822-headers") :]
+    fields = "".join(
+        f"Final-Recipient: rfc822; {rcpt}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n\r\n"
+        for rcpt, action, status, diagnostic in blocks
+    )
+    return (head + fields + tail).encode()
+
+
+class VerpBounceOutcomeTests(_BounceMX):
+    """A bounce received after the relay took the message: the job's recipient it reports as
+    failed becomes ``bounced``, visible in ``GET /api/v1/mailboxes/:id/outbound``."""
+
+    async def relay_two(self):
+        relay = ScriptedRelay()
+        relay_port = relay.listen(self)
+        queue = make_queue(self, self.store, make_config(f"127.0.0.1:{relay_port}"))
+        mailbox, message_id, job_id = await queue_message(
+            self.store, ["bob@remote.test", "Carol@remote.test"]
+        )
+        await queue.process_due()
+        (got,) = relay.received
+        return mailbox, job_id, got["from"]
+
+    async def jobs(self, mailbox):
+        answer = await APIClient(self.store).get(f"/api/v1/mailboxes/{mailbox.id}/outbound")
+        self.assertEqual(answer.status, 200, answer.body)
+        [job] = answer.json["data"]
+        return job, {r["rcpt"]: r for r in job["recipients"]}
+
+    async def test_failed_report_marks_the_recipient_bounced(self):
+        mailbox, job_id, verp = await self.relay_two()
+        job, recipients = await self.jobs(mailbox)
+        self.assertEqual(job["status"], "sent")
+        # A delay report changes nothing; the relay's 250 still stands.
+        delayed = report(verp, ("bob@remote.test", "delayed", "4.2.2", "452 4.2.2 over quota"))
+        _, data_answer = await deferToThread(self.send, [verp], delayed)
+        self.assertEqual(data_answer[0], 250)
+        job, recipients = await self.jobs(mailbox)
+        self.assertEqual((job["status"], recipients["bob@remote.test"]["status"]), ("sent", "sent"))
+        # The final report: Carol's mailbox is full (her address in another case).
+        failed = report(
+            verp,
+            ("carol@remote.test", "failed", "5.2.2", "552 5.2.2 mailbox full"),
+            ("nobody@remote.test", "failed", "5.1.1", "550 5.1.1 no such user"),
+        )
+        _, data_answer = await deferToThread(self.send, [verp], failed)
+        self.assertEqual(data_answer[0], 250)
+        job, recipients = await self.jobs(mailbox)
+        self.assertEqual(job["status"], "failed")
+        self.assertEqual(
+            job["last_error"],
+            {
+                "code": 552,
+                "enhanced_status_code": "5.2.2",
+                "classification": "permanent",
+                "response": "bounced by mx.remote.test: 552 5.2.2 mailbox full",
+            },
+        )
+        carol = recipients["Carol@remote.test"]
+        self.assertEqual(
+            (carol["status"], carol["code"], carol["enhanced_status_code"], carol["response"]),
+            ("bounced", 552, "5.2.2", "552 5.2.2 mailbox full"),
+        )
+        self.assertEqual(recipients["bob@remote.test"]["status"], "sent")
+        self.assertEqual(set(recipients), {"bob@remote.test", "Carol@remote.test"})
+        # Every report is recorded, the one about no recipient of the job too.
+        events = await self.store.list_bounce_events(job["message_id"])
+        self.assertEqual(len(events), 3)
+        self.assertTrue(all(e.job_id == job_id for e in events))
+        # The same bounce again changes nothing more.
+        _, data_answer = await deferToThread(self.send, [verp], failed)
+        self.assertEqual((await self.jobs(mailbox))[0]["updated_at"], job["updated_at"])
+
+    async def test_a_recipient_the_relay_refused_stays_failed(self):
+        relay = ScriptedRelay(rcpt_replies={"bob@remote.test": (550, "5.1.1 unknown user")})
+        relay_port = relay.listen(self)
+        queue = make_queue(self, self.store, make_config(f"127.0.0.1:{relay_port}"))
+        mailbox, message_id, job_id = await queue_message(self.store, ["bob@remote.test"])
+        await queue.process_due()
+        verp = f"bounces+{message_id}@example.com"
+        await deferToThread(
+            self.send, [verp], report(verp, ("bob@remote.test", "failed", "5.2.2", "552 full"))
+        )
+        job, recipients = await self.jobs(mailbox)
+        bob = recipients["bob@remote.test"]
+        self.assertEqual((job["status"], bob["status"], bob["code"]), ("failed", "failed", 550))
+
+    async def test_a_bounce_while_others_are_retried_fails_the_job_at_the_end(self):
+        relay = ScriptedRelay(rcpt_replies={"carol@remote.test": (450, "4.2.0 try later")})
+        relay_port = relay.listen(self)
+        clock = make_clock()
+        queue = make_queue(self, self.store, make_config(f"127.0.0.1:{relay_port}"), clock=clock)
+        mailbox, message_id, _ = await queue_message(
+            self.store, ["bob@remote.test", "carol@remote.test"]
+        )
+        await queue.process_due()
+        job, recipients = await self.jobs(mailbox)
+        self.assertEqual(
+            (job["status"], recipients["bob@remote.test"]["status"]), ("retry", "sent")
+        )
+        verp = f"bounces+{message_id}@example.com"
+        await deferToThread(
+            self.send, [verp], report(verp, ("bob@remote.test", "failed", "5.1.1", "550 gone"))
+        )
+        job, recipients = await self.jobs(mailbox)
+        self.assertEqual(
+            (job["status"], recipients["bob@remote.test"]["status"]), ("retry", "bounced")
+        )
+        # The retry takes Carol and sends to her alone; the job ends failed, not sent.
+        relay.rcpt_replies.clear()
+        clock.advance(60)
+        self.assertEqual(await queue.process_due(), 1)
+        self.assertEqual(relay.received[-1]["rcpts"], ["carol@remote.test"])
+        job, recipients = await self.jobs(mailbox)
+        self.assertEqual(
+            (
+                job["status"],
+                recipients["bob@remote.test"]["status"],
+                recipients["carol@remote.test"]["status"],
+            ),
+            ("failed", "bounced", "sent"),
+        )
+
+
+class PostgresVerpBounceOutcomeTests(VerpBounceOutcomeTests):
+    skip = PG_SKIP
+    timeout = 120
+
+    async def open_store(self, root):
+        return await make_pg_store(self, root)

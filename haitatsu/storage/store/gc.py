@@ -22,36 +22,111 @@ from haitatsu.storage.store.common import (
 
 class GarbageMixin(StoreBase):
     def purge_message(self, message_id):
-        """Delete a message row for good once no live placement references it: its
-        soft-deleted placements go with it and each of its blobs loses one reference (the blobs
-        themselves go later, through ``collect_garbage``). Fire with True if it was purged."""
+        """Delete a message row for good once no live placement references it and no
+        outbound job still has to send it: its soft-deleted placements go with it, the
+        finished jobs that sent it keep their recipients and attempts but lose the reference
+        (``message_id`` NULL), and each of its blobs loses one reference (the blobs themselves
+        go later, through ``collect_garbage``). Fire with True if it was purged."""
 
         async def txn_fn(txn):
-            live = await txn.execute_one(
-                "SELECT COUNT(*) AS n FROM mailbox_messages WHERE message_id = ? "
-                "AND deleted_at IS NULL",
-                (message_id,),
-            )
-            if live["n"]:
-                return False
-            row = await txn.execute_one(
-                "SELECT blob_key, size_bytes, layout FROM messages WHERE id = ?", (message_id,)
-            )
-            if row is None:
-                return False
-            await txn.execute("DELETE FROM mailbox_messages WHERE message_id = ?", (message_id,))
-            await txn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
-            now = now_ns()
-            for key in _message_blob_keys(row["blob_key"], row["layout"]):
-                await txn.execute(
-                    "UPDATE blobs SET refcount = refcount - 1, updated_at = ? "
-                    "WHERE blob_key = ? AND refcount > 0",
-                    (now, key),
-                )
-            await self._audit(txn, "message.purged", "message", message_id)
-            return True
+            return await self._purge(txn, message_id)
 
         return self._run("purge_message", txn_fn)
+
+    async def _purge(self, txn, message_id, deleted_before=None, created_before=None) -> bool:
+        """``purge_message`` in the caller's transaction; with ``deleted_before`` only when
+        every placement was soft-deleted before it, with ``created_before`` only a message
+        stored before it."""
+        placements = await txn.execute_one(
+            "SELECT COUNT(*) AS n, "
+            "COALESCE(SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), 0) AS live, "
+            "MAX(deleted_at) AS last_deleted FROM mailbox_messages WHERE message_id = ?",
+            (message_id,),
+        )
+        if placements["live"]:
+            return False
+        if deleted_before is not None and (
+            not placements["n"] or placements["last_deleted"] >= deleted_before
+        ):
+            return False
+        row = await txn.execute_one(
+            "SELECT blob_key, size_bytes, layout, created_at FROM messages WHERE id = ?",
+            (message_id,),
+        )
+        if row is None or (created_before is not None and row["created_at"] >= created_before):
+            return False
+        pending = await txn.execute_one(
+            "SELECT id FROM outbound_jobs WHERE message_id = ? "
+            "AND status NOT IN ('sent', 'failed') LIMIT 1",
+            (message_id,),
+        )
+        if pending is not None:
+            return False
+        await txn.execute(
+            "UPDATE outbound_jobs SET message_id = NULL WHERE message_id = ?", (message_id,)
+        )
+        await txn.execute("DELETE FROM mailbox_messages WHERE message_id = ?", (message_id,))
+        await txn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        now = now_ns()
+        for key in _message_blob_keys(row["blob_key"], row["layout"]):
+            await txn.execute(
+                "UPDATE blobs SET refcount = refcount - 1, updated_at = ? "
+                "WHERE blob_key = ? AND refcount > 0",
+                (now, key),
+            )
+        await self._audit(txn, "message.purged", "message", message_id)
+        return True
+
+    def purge_expired_messages(
+        self, deleted_before_ns, created_before_ns, batch=200, should_continue=None
+    ):
+        """API.md 5.7: purge (``purge_message``) every message whose placements were all
+        soft-deleted before ``deleted_before_ns``, stored before ``created_before_ns``, with
+        no outbound job left to send it. Found through the soft-deleted placements (one
+        short transaction per message); fire with ``{"purged", "kept"}`` (kept: a candidate
+        that still had a reason to stay)."""
+        return defer.Deferred.fromCoroutine(
+            self._purge_expired(
+                int(deleted_before_ns),
+                int(created_before_ns),
+                batch,
+                should_continue or (lambda: True),
+            )
+        )
+
+    async def _purge_expired(self, deleted_before, created_before, batch, should_continue):
+        async def candidates(txn, after):
+            return await txn.execute(
+                "SELECT id, message_id, deleted_at FROM mailbox_messages "
+                "WHERE deleted_at IS NOT NULL AND deleted_at < ? "
+                "AND (deleted_at > ? OR (deleted_at = ? AND id > ?)) "
+                "ORDER BY deleted_at, id LIMIT ?",
+                (deleted_before, after[0], after[0], after[1], batch),
+            )
+
+        async def purge(txn, message_id):
+            return await self._purge(txn, message_id, deleted_before, created_before)
+
+        report = {"purged": 0, "kept": 0}
+        seen: set[str] = set()
+        after = (-1, "")
+        while should_continue():
+            rows = await self.db.run("purge_candidates", candidates, after, readonly=True)
+            for row in rows:
+                if not should_continue():
+                    break
+                if row["message_id"] in seen:
+                    continue
+                seen.add(row["message_id"])
+                if await self._run("purge_expired_message", purge, row["message_id"]):
+                    report["purged"] += 1
+                else:
+                    report["kept"] += 1
+            if len(rows) < batch:
+                break
+            after = (rows[-1]["deleted_at"], rows[-1]["id"])
+            seen.clear()
+        return report
 
     def collect_garbage(self, grace_seconds=86400, batch=200, should_continue=None):
         """Remove blobs no message references: rows with ``refcount`` 0 untouched for

@@ -42,7 +42,7 @@ _JOB_COLUMNS = (
 def _job(row, recipients=(), attempts=(), message=None) -> OutboundJob:
     return OutboundJob(
         id=row["id"],
-        message_id=row["message_id"],
+        message_id=row["message_id"] or "",  # NULL once the message was purged
         mailbox_id=row["mailbox_id"],
         trace_id=row["trace_id"],
         mail_from=row["mail_from"],
