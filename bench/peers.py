@@ -252,11 +252,9 @@ class Haitatsu:
         self.mailbox_id = None
 
     def write_config(self) -> str:
-        """Write the instance's ``haitatsu.pkl`` (once) and return its path: a benchmark that
-        fills the store in-process before ``start`` opens the store this config names."""
+        """Write the instance's ``haitatsu.pkl`` and return its path: a benchmark that fills
+        the store in-process before ``start`` opens the store this config names."""
         config = os.path.join(self.workdir, "haitatsu.pkl")
-        if os.path.exists(config):
-            return config
         os.makedirs(self.workdir, exist_ok=True)
         submission = f"127.0.0.1:{self.submission_port}" if self.submission_port else ""
         with open(config, "w") as f:

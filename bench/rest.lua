@@ -1,10 +1,12 @@
 -- wrk script of bench/rest.py: the service token on every request, a path that is either fixed
 -- (BENCH_PATH) or a template with one %s filled by a random id from the file BENCH_IDS, one id
--- a line; at the end one line "BENCH_RESULT {json}" with the figures bench/rest.py reads.
+-- a line; BENCH_THINK_MS, when set, is a pause of each connection before each request. At the
+-- end one line "BENCH_RESULT {json}" with the figures bench/rest.py reads.
 
 local token = os.getenv("BENCH_TOKEN") or ""
 local path = os.getenv("BENCH_PATH") or "/"
 local ids_file = os.getenv("BENCH_IDS") or ""
+local think_ms = tonumber(os.getenv("BENCH_THINK_MS") or "0") or 0
 
 wrk.headers["Authorization"] = "Bearer " .. token
 
@@ -34,6 +36,13 @@ function request()
     return wrk.format(nil, string.format(path, ids[math.random(#ids)]))
   end
   return wrk.format(nil, path)
+end
+
+if think_ms > 0 then
+  -- Each connection waits this long before its next request: clients that read what they got.
+  function delay()
+    return think_ms
+  end
 end
 
 function done(summary, latency, requests)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/rest.py [--messages 100000] [--duration 30] [--connections 50]
         [--threads 2] [--targets sqlite,postgres-s3] [--scenarios list,list-deep,get,raw]
-        [--warmup 3] [--profile DIR] [--keep]
+        [--warmup 3] [--profile DIR] [--keep] [--workdir DIR]
 
 For each target a fresh haitatsu is prepared in a temporary directory: its config is written,
 ``bench/corpus.py`` creates the mailbox and loads ``--messages`` generated messages through the
@@ -93,6 +93,16 @@ def load_corpus(target: Haitatsu, args) -> dict:
         return json.load(f)
 
 
+def reused_corpus(workdir: str, args) -> dict | None:
+    """The corpus a previous run with ``--workdir`` loaded there, if it has as many messages."""
+    path = os.path.join(workdir, "corpus.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        corpus = json.load(f)
+    return corpus if corpus["messages"] == args.messages else None
+
+
 def encode_cursor(created_at: int, row_id: str) -> str:
     sys.path.insert(0, ROOT)
     from haitatsu.api.conventions import encode_cursor as encode
@@ -137,7 +147,13 @@ def check_answers(target: Haitatsu, corpus: dict, paths: dict) -> None:
 
 
 def wrk(target: Haitatsu, path: str, ids_file: str | None, seconds: float, args) -> dict:
-    env = dict(os.environ, BENCH_TOKEN=target.token, BENCH_PATH=path, BENCH_IDS=ids_file or "")
+    env = dict(
+        os.environ,
+        BENCH_TOKEN=target.token,
+        BENCH_PATH=path,
+        BENCH_IDS=ids_file or "",
+        BENCH_THINK_MS=str(args.think_ms),
+    )
     command = [
         "wrk",
         "--latency",
@@ -159,12 +175,21 @@ def wrk(target: Haitatsu, path: str, ids_file: str | None, seconds: float, args)
     for line in result.stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
             figures = json.loads(line.split(" ", 1)[1])
+            if not figures["requests"]:
+                raise RuntimeError(f"wrk completed no request: {result.stdout}")
             figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
             figures["errors"] = sum(
                 v for k, v in figures.items() if k.endswith(("_errors", "timeouts"))
             )
             return figures
     raise RuntimeError(f"no result from wrk: {result.stdout}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def profiled(target: Haitatsu, name: str, args):
@@ -198,18 +223,27 @@ def profiled(target: Haitatsu, name: str, args):
 
 
 def run_target(name: str, args) -> list[tuple]:
-    workdir = tempfile.mkdtemp(prefix=f"bench-rest-{name}-")
+    if args.workdir and name == "sqlite":
+        workdir = os.path.abspath(args.workdir)
+        os.makedirs(workdir, exist_ok=True)
+    else:
+        workdir = tempfile.mkdtemp(prefix=f"bench-rest-{name}-")
     target = make_target(name, workdir)
     rows = []
     try:
-        started = time.monotonic()
-        corpus = load_corpus(target, args)
-        loaded = time.monotonic() - started
-        print(
-            f"{target.name}: loaded {corpus['messages']} messages in {loaded:.0f} s "
-            f"({corpus['messages'] / corpus['seconds']:.0f} msg/s)",
-            flush=True,
-        )
+        corpus = reused_corpus(workdir, args) if args.workdir and name == "sqlite" else None
+        if corpus is None:
+            started = time.monotonic()
+            corpus = load_corpus(target, args)
+            loaded = time.monotonic() - started
+            print(
+                f"{target.name}: loaded {corpus['messages']} messages in {loaded:.0f} s "
+                f"({corpus['messages'] / corpus['seconds']:.0f} msg/s)",
+                flush=True,
+            )
+        else:
+            target.write_config()
+            print(f"{target.name}: reusing {corpus['messages']} messages in {workdir}")
         target.mailbox_id = corpus["mailbox_id"]
         target.start()
         paths = scenario_paths(target, corpus)
@@ -219,7 +253,9 @@ def run_target(name: str, args) -> list[tuple]:
             if args.warmup:
                 wrk(target, path, ids_file, args.warmup, args)
             spy = profiled(target, scenario, args)
+            cpu = cpu_seconds(target.proc.pid)
             figures = wrk(target, path, ids_file, args.duration, args)
+            figures["cpu_ms"] = (cpu_seconds(target.proc.pid) - cpu) * 1000 / figures["requests"]
             if spy is not None:
                 spy.wait(60)
             row = (target.name, scenario, figures)
@@ -232,7 +268,7 @@ def run_target(name: str, args) -> list[tuple]:
         raise
     finally:
         target.stop()
-        if args.keep:
+        if args.keep or (args.workdir and name == "sqlite"):
             print(f"kept {workdir}", file=sys.stderr)
         else:
             remove(workdir)
@@ -247,7 +283,8 @@ def print_row(row, args) -> None:
     print(
         f"{name:>22}  {scenario:<10} {f['rps']:8.1f} req/s  p50 {f['p50_us'] / 1000:7.2f} ms  "
         f"p99 {f['p99_us'] / 1000:7.2f} ms  max {f['max_us'] / 1000:7.1f} ms  "
-        f"errors {f['errors']:>4}  {met and 'p99 < 20 ms: ' + met}",
+        f"server CPU {f['cpu_ms']:5.2f} ms/req  errors {f['errors']:>4}  "
+        f"{met and 'p99 < 20 ms: ' + met}",
         flush=True,
     )
 
@@ -259,12 +296,23 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=float, default=3, help="uncounted seconds first")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--think-ms",
+        type=int,
+        default=0,
+        help="pause of each connection before each request (0: back to back, as the issue)",
+    )
     parser.add_argument("--targets", default="sqlite")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--batch", type=int, default=250, help="messages per delivery batch")
     parser.add_argument("--load-concurrency", type=int, default=8, help="batches in flight")
     parser.add_argument("--profile", metavar="DIR", help="py-spy each scenario into DIR")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    parser.add_argument(
+        "--workdir",
+        help="sqlite target only: use (and keep) this directory; a later run with the same "
+        "--messages reuses the messages loaded there",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
     if unknown:
@@ -274,17 +322,20 @@ def main(argv=None) -> int:
     for name in args.targets.split(","):
         rows += run_target(name, args)
     print()
+    think = f", {args.think_ms} ms pause before each request" if args.think_ms else ""
     print(
-        f"{args.messages} messages, {args.connections} connections, {args.duration:g} s per "
-        f"scenario; target (issue 6): p99 < {TARGET_P99_MS:g} ms for a page of 50"
+        f"{args.messages} messages, {args.connections} connections{think}, {args.duration:g} s "
+        f"per scenario; target (issue 6): p99 < {TARGET_P99_MS:g} ms for a page of 50"
     )
-    print("| target | scenario | req/s | p50 ms | p99 ms | errors | p99 < 20 ms |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | --- |")
+    print(
+        "| target | scenario | req/s | p50 ms | p99 ms | server CPU ms/req | errors | p99 < 20 ms |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
     for name, scenario, f in rows:
         met = ("yes" if f["p99_us"] / 1000 < TARGET_P99_MS else "no") if "list" in scenario else ""
         print(
             f"| {name} | {scenario} | {f['rps']:.1f} | {f['p50_us'] / 1000:.2f} | "
-            f"{f['p99_us'] / 1000:.2f} | {f['errors']} | {met} |"
+            f"{f['p99_us'] / 1000:.2f} | {f['cpu_ms']:.2f} | {f['errors']} | {met} |"
         )
     return 0
 
