@@ -258,6 +258,11 @@ def run_target(name: str, args) -> list[tuple]:
             figures["cpu_ms"] = (cpu_seconds(target.proc.pid) - cpu) * 1000 / figures["requests"]
             if spy is not None:
                 spy.wait(60)
+            if target.proc.poll() is not None:
+                raise RuntimeError(
+                    f"haitatsu exited ({target.proc.returncode}) during {scenario}; "
+                    "see the kernel log (dmesg) for a crash"
+                )
             row = (target.name, scenario, figures)
             rows.append(row)
             print_row(row, args)

@@ -2,9 +2,10 @@
 
 The statements are the ones the store really runs (captured with SQLite's trace callback on the
 engine's connections) and ``EXPLAIN QUERY PLAN`` is asked of the same database. A page after a
-cursor must be a range on ``mailbox_messages_mailbox`` (``mailbox_id``, ``created_at``, ``id``)
-and no sort: otherwise a page deep in a large mailbox walks every newer row first
-(docs/api.md, Pagination; bench/rest.py measures it).
+cursor must be a range on ``mailbox_messages_mailbox`` (``mailbox_id``, ``created_at``, ``id``),
+and the list of one folder a range on ``mailbox_messages_folder_created`` (schema 026), with no
+sort: otherwise a page deep in a large mailbox, or of a small folder in it, walks every newer
+row first (docs/api.md, Pagination; bench/rest.py measures it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from haitatsu.storage import Database, DirectoryBlobStore, LocalChangeBus, MailStore, SQLiteEngine
+from haitatsu.storage.store import MessageQuery
 from tests.support import deliver_bytes
 
 
@@ -90,6 +92,22 @@ class MessageListPlanTests(unittest.TestCase):
         self.assertIn(
             "SEARCH mm USING INDEX mailbox_messages_mailbox "
             "(mailbox_id=? AND (created_at,id)<(?,?))",
+            plan,
+        )
+        self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)
+
+    async def test_one_folder_is_a_range_on_the_folder_index(self):
+        other = await deliver_bytes(self.store, message(9), self.mailbox.id, folder="Sent")
+        folder_id = other[0].folder_id
+        self.engine.statements.clear()
+        page = await self.store.query_messages(
+            self.mailbox.id, MessageQuery(folder_id=folder_id), limit=2, before=(2**62, "Z")
+        )
+        self.assertEqual([mm.id for mm, _, _ in page], [other[0].id])
+        plan = self.plan_of_list()
+        self.assertIn(
+            "SEARCH mm USING INDEX mailbox_messages_folder_created "
+            "(folder_id=? AND (created_at,id)<(?,?))",
             plan,
         )
         self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)
