@@ -251,9 +251,11 @@ class Haitatsu:
         self.proc = None
         self.mailbox_id = None
 
-    def start(self) -> None:
-        os.makedirs(self.workdir, exist_ok=True)
+    def write_config(self) -> str:
+        """Write the instance's ``haitatsu.pkl`` and return its path: a benchmark that fills
+        the store in-process before ``start`` opens the store this config names."""
         config = os.path.join(self.workdir, "haitatsu.pkl")
+        os.makedirs(self.workdir, exist_ok=True)
         submission = f"127.0.0.1:{self.submission_port}" if self.submission_port else ""
         with open(config, "w") as f:
             f.write(
@@ -278,6 +280,12 @@ logging {{ level = "warn" }}
 {self.extra_config}
 """
             )
+        return config
+
+    def start(self) -> None:
+        """Start the server, and create the benchmark mailbox unless ``mailbox_id`` is set
+        (a mailbox loaded before the start)."""
+        config = self.write_config()
         env = dict(os.environ, PYTHONPATH=ROOT)
         env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
         self.log = open(os.path.join(self.workdir, "twistd.log"), "wb")
@@ -300,6 +308,8 @@ logging {{ level = "warn" }}
             time.sleep(0.2)
         else:
             raise RuntimeError("haitatsu did not become ready")
+        if self.mailbox_id is not None:
+            return
         status, body = self.http(
             "POST", "/api/v1/mailboxes", {"primary_address": f"box@{self.domain}"}
         )

@@ -22,6 +22,7 @@ from importlib import resources
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from haitatsu.interfaces import Conflict, StorageUnavailable
@@ -44,7 +45,6 @@ class SQLiteEngine:
         if self.path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -181,8 +181,12 @@ def _run_in_thread(engine, conn, begin, fn, args):
 def _execute(conn, sql, params):
     cursor = conn.execute(sql, params)
     try:
-        rows = [dict(row) for row in cursor.fetchall()] if cursor.description else []
-        return rows, cursor.rowcount
+        if not cursor.description:
+            return [], cursor.rowcount
+        # Plain tuples zipped with the column names: six times cheaper than dict(sqlite3.Row),
+        # which a page of 50 message views (48 columns each) feels.
+        names = [column[0] for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()], cursor.rowcount
     finally:
         cursor.close()
 
@@ -325,9 +329,63 @@ class Database(SchemaMixin):
             self._reader_sem.release()
 
     async def _transaction(self, conn, begin, fn, args):
-        result, txn = await self._in_thread(_run_in_thread, self.engine, conn, begin, fn, args)
+        """Run the transaction in a database thread and wait for it, even when cancelled.
+
+        A caller may be cancelled while its transaction runs (Klein cancels a request's handler
+        when the client disconnects). The thread cannot be stopped, and it goes on using
+        ``conn``: so the connection, the write lock and the reader slot stay taken until it
+        ends, and only then does ``CancelledError`` go up (after the after-commit callbacks of
+        a transaction that committed). Letting go at once handed a connection still in use to
+        the next transaction or closed it under the running one, which crashed the process.
+        """
+        work = _ThreadWork(self._in_thread(_run_in_thread, self.engine, conn, begin, fn, args))
+        try:
+            result, txn = await work.wait()
+        except defer.CancelledError:
+            while not work.done:
+                try:
+                    await work.wait()
+                except Exception:  # cancelled again, or the transaction's own failure
+                    pass
+            if not isinstance(work.outcome, Failure):
+                work.outcome[1].run_after_commit()
+            raise
         txn.run_after_commit()
         return result
+
+
+class _ThreadWork:
+    """The outcome of a call running in a thread, which any number of waiters can wait for;
+    cancelling a waiter leaves the call and the other waiters alone."""
+
+    def __init__(self, running):
+        self.done = False
+        self.outcome = None
+        self._waiters = []
+        running.addBoth(self._finish)
+
+    def _finish(self, outcome):
+        self.done, self.outcome = True, outcome
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.called:
+                _fire(waiter, outcome)
+        return None  # the waiters report it; the running Deferred ends handled
+
+    def wait(self):
+        waiter = defer.Deferred()
+        if self.done:
+            _fire(waiter, self.outcome)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+
+def _fire(d, outcome):
+    if isinstance(outcome, Failure):
+        d.errback(outcome)
+    else:
+        d.callback(outcome)
 
 
 def _now_ns():

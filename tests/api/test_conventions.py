@@ -118,6 +118,39 @@ class OmitZeroTests(unittest.SynchronousTestCase):
         self.assertEqual(c.omit_zero({"name": "", "x": None}, keep=["name"]), {"name": ""})
 
 
+class JSONEncodingTests(unittest.SynchronousTestCase):
+    def test_compact_utf8_with_only_the_escapes_json_requires(self):
+        value = {
+            "text": 'Grüße \u2028 <b>&</b> \x00\x1f "q" \\ 会議',
+            "numbers": [0, -1, 2**63 - 1, 5.5, 1.0, 0.1],
+            "nested": {"list": [True, False, None], "empty": {}, "tuple": (1, "x")},
+        }
+        expected = (
+            '{"text":"Grüße \u2028 <b>&</b> \\u0000\\u001f \\"q\\" \\\\ 会議",'
+            '"numbers":[0,-1,9223372036854775807,5.5,1.0,0.1],'
+            '"nested":{"list":[true,false,null],"empty":{},"tuple":[1,"x"]}}'
+        ).encode("utf-8")
+        self.assertEqual(c.dumps(value), expected)
+
+    def test_keys_that_are_not_strings_are_written_as_strings(self):
+        self.assertEqual(c.dumps({1: "a", "b": 2}), b'{"1":"a","b":2}')
+
+    def test_small_floats_use_gos_exponent(self):
+        # Go writes 1e-7 where Python's json module writes 1e-07.
+        self.assertEqual(c.dumps([1e-07, 2.5e-10]), b"[1e-7,2.5e-10]")
+
+
+class TimestampTests(unittest.SynchronousTestCase):
+    def test_fractions_are_trimmed_and_seconds_are_cached_correctly(self):
+        base = c.parse_rfc3339("2026-11-22T04:52:40Z")
+        self.assertEqual(rfc3339(base), "2026-11-22T04:52:40Z")
+        self.assertEqual(rfc3339(base + 640_480_000), "2026-11-22T04:52:40.64048Z")
+        self.assertEqual(rfc3339(base + 1), "2026-11-22T04:52:40.000000001Z")
+        self.assertEqual(rfc3339(base + 1_000_000_000), "2026-11-22T04:52:41Z")
+        self.assertEqual(rfc3339(-1), "1969-12-31T23:59:59.999999999Z")
+        self.assertIsNone(rfc3339(None))
+
+
 class TokenTests(unittest.SynchronousTestCase):
     def test_token_matching(self):
         self.assertTrue(c.token_matches(b"Bearer s3cret", "s3cret"))

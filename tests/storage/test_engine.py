@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from haitatsu.interfaces import Conflict, StorageUnavailable
@@ -121,6 +121,88 @@ class SQLiteEngineTests(unittest.TestCase):
 
         with self.assertRaises(StorageUnavailable):
             await db.run("closed", nothing)
+
+
+async def _entered(event: threading.Event, seconds: float = 10.0) -> None:
+    """Wait, without blocking the reactor, until a database thread has set ``event``."""
+    for _ in range(int(seconds / 0.01)):
+        if event.is_set():
+            return
+        await task.deferLater(reactor, 0.01, lambda: None)
+    raise AssertionError("the transaction never started")
+
+
+class CancelledTransactionTests(unittest.TestCase):
+    """A caller cancelled while its transaction runs in a thread (Klein cancels a request's
+    handler when the client goes away) gets ``CancelledError`` only once the thread is done:
+    until then the connection stays with the running transaction."""
+
+    async def open(self):
+        path = os.path.join(os.path.abspath(self.mktemp()), "test.db")
+        db = Database(SQLiteEngine(path), reactor)
+        await db.open()
+        self.addCleanup(db.close)
+
+        async def create(txn):
+            await txn.execute("CREATE TABLE t (v TEXT)")
+
+        await db.run("create", create)
+        return db
+
+    async def test_cancelled_read_keeps_its_connection_until_the_thread_ends(self):
+        db = await self.open()
+        entered, gate, events = threading.Event(), threading.Event(), []
+
+        async def slow(txn):
+            entered.set()
+            gate.wait(10)
+            row = await txn.execute_one("SELECT 1 AS one")  # fails on a closed connection
+            events.append("read done")
+            return row["one"]
+
+        d = defer.Deferred.fromCoroutine(db.run("slow", slow, readonly=True))
+        d.addErrback(lambda f: events.append(f.trap(defer.CancelledError).__name__))
+        await _entered(entered)
+        d.cancel()
+        self.assertEqual(events, [])  # the caller is not let go while the thread runs
+        gate.set()
+        await d
+        self.assertEqual(events, ["read done", "CancelledError"])
+
+        async def again(txn):
+            return (await txn.execute_one("SELECT 2 AS two"))["two"]
+
+        self.assertEqual(await db.run("again", again, readonly=True), 2)
+
+    async def test_cancelled_write_holds_the_write_lock_and_runs_after_commit(self):
+        db = await self.open()
+        entered, gate, events = threading.Event(), threading.Event(), []
+
+        async def first(txn):
+            entered.set()
+            gate.wait(10)
+            await txn.execute("INSERT INTO t (v) VALUES ('first')")
+            txn.call_after_commit(events.append, "first committed")
+
+        async def second(txn):
+            events.append("second began")
+            await txn.execute("INSERT INTO t (v) VALUES ('second')")
+
+        d1 = defer.Deferred.fromCoroutine(db.run("first", first))
+        d1.addErrback(lambda f: events.append(f.trap(defer.CancelledError).__name__))
+        await _entered(entered)
+        d1.cancel()
+        d2 = defer.Deferred.fromCoroutine(db.run("second", second))
+        self.assertEqual(events, [])
+        gate.set()
+        await d1
+        await d2
+        self.assertEqual(events, ["first committed", "CancelledError", "second began"])
+
+        async def values(txn):
+            return [r["v"] for r in await txn.execute("SELECT v FROM t ORDER BY v")]
+
+        self.assertEqual(await db.run("values", values, readonly=True), ["first", "second"])
 
 
 class SchemaFileTests(unittest.SynchronousTestCase):

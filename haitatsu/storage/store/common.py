@@ -8,6 +8,7 @@ import os
 import secrets
 
 import attrs
+import orjson
 import ulid
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -164,7 +165,7 @@ def _mailbox_message(row) -> MailboxMessage:
         answered=bool(row["answered"]),
         draft=bool(row["draft"]),
         imap_deleted=bool(row["imap_deleted"]),
-        keywords=tuple(json.loads(row["keywords"] or "[]")),
+        keywords=tuple(_load_json(row["keywords"]) or ()),
         internal_date=row["internal_date"],
         size_bytes=row["size_bytes"],
         created_at=row["created_at"],
@@ -173,14 +174,31 @@ def _mailbox_message(row) -> MailboxMessage:
     )
 
 
+def _load_json(text):
+    """A stored JSON column: orjson (six times faster, which a page of message views feels),
+    the standard library for what orjson refuses and ``json.dumps`` may have written (NaN,
+    integers past 64 bits)."""
+    if not text:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+_MESSAGE_INFO_FIELDS = tuple(
+    (field.name, "m_" + field.name, field.name in _JSON_MESSAGE_FIELDS)
+    for field in attrs.fields(MessageInfo)
+)
+
+
 def _message_info(row) -> MessageInfo:
-    values = {}
-    for field in attrs.fields(MessageInfo):
-        value = row["m_" + field.name]
-        if field.name in _JSON_MESSAGE_FIELDS:
-            value = json.loads(value or "null")
-        values[field.name] = value
-    return MessageInfo(**values)
+    return MessageInfo(
+        **{
+            name: _load_json(row[column]) if is_json else row[column]
+            for name, column, is_json in _MESSAGE_INFO_FIELDS
+        }
+    )
 
 
 def _flag_columns(flags) -> tuple[dict, list]:
@@ -264,13 +282,17 @@ def _domain_name(name: str) -> str:
 
 
 def _page_where(prefix: str, before) -> tuple[list[str], list]:
+    """The keyset condition of a page after ``before`` in ``created_at DESC, id DESC`` order.
+
+    Written as a row-value comparison: SQLite and PostgreSQL both use it as a range on an index
+    ending in ``(created_at, id)``, so a page deep in a large mailbox costs what the first
+    does. The equivalent ``created_at < ? OR (created_at = ? AND id < ?)`` is only a filter
+    on SQLite, which then walks the index from the newest row to the cursor (docs/api.md).
+    """
     if before is None:
         return [], []
     created_at, row_id = before
-    return (
-        [f"({prefix}created_at < ? OR ({prefix}created_at = ? AND {prefix}id < ?))"],
-        [created_at, created_at, row_id],
-    )
+    return [f"({prefix}created_at, {prefix}id) < (?, ?)"], [created_at, row_id]
 
 
 def _message_blob_keys(blob_key: str, layout) -> list[str]:
