@@ -5,9 +5,10 @@ and the command/DATA modes. What we replace, and why:
 
 * Line framing. ``LineOnlyReceiver`` drops the connection (or the rest of a packet) on an
   over-long line and hands every line over at once, even while an earlier command is still being
-  validated. Ours keeps lines in a buffer while a command is pending and pauses the transport,
-  so pipelined commands (RFC 2920) are answered in order, each after its own validation; an
-  over-long line is discarded as it streams and answered ``500 5.5.2``.
+  validated. Ours keeps lines in a buffer while a command is pending (pausing the transport once
+  more than ``PENDING_INPUT_LIMIT`` bytes wait, so memory stays bounded), so pipelined commands
+  (RFC 2920) are answered in order, each after its own validation; an over-long line is
+  discarded as it streams and answered ``500 5.5.2``.
 * The commands themselves: enhanced status codes (RFC 2034/3463), the ESMTP parameters SIZE and
   BODY, no AUTH on the MX, recipients resolved through the store.
 * DATA: twisted hands lines to ``IMessage`` objects and answers 550 to any failure. We spool to a
@@ -43,6 +44,11 @@ from haitatsu.tls import is_secure
 ExtensionsHook = Callable[[object], Mapping[str, Sequence[str] | None]]
 
 DEFAULT_MAX_LINE_LENGTH = 4000
+
+#: While a command is pending, input waits in the buffer; beyond this many bytes the transport
+#: is paused until the command has replied. (Pausing at every pending command costs two epoll
+#: changes per RCPT and per message, and a client waiting for its reply sends nothing anyway.)
+PENDING_INPUT_LIMIT = 64 * 1024
 
 TEMPFAIL = Reply(451, "4.3.0", "temporary local problem")
 SYNTAX_ERROR = Reply(500, "5.5.2", "syntax error")
@@ -115,6 +121,7 @@ class InboundESMTP(ESMTP):
         self._buffer = bytearray()
         self._discarding = False
         self._busy = False
+        self._paused = False
         self._draining = False
         self._closed = False
         self._spool: SpoolFile | None = None
@@ -168,6 +175,11 @@ class InboundESMTP(ESMTP):
         bytes). Lines wait in the buffer while a command is pending."""
         self.resetTimeout()
         self._buffer += data
+        if self._busy:
+            if len(self._buffer) > PENDING_INPUT_LIMIT and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
         self._drain()
 
     def _drain(self):
@@ -233,8 +245,6 @@ class InboundESMTP(ESMTP):
     def _run_pending(self, work) -> Deferred:
         """Run an ``async`` command step; no further line is read until it has replied."""
         self._busy = True
-        if not self.transport.disconnecting:
-            self.transport.pauseProducing()
         d = Deferred.fromCoroutine(work)
         d.addErrback(self._internal_error)
         d.addBoth(self._resume)
@@ -247,7 +257,9 @@ class InboundESMTP(ESMTP):
     def _resume(self, result):
         self._busy = False
         if not self._closed and not self.transport.disconnecting:
-            self.transport.resumeProducing()
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
             self.resetTimeout()
             self._drain()
         return result
@@ -518,7 +530,7 @@ class InboundESMTP(ESMTP):
         trace_id = str(ulid.ULID())
         spool = None
         try:
-            spool = SpoolFile.create(self.spool_dir)
+            spool = SpoolFile.create(self.spool_dir, trace_id)
             spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
@@ -713,6 +725,7 @@ class InboundESMTP(ESMTP):
                     Received(r.original_rcpt, r.base_rcpt, r.plus_tag, r.mailbox_ids)
                     for r in recipients
                 ],
+                disposable=True,
             )
         except OverQuota:
             METRICS.mailbox_over_quota.inc()

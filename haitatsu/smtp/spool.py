@@ -25,9 +25,20 @@ class SpoolFile:
         self.size = 0
 
     @classmethod
-    def create(cls, directory: str) -> SpoolFile:
-        """Create an empty spool file (mode 0600); ``OSError`` if the directory is unusable."""
-        fd, path = tempfile.mkstemp(prefix=PREFIX, suffix=".eml", dir=directory)
+    def create(cls, directory: str, name: str = "") -> SpoolFile:
+        """Create an empty spool file (mode 0600); ``OSError`` if the directory is unusable.
+
+        ``name`` (the message's trace id, unique already) names the file directly, which
+        spares ``tempfile``'s search for a free name; a clash falls back to it."""
+        fd = None
+        if name:
+            path = os.path.join(directory, f"{PREFIX}{name}.eml")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileExistsError:
+                fd = None
+        if fd is None:
+            fd, path = tempfile.mkstemp(prefix=PREFIX, suffix=".eml", dir=directory)
         return cls(path, os.fdopen(fd, "wb", buffering=64 * 1024))
 
     def write(self, data: bytes) -> None:

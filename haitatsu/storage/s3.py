@@ -2,7 +2,8 @@
 
 The store is content-addressed exactly like the blob directory: a blob's key is the hex SHA-256
 of its content and its object name is derived from the key (``<prefix>/blobs/ab/<sha256>``), so
-identical content is one object and ``put_file`` can skip the upload after a HEAD. Bodies are
+identical content is one object and ``put_file`` can skip the upload of a large blob after a
+HEAD (a small one is sent without asking: the question costs what the upload does). Bodies are
 never held in memory: uploads stream from the spool file (a multipart upload above
 ``multipart_threshold_bytes``), downloads stream into a spooled temporary file.
 
@@ -436,22 +437,35 @@ class S3BlobStore:
 
     # -- IBlobStore -------------------------------------------------------------------------
 
-    def put_file(self, path):
-        return defer.Deferred.fromCoroutine(self._put_file(path))
+    #: Below this size a put does not ask (HEAD) whether the object exists first: sending a
+    #: small body costs about what the question does, and the same bytes under the same key
+    #: change nothing. Large blobs (attachments stored once across messages) are asked about.
+    probe_threshold_bytes = 64 * 1024
 
-    async def _put_file(self, path: str) -> BlobRef:
-        try:
-            upload = await deferToThreadPool(
-                self._reactor,
-                self._pool,
-                plan_upload,
-                path,
-                self.config.multipart_threshold_bytes,
-            )
-        except OSError as e:
-            raise StorageUnavailable(f"blobs: {e}") from None
+    def put_file(self, path, sha256=None, size=None, link=False):
+        return defer.Deferred.fromCoroutine(self._put_file(path, sha256, size))
+
+    async def _put_file(self, path: str, sha256=None, size=None) -> BlobRef:
+        if (
+            sha256 is not None
+            and size is not None
+            and size <= self.config.multipart_threshold_bytes
+        ):
+            # The caller hashed the file already: no thread hop, no second read.
+            upload = _Upload(sha256, size)
+        else:
+            try:
+                upload = await deferToThreadPool(
+                    self._reactor,
+                    self._pool,
+                    plan_upload,
+                    path,
+                    self.config.multipart_threshold_bytes,
+                )
+            except OSError as e:
+                raise StorageUnavailable(f"blobs: {e}") from None
         name = self.object_name(upload.sha256)
-        if await self._size(name) == upload.size:
+        if upload.size >= self.probe_threshold_bytes and await self._size(name) == upload.size:
             return BlobRef(upload.sha256, upload.sha256, upload.size)
         if upload.parts:
             await self._put_multipart(name, path, upload)

@@ -247,14 +247,36 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         # Ranges go to the server; nothing asks for the whole object.
         self.assertEqual(self.proxy.count("GET"), 4)
 
-    async def test_identical_content_is_uploaded_once(self):
+    async def test_identical_large_content_is_uploaded_once(self):
         blobs = self.make()
-        data = b"the same message, delivered twice\r\n"
+        data = b"the same attachment, stored twice\r\n" * 2000
+        self.assertGreaterEqual(len(data), blobs.probe_threshold_bytes)
         first = await blobs.put_file(self.file(data))
         second = await blobs.put_file(self.file(data))
         self.assertEqual(first, second)
         self.assertEqual((self.proxy.count("HEAD"), self.proxy.count("PUT")), (2, 1))
         self.assertEqual(len(await self.objects()), 1)
+
+    async def test_small_blob_is_put_without_asking_first(self):
+        blobs = self.make()
+        data = b"a small message, delivered twice\r\n"
+        first = await blobs.put_file(self.file(data))
+        second = await blobs.put_file(self.file(data))
+        self.assertEqual(first, second)
+        self.assertEqual((self.proxy.count("HEAD"), self.proxy.count("PUT")), (0, 2))
+        self.assertEqual(len(await self.objects()), 1)
+        self.assertEqual(await blobs.read(first.key), data)
+
+    async def test_known_hash_and_size_are_used(self):
+        """The mail store hashed the file already: the put is one PUT under that key, signed
+        with that payload hash (which S3 checks against the body it receives)."""
+        blobs = self.make()
+        data = b"hashed by the caller\r\n"
+        sha = hashlib.sha256(data).hexdigest()
+        ref = await blobs.put_file(self.file(data), sha256=sha, size=len(data))
+        self.assertEqual((ref.key, ref.sha256, ref.size), (sha, sha, len(data)))
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT"])
+        self.assertEqual(await blobs.read(sha), data)
 
     async def test_multipart_above_the_threshold(self):
         blobs = self.make(multipart_threshold_bytes=5 * MiB)
@@ -335,7 +357,7 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         with self.assertRaises(StorageUnavailable) as caught:
             await blobs.put_file(self.file(b"x"))
         self.assertTrue(str(caught.exception).startswith(ACCESS_DENIED), caught.exception)
-        self.assertEqual(len(self.proxy.requests), 2)  # one HEAD, refused, not retried
+        self.assertEqual(len(self.proxy.requests), 2)  # one PUT, refused, not retried
         self.assertEqual(await self.objects(), [])
 
     async def test_unknown_access_key_is_access_denied(self):
@@ -373,7 +395,7 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         blobs = self.make()
         self.proxy.fail_next = 2
         ref = await blobs.put_file(self.file(b"after two 503s"))
-        self.assertEqual([m for m, _ in self.proxy.requests], ["HEAD", "HEAD", "HEAD", "PUT"])
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT", "PUT", "PUT"])
         self.assertEqual(await blobs.read(ref.key), b"after two 503s")
 
     async def test_429_and_5xx_until_the_attempts_run_out(self):
@@ -386,7 +408,7 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         with self.assertRaises(StorageUnavailable) as caught:
             await blobs.put_file(self.file(b"never"))
         self.assertRegex(
-            str(caught.exception), r"^s3: HEAD blobs/.*: HTTP 500 \(after 3 attempts\)$"
+            str(caught.exception), r"^s3: PUT blobs/.*: HTTP 500 .*\(after 3 attempts\)$"
         )
 
     async def test_backoff_waits_on_the_injected_clock(self):
@@ -409,13 +431,13 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         clock.advance(0.1)
         ref = await d
         self.assertEqual(ref.size, len(b"patience"))
-        self.assertEqual([m for m, _ in self.proxy.requests], ["HEAD", "HEAD", "PUT"])
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT", "PUT"])
 
     async def test_a_request_that_gets_no_answer_times_out_and_is_retried(self):
         blobs = self.make(request_timeout_seconds=0.3)
         self.proxy.hang_next = 1
         ref = await blobs.put_file(self.file(b"slow start"))
-        self.assertEqual([m for m, _ in self.proxy.requests], ["HEAD", "HEAD", "PUT"])
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT", "PUT"])
         self.assertEqual(await blobs.read(ref.key), b"slow start")
         self.proxy.hang_next = 100
         with self.assertRaises(StorageUnavailable) as caught:

@@ -167,4 +167,4 @@ class SubmissionMixin(StoreBase):
                 requeued=tuple(requeued),
             )
 
-        return self._run("submit", txn_fn)
+        return self._run_grouped("submit", txn_fn)
