@@ -13,6 +13,8 @@ and the command/DATA modes. What we replace, and why:
   BODY, no AUTH on the MX, recipients resolved through the store.
 * DATA: twisted hands lines to ``IMessage`` objects and answers 550 to any failure. We spool to a
   file and answer 250 only after the store has committed the message; any failure is 451 4.3.0.
+  The spool file's last buffered bytes are written by the store's thread (``SpoolFile.close``
+  passed as ``finish``): code that reads ``spool.path`` before that must close the spool first.
 * STARTTLS (RFC 3207), offered when the factory has a ``TLSService``: input the client pipelined
   behind STARTTLS is discarded (the command-injection defence), and the session forgets its EHLO
   and transaction once TLS starts.
@@ -34,7 +36,7 @@ from haitatsu.interfaces import OverQuota
 from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
-from haitatsu.smtp.spool import SpoolFile
+from haitatsu.smtp.spool import SpoolDirectory, SpoolFile
 from haitatsu.storage.records import Delivery
 from haitatsu.storage.store.events import Received
 from haitatsu.tls import is_secure
@@ -95,6 +97,7 @@ class InboundESMTP(ESMTP):
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
         bounces=None,
+        spool: SpoolDirectory | None = None,
     ):
         ESMTP.__init__(self)
         #: ``haitatsu.queue.BounceHandler``: VERP bounce addresses (API.md 5.2 step 1).
@@ -105,6 +108,8 @@ class InboundESMTP(ESMTP):
         self.store = store
         self.clock = clock
         self.spool_dir = spool_dir
+        #: Where spool files come from (the factory's, which makes them ahead in a thread).
+        self.spool = spool if spool is not None else SpoolDirectory(spool_dir)
         self.extra_extensions = extra_extensions
         try:
             self.host = config.server.public_hostname.encode("idna")
@@ -530,7 +535,7 @@ class InboundESMTP(ESMTP):
         trace_id = str(ulid.ULID())
         spool = None
         try:
-            spool = SpoolFile.create(self.spool_dir, trace_id)
+            spool = self.spool.take(trace_id)
             spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
@@ -657,13 +662,8 @@ class InboundESMTP(ESMTP):
             )
             self.reply(error)
             return
-        try:
-            spool.close()
-        except OSError:
-            self._log.failure("spool flush failed", trace_id=trace_id)
-            spool.discard()
-            self.reply(TEMPFAIL)
-            return
+        # The spool is still open: its last bytes are written by whoever reads it next, in a
+        # thread (the store's ``finish``), not here on the reactor.
         self._run_pending(self._deliver(spool, recipients, trace_id, size, sender or ""))
 
     async def _deliver(
@@ -672,6 +672,7 @@ class InboundESMTP(ESMTP):
         verps = [r for r in recipients if not hasattr(r, "mailbox_id")]
         if verps:
             try:
+                spool.close()
                 await self.bounces.record(spool.path, verps, sender, self.remote_ip, trace_id)
             except Exception:
                 spool.discard()
@@ -726,6 +727,7 @@ class InboundESMTP(ESMTP):
                     for r in recipients
                 ],
                 disposable=True,
+                finish=spool.close,
             )
         except OverQuota:
             METRICS.mailbox_over_quota.inc()
@@ -758,7 +760,8 @@ class InboundSMTPFactory(ServerFactory):
 
     ``get_config`` returns the current ``Config`` (hot reload swaps what it returns);
     ``store`` provides ``IMailStore``; ``reactor`` is the clock for idle timeouts; finished
-    messages are spooled under ``spool_dir``. ``extra_extensions(config)`` adds EHLO keywords
+    messages are spooled under ``spool_dir`` (a ``SpoolDirectory``: files made ahead and removed
+    in the reactor's threads when it has them). ``extra_extensions(config)`` adds EHLO keywords
     (``X-RESTMAIL``) without subclassing. ``tls`` (a ``TLSService``) turns on STARTTLS.
     ``bounces`` (a ``haitatsu.queue.BounceHandler``) takes VERP bounce addresses; without
     it they are ordinary recipients.
@@ -784,10 +787,14 @@ class InboundSMTPFactory(ServerFactory):
         # Absolute, so the store's threads and a daemonised twistd (which changes directory)
         # find the files.
         self.spool_dir = os.path.abspath(spool_dir)
+        self.spool = SpoolDirectory(self.spool_dir, reactor)
         self.extra_extensions = extra_extensions
 
     def startFactory(self):
-        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        self.spool.start()
+
+    def stopFactory(self):
+        self.spool.stop()
 
     def protocol_kwargs(self) -> dict:
         """What a new session is built with; subclasses add their own."""
@@ -799,6 +806,7 @@ class InboundSMTPFactory(ServerFactory):
             extra_extensions=self.extra_extensions,
             tls=self.tls,
             bounces=self.bounces,
+            spool=self.spool,
         )
 
     def buildProtocol(self, addr):

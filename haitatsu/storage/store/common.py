@@ -285,14 +285,17 @@ def _message_blob_keys(blob_key: str, layout) -> list[str]:
     return sorted(keys)
 
 
-def _prepare_spool(path, threshold, workdir):
+def _prepare_spool(path, threshold, workdir, finish=None):
     """Everything a delivery needs from its spool file, in one thread hop and one read: the
     structure (the parser and the SHA-256 are fed the same chunks) and the blobs to store
     (``layout.prepare``, which reads the file again only for a message with large parts to
     split off). Return ``(parsed, prepared)``; ``OSError`` if the file cannot be read.
 
     A parser failure never loses the message: it is stored unparsed (``_Unparsed``).
+    ``finish`` (if given) runs first: the writer's last bytes and close.
     """
+    if finish is not None:
+        finish()
     digest = hashlib.sha256()
     parser = mime.MessageParser()
     size = 0

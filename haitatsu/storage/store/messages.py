@@ -47,12 +47,15 @@ class MessagesMixin(StoreBase):
         internal_date=None,
         received=(),
         disposable=False,
+        finish=None,
     ):
         """``received``: the ``events.Received`` routing results whose ``message.received``
         events are written in the delivery's transaction (empty for APPEND and the like).
         ``disposable``: the caller will not write to the file at ``spool_path`` again, only
         remove it, so the blob store may take the file itself instead of a copy (a hard link
-        on the blob directory)."""
+        on the blob directory). ``finish``: a blocking callable the store runs in its thread
+        before it reads the file (the SMTP server's spool writes its last bytes and closes
+        there rather than on the reactor); an ``OSError`` from it is ``StorageUnavailable``."""
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
@@ -71,7 +74,7 @@ class MessagesMixin(StoreBase):
 
         async def run():
             (placed, message_id), prepared = await self._store_message(
-                spool_path, trace_id, commit, disposable
+                spool_path, trace_id, commit, disposable, finish
             )
             _log.info(
                 "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
@@ -85,7 +88,7 @@ class MessagesMixin(StoreBase):
 
         return defer.Deferred.fromCoroutine(run())
 
-    async def _store_message(self, spool_path, trace_id, commit, disposable=False):
+    async def _store_message(self, spool_path, trace_id, commit, disposable=False, finish=None):
         """Parse and split the spool file, store its blobs and run ``commit(prepared, parsed,
         generations)`` (a Deferred of the metadata transaction); store and commit again while
         garbage collection gets in the way. Return ``(commit's result, prepared)``.
@@ -100,6 +103,7 @@ class MessagesMixin(StoreBase):
                 spool_path,
                 self.attachment_dedup_threshold,
                 os.path.dirname(os.path.abspath(spool_path)),
+                finish,
             )
         except OSError as e:
             raise StorageUnavailable(f"spool: {e}") from e
