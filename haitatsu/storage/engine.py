@@ -108,6 +108,9 @@ class BaseTransaction:
         self.engine = engine
         self.rowcount = -1
         self._after_commit: list = []
+        #: ``(channel, payload)`` NOTIFYs the engine sends just before COMMIT, all in one
+        #: statement (PostgreSQL's change bus queues them here instead of a round trip each).
+        self.notifications: list[tuple[str, str]] = []
 
     async def execute(self, sql: str, params=()) -> list[dict]:
         raise NotImplementedError

@@ -6,11 +6,13 @@ a WAL flush and a round trip on PostgreSQL) and a thread hop, and on PostgreSQL 
 same folder and mailbox rows, each holding the locks across its own commit.
 
 ``GroupCommitter`` queues transaction functions (``async def fn(txn, *args)``, the store's
-usual kind) and runs whatever has queued up as one database transaction, each function inside a
-savepoint of its own: a function that raises is rolled back to its savepoint and fails alone
-(``OverQuota`` for one delivery does not refuse its neighbours), the others go on. Each caller
-hears its result only after the shared COMMIT, and its after-commit callbacks (change bus
-announcements) run only then, so a 250 still means "committed" (DESIGN.md invariant 1).
+usual kind) and runs whatever has queued up as one database transaction. A function that raises
+fails alone (``OverQuota`` for one delivery does not refuse its neighbours): on SQLite each runs
+inside a savepoint of its own, rolled back if it raises, and the others go on; on PostgreSQL,
+where a savepoint costs two more round trips per function, the whole transaction is rolled back
+and each function is run again alone (below). Each caller hears its result only after the
+shared COMMIT, and its after-commit callbacks (change bus announcements) run only then, so a
+250 still means "committed" (DESIGN.md invariant 1).
 
 When the transaction as a whole fails (the database is locked, a connection dies, a database
 error other than a constraint violation, a failed COMMIT), nothing of the batch was committed

@@ -351,6 +351,22 @@ class PostgresTransaction(BaseTransaction):
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+async def _send_notifications(cursor, notifications):
+    """A transaction's queued NOTIFYs (``(channel, payload)``) in one statement, in order."""
+    if not notifications:
+        return
+    if len(notifications) == 1:
+        await cursor.execute("SELECT pg_notify(%s, %s)", notifications[0])
+        return
+    channels = [channel for channel, _ in notifications]
+    payloads = [payload for _, payload in notifications]
+    await cursor.execute(
+        "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY "
+        "AS n(c, p, i) ORDER BY i",
+        (channels, payloads),
+    )
+
+
 class _Attempt:
     committing = False
 
@@ -495,30 +511,29 @@ class PostgresDatabase(SchemaMixin):
         return outcomes
 
     def _group_interaction(self, cursor, items, state):
+        """The items one after the other in one transaction, without savepoints (each would
+        cost two more round trips per delivery): when one of several fails, the whole
+        transaction is rolled back and the committer runs each alone (``run``), so each
+        caller still gets the outcome of its own work."""
         engine = self.engine
 
         async def body():
             outcomes = []
-            savepoints = len(items) > 1
+            notifications = []
             for item in items:
-                if savepoints:
-                    await cursor.execute("SAVEPOINT grouped")
                 txn = PostgresTransaction(engine, cursor)
                 try:
                     result = await item.fn(txn, *item.args)
                 except Exception as e:
-                    if engine.is_database_error(e) and not engine.is_constraint_error(e):
-                        raise
-                    if not savepoints:
+                    if len(items) == 1 and not (
+                        engine.is_database_error(e) and not engine.is_constraint_error(e)
+                    ):
                         # runInteraction rolls the transaction back; the item failed alone.
                         raise _ItemFailed(e) from e
-                    await cursor.execute("ROLLBACK TO SAVEPOINT grouped")
-                    await cursor.execute("RELEASE SAVEPOINT grouped")
-                    outcomes.append(Outcome(False, e))
-                    continue
-                if savepoints:
-                    await cursor.execute("RELEASE SAVEPOINT grouped")
+                    raise
+                notifications += txn.notifications
                 outcomes.append(Outcome(True, result, txn))
+            await _send_notifications(cursor, notifications)
             state.committing = True
             return outcomes
 
@@ -535,6 +550,7 @@ class PostgresDatabase(SchemaMixin):
 
         async def body():
             result = await fn(txn, *args)
+            await _send_notifications(cursor, txn.notifications)
             state.committing = True
             return txn, result
 

@@ -19,7 +19,14 @@ from zope.interface.verify import verifyObject
 from haitatsu.config.model import Config, S3Config, ServerConfig
 from haitatsu.interfaces import IBlobStore, StorageUnavailable
 from haitatsu.storage import DirectoryBlobStore, build_store
-from haitatsu.storage.s3 import RetryPolicy, S3BlobStore, _KnownPayloadSigner, plan_upload
+from haitatsu.storage.s3 import (
+    RetryPolicy,
+    S3BlobStore,
+    _EndpointFactory,
+    _KnownPayloadSigner,
+    build_s3_blob_store,
+    plan_upload,
+)
 from tests.support import MotoS3Mixin, S3Proxy, make_s3_blob_store, s3_config
 
 MiB = 1024 * 1024
@@ -445,3 +452,49 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         self.assertEqual(
             str(caught.exception), f"s3: {self.proxy.endpoint} did not answer within 0.3s"
         )
+
+
+class EndpointFactoryTests(unittest.SynchronousTestCase):
+    """The production agent connects to an IP address without a name lookup (HostnameEndpoint
+    would call getaddrinfo in a thread for every new connection) and to a name as Agent does."""
+
+    def endpoint(self, url):
+        from twisted.web.client import URI, BrowserLikePolicyForHTTPS
+
+        return _EndpointFactory(reactor, BrowserLikePolicyForHTTPS()).endpointForURI(
+            URI.fromBytes(url)
+        )
+
+    def test_kinds(self):
+        from twisted.internet.endpoints import (
+            HostnameEndpoint,
+            TCP4ClientEndpoint,
+            TCP6ClientEndpoint,
+        )
+        from twisted.web.error import SchemeNotSupported
+
+        self.assertIsInstance(self.endpoint(b"http://127.0.0.1:9000/b/k"), TCP4ClientEndpoint)
+        self.assertIsInstance(self.endpoint(b"http://[::1]:9000/b/k"), TCP6ClientEndpoint)
+        self.assertIsInstance(self.endpoint(b"http://s3.example.com/b/k"), HostnameEndpoint)
+        tls = self.endpoint(b"https://10.0.0.1/b/k")
+        self.assertNotIsInstance(tls, (TCP4ClientEndpoint, HostnameEndpoint))
+        self.assertIsInstance(tls._wrappedEndpoint, TCP4ClientEndpoint)
+        with self.assertRaises(SchemeNotSupported):
+            self.endpoint(b"ftp://127.0.0.1/b/k")
+
+
+class ProductionClientTests(MotoS3Mixin, unittest.TestCase):
+    """``build_s3_blob_store`` (what the server runs) against moto on 127.0.0.1."""
+
+    timeout = 60
+
+    async def test_round_trip(self):
+        bucket = await deferToThread(self.moto.create_bucket)
+        blobs = build_s3_blob_store(s3_config(self.moto, bucket), reactor)
+        self.addCleanup(blobs.close)
+        path = self.mktemp()
+        data = b"through the production agent\r\n"
+        with open(path, "wb") as f:
+            f.write(data)
+        ref = await blobs.put_file(path)
+        self.assertEqual(await blobs.read(ref.key), data)
