@@ -312,8 +312,14 @@ class Database(SchemaMixin):
         self._writer = await self._in_thread(self.engine.connect)
 
     async def close(self):
-        conns = [self._writer, *self._readers]
-        self._writer, self._readers = None, []
+        # A write transaction in flight keeps the writer connection until it ends: closing a
+        # connection another thread is using crashes SQLite.
+        await self._write_lock.acquire()
+        try:
+            conns = [self._writer, *self._readers]
+            self._writer, self._readers = None, []
+        finally:
+            self._write_lock.release()
         for conn in conns:
             if conn is not None:
                 await self._in_thread(conn.close)
