@@ -269,7 +269,11 @@ imap {{ addr = "" }}
 submission {{ starttls_addr = "{submission}" tls_addr = "" }}
 tls {{ mode = "off" }}
 api {{ service_token = "{self.token}" }}
-limits {{ max_message_size_bytes = 104857600 max_inbound_recipients = 1000 }}
+limits {{
+  max_message_size_bytes = 104857600 max_inbound_recipients = 1000
+  // Postfix exempts loopback (mynetworks) from its per-client limits; so do we here.
+  max_connections_per_ip = 0 inbound_messages_per_minute_per_ip = 0
+}}
 logging {{ level = "warn" }}
 {self.extra_config}
 """

@@ -1,9 +1,10 @@
 """Housekeeping: periodic background work on the store (DESIGN.md service tree).
 
-Today that is blob garbage collection. Each job is a named background task: it logs when it
-starts, what it did and its own failures, and a failure never stops the schedule (the next run
-tries again). Runs of one job never overlap, and stopping the service lets a run in progress end
-at its next blob instead of cutting it mid-transaction.
+Today that is blob garbage collection and the removal of expired exports (API.md 5.7). Each
+job is a named background task: it logs when it starts, what it did and its own failures, and a
+failure never stops the schedule (the next run tries again). Runs of one job never overlap, and
+stopping the service lets a run in progress end at its next blob instead of cutting it
+mid-transaction.
 """
 
 from __future__ import annotations
@@ -49,22 +50,37 @@ class BackgroundTask:
 
 class Housekeeping(Service):
     """Runs blob garbage collection every ``gc_interval`` seconds (0 = never), keeping
-    unreferenced blobs for ``gc_grace`` seconds. The first run comes one interval after start,
-    when the store has long been opened."""
+    unreferenced blobs for ``gc_grace`` seconds, and removes expired exports every
+    ``expiry_interval`` seconds (hourly). The first runs come one interval after start, when
+    the store has long been opened."""
 
     name = "housekeeping"
 
-    def __init__(self, store, clock, gc_interval: float, gc_grace: float):
+    def __init__(
+        self, store, clock, gc_interval: float, gc_grace: float, expiry_interval: float = 3600
+    ):
         self.store = store
         self.clock = clock
         self.gc_interval = gc_interval
         self.gc_grace = gc_grace
+        self.expiry_interval = expiry_interval
         self.garbage_collection = BackgroundTask("blob garbage collection", self._collect)
+        self.export_expiry = BackgroundTask("expired exports", self._expire_exports)
         self._loop: task.LoopingCall | None = None
+        self._expiry_loop: task.LoopingCall | None = None
 
     def _collect(self):
         return self.store.collect_garbage(
             grace_seconds=self.gc_grace, should_continue=lambda: self.running
+        )
+
+    def _expire_exports(self):
+        from haitatsu.jobs.exporter import remove_expired_exports
+
+        return defer.Deferred.fromCoroutine(
+            remove_expired_exports(
+                self.store, int(self.clock.seconds() * 1e9), should_continue=lambda: self.running
+            )
         )
 
     def startService(self):
@@ -73,11 +89,16 @@ class Housekeeping(Service):
             self._loop = task.LoopingCall(self.garbage_collection.run)
             self._loop.clock = self.clock
             self._loop.start(self.gc_interval, now=False)
+        if self.expiry_interval > 0:
+            self._expiry_loop = task.LoopingCall(self.export_expiry.run)
+            self._expiry_loop.clock = self.clock
+            self._expiry_loop.start(self.expiry_interval, now=False)
 
     def stopService(self):
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        running = self.garbage_collection.running
-        return running if running is not None else defer.succeed(None)
+        for loop in (self._loop, self._expiry_loop):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._loop = self._expiry_loop = None
+        running = [t.running for t in (self.garbage_collection, self.export_expiry) if t.running]
+        return defer.DeferredList(running) if running else defer.succeed(None)

@@ -9,6 +9,7 @@ temporary failure, exactly as when the database is down later.
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -19,10 +20,17 @@ from haitatsu import log
 from haitatsu.auth.throttle import LoginThrottle
 from haitatsu.config.model import Config
 from haitatsu.config.watcher import ConfigWatcher
+from haitatsu.filtering.registry import Filtering
 from haitatsu.housekeeping import Housekeeping
+from haitatsu.jobs import JobWorker
+from haitatsu.limits import PeerCounter
 from haitatsu.queue import BounceHandler, OutboundQueue
 from haitatsu.storage import build_store
 from haitatsu.tls import TLSService
+
+#: A file in the spool directory this old at start-up was left by a crash (live transfers write
+#: to theirs all the time).
+SPOOL_LEFTOVER_SECONDS = 3600
 
 
 class HaitatsuService(MultiService):
@@ -53,12 +61,19 @@ class HaitatsuService(MultiService):
         if self.tls is not None:
             self.tls.setServiceParent(self)
             self.watcher.add_reload_check(self.tls.prepare_reload)
+        # The filter chain, built now so that a bad filter or plugin stops the start with its
+        # error; rebuilt on every reload (a failure refuses the reload, the chain stays).
+        self.filtering = Filtering(self.store, reactor, config)
+        self.watcher.add_reload_check(self.filtering.prepare_reload)
         self.ready = defer.Deferred()
         self.bounces = BounceHandler(self.store, reactor)
         #: Started once the store is open, when ``workers.enabled`` (restart-only).
         self.queue = None
+        #: Export and import jobs (API.md 1.13); started like the queue.
+        self.jobs = None
         if config.workers.enabled:
             self.queue = OutboundQueue(self.store, self.get_config, reactor, self.spool_dir)
+            self.jobs = JobWorker(self.store, self.get_config, reactor, self.spool_dir)
         self.webhooks = self._build_webhooks(config)
         self._build_listeners(config)
 
@@ -77,6 +92,13 @@ class HaitatsuService(MultiService):
         submission = SubmissionPipeline(self.store, self.get_config, self.reactor, self.spool_dir)
 
         tls = self.tls
+        # Per-IP limits (haitatsu/limits.py): the plaintext and the implicit-TLS listener of a
+        # protocol count against one limit.
+        imap_sessions, pop3_sessions, submission_connections = (
+            PeerCounter(),
+            PeerCounter(),
+            PeerCounter(),
+        )
 
         def imap():
             return IMAPFactory(
@@ -86,11 +108,17 @@ class HaitatsuService(MultiService):
                 self.spool_dir,
                 self.login_throttle,
                 tls=tls,
+                sessions=imap_sessions,
             )
 
         def pop3():
             return POP3Factory(
-                self.get_config, self.store, self.reactor, self.login_throttle, tls=tls
+                self.get_config,
+                self.store,
+                self.reactor,
+                self.login_throttle,
+                tls=tls,
+                sessions=pop3_sessions,
             )
 
         def submission_factory(implicit_tls):
@@ -103,6 +131,7 @@ class HaitatsuService(MultiService):
                 implicit_tls=implicit_tls,
                 pipeline=submission,
                 tls=None if implicit_tls else tls,
+                connections=submission_connections,
             )
 
         listeners = {
@@ -113,6 +142,7 @@ class HaitatsuService(MultiService):
                 self.spool_dir,
                 tls=tls,
                 bounces=self.bounces,
+                chain=self.filtering.get_chain,
             ),
             "imap.addr": imap,
             "pop3.addr": pop3,
@@ -124,6 +154,7 @@ class HaitatsuService(MultiService):
                 self.reactor,
                 spool_dir=self.spool_dir,
                 submission=submission,
+                acme_http01=tls.acme.http01 if tls is not None and tls.acme else None,
             ).site(),
         }
         # Implicit TLS: the same protocols, TLS from the first byte (and so no STARTTLS and no
@@ -162,12 +193,44 @@ class HaitatsuService(MultiService):
     def startService(self):
         os.makedirs(self.spool_dir, exist_ok=True)
         super().startService()
+        self._sweep_spool()
         d = defer.Deferred.fromCoroutine(self.store.open())
         d.addCallbacks(self._opened, self._failed_to_open)
+
+    def _sweep_spool(self):
+        """Remove what a crash left in the spool directory (files older than an hour)."""
+        from twisted.internet.threads import deferToThreadPool
+
+        from haitatsu.smtp import spool
+
+        d = deferToThreadPool(
+            self.reactor,
+            self.reactor.getThreadPool(),
+            spool.sweep,
+            self.spool_dir,
+            SPOOL_LEFTOVER_SECONDS,
+            time.time(),
+        )
+
+        def swept(count):
+            if count:
+                self._log.info(
+                    "removed {count} files left in {spool} by an earlier process",
+                    count=count,
+                    spool=self.spool_dir,
+                )
+
+        d.addCallbacks(
+            swept,
+            lambda f: self._log.failure("sweeping the spool directory failed", failure=f),
+        )
+        self.spool_swept = d
 
     def _opened(self, _):
         if self.queue is not None and self.running:
             self.queue.setServiceParent(self)  # starts it: the parent is running
+        if self.jobs is not None and self.running:
+            self.jobs.setServiceParent(self)
         if self.webhooks is not None and self.running:
             # Like the queue: started once the store is open (a running MultiService starts a
             # child it gains); stopped with the other children, before the store closes.
@@ -205,4 +268,5 @@ class HaitatsuService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):
         yield super().stopService()
+        self.filtering.current.retire()  # filters with a close() are told, once idle
         yield defer.Deferred.fromCoroutine(self.store.close())

@@ -86,6 +86,20 @@ class IBlobStore(Interface):
     def check():
         """Fire with None if the store is reachable and writable, else fail with the reason."""
 
+    def put_object(name, path):
+        """Store the file at ``path`` as the named object ``name`` (not content-addressed: an
+        export's ZIP, ``exports/<job id>``), replacing one of that name; fire with its size once
+        durable. ``name`` is ``/``-separated levels of letters, digits, ``.``, ``_`` and ``-``
+        (``blobs.check_object_name``); named objects never mix with blobs, and garbage
+        collection never lists them."""
+
+    def open_object(name):
+        """Fire with a readable binary file of the named object, positioned at 0, which the
+        caller closes; ``KeyError`` if there is none. Memory does not depend on its size."""
+
+    def delete_object(name):
+        """Remove the named object; fire with None. A missing object is not an error."""
+
 
 class IChangeBus(Interface):
     """Tells IMAP IDLE, SSE and workers that a mailbox changed. In-process for SQLite,
@@ -204,6 +218,21 @@ class IMailStore(Interface):
         """Delete throttling state last touched before ``before`` and not locked; fire with
         the number of rows removed."""
 
+    # -- filter state shared by nodes (greylist, rate_limit; docs/storage.md) -------------
+    # Times are nanoseconds since the epoch, from the caller's clock.
+
+    def greylist_check(
+        client, sender, recipient, now, delay, retry_window, allow_for, auto_allow_passes=0
+    ):
+        """Record an attempt of a (client network, sender, recipient) triplet; fire with a
+        ``GreylistAnswer`` (``state``, ``allowed``, ``retry_after``)."""
+
+    def rate_limit_take(bucket, capacity, per_second, now):
+        """Take a token from a bucket (created full); fire with a ``RateAnswer``."""
+
+    def prune_filter_state(greylist_before, rate_limits_before):
+        """Delete greylist rows and token buckets idle since then; fire with the count."""
+
     # -- folders -------------------------------------------------------------------------
 
     def list_folders(mailbox_id):
@@ -249,9 +278,17 @@ class IMailStore(Interface):
     # -- messages ------------------------------------------------------------------------
 
     def deliver(
-        spool_path, deliveries, trace_id, auth_results=None, internal_date=None, received=()
+        spool_path,
+        deliveries,
+        trace_id,
+        auth_results=None,
+        internal_date=None,
+        received=(),
+        spam_score=0.0,
     ):
         """Store the message in ``spool_path`` once and place it per ``Delivery``.
+
+        ``auth_results`` and ``spam_score`` are what the filters found (API.md 2.1).
 
         ``received`` lists the inbound routing results (``events.Received``); their
         ``message.received`` events are written in the delivery's transaction, so a failed
@@ -310,6 +347,16 @@ class IMailStore(Interface):
     def vanished_since(folder_id, modseq):
         """Fire with the UIDs that left the folder (expunge, move, POP3 deletion) at a MODSEQ
         above ``modseq``, ascending. RFC 7162 QRESYNC."""
+
+    def folder_delta(folder_id, modseq):
+        """Fire with ``FolderDelta(folder, changed, vanished)``: the folder as it is now (None
+        when deleted), then its live rows with a MODSEQ above ``modseq`` (by UID) and the UIDs
+        that left it above ``modseq`` (ascending), in one read. What an IMAP session needs to
+        bring its view up to date; costs the number of changes, not the folder's size."""
+
+    def folder_counts(folder_id):
+        """Fire with ``FolderCounts(messages, unseen, size, deleted, deleted_size, last_uid)``
+        over the folder's live messages (IMAP STATUS)."""
 
     def store_flags_unchanged_since(folder_id, uids, flags, mode, unchanged_since):
         """``store_flags`` that leaves alone every message whose MODSEQ is above

@@ -67,6 +67,19 @@ class Metrics:
             "webhook_failures", "Webhook delivery attempts that failed", registry=registry
         )
         self.imap_sessions = Gauge("imap_sessions", "Open IMAP connections", registry=registry)
+        # Our additions: the filter chain (docs/plugins.md).
+        self.filter_verdicts = Counter(
+            "filter_verdicts",
+            "Verdicts of filters other than a plain continue",
+            ["filter", "stage", "action"],
+            registry=registry,
+        )
+        self.filter_errors = Counter(
+            "filter_errors",
+            "Filters that raised or timed out (handled by their on_error policy)",
+            ["filter", "stage", "kind"],
+            registry=registry,
+        )
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -1,9 +1,9 @@
 """Sending a stored message to a client one chunk at a time.
 
-IMAP (a literal of ``BODY[]``) and POP3 (``RETR``, ``TOP``) both copy a file to the transport
-as a push producer: write a chunk, stop while the transport asks to pause, go on when it
-resumes, so memory per session stays at one chunk however large the message is (DESIGN.md
-invariant 2). ``ChunkSender`` is that loop; a subclass says what the next chunk is.
+IMAP (a literal of ``BODY[]`` or ``BINARY[]``) and POP3 (``RETR``, ``TOP``) both copy a file to
+the transport as a push producer: write a chunk, stop while the transport asks to pause, go on
+when it resumes, so memory per session stays at one chunk however large the message is
+(DESIGN.md invariant 2). ``ChunkSender`` is that loop; a subclass says what the next chunk is.
 """
 
 from __future__ import annotations
@@ -75,3 +75,21 @@ class ChunkSender:
 
     def stopProducing(self):
         self._finish(StreamBroken("connection lost while sending a message"))
+
+
+class FileRangeSender(ChunkSender):
+    """Copies ``length`` bytes of an open file, from where it is positioned, to the transport."""
+
+    def __init__(self, fileobj, length, transport):
+        super().__init__(transport)
+        self._file = fileobj
+        self._remaining = length
+
+    def next_chunk(self):
+        if self._remaining == 0:
+            return None
+        chunk = self._file.read(min(self.CHUNK, self._remaining))
+        if not chunk:
+            raise StreamBroken("file shorter than its recorded size")
+        self._remaining -= len(chunk)
+        return chunk

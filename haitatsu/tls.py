@@ -11,8 +11,8 @@ no name.
 The set is immutable and replaced whole (``TLSService.swap``), so a connection uses one set from
 start to end and a swap never needs a lock. ``tls.mode = "manual"`` builds the set from PEM files
 (``load_manual``) at start and again on every configuration reload, so renewed files are served
-to new connections without a restart; a later ACME source builds sets from its cache and swaps
-them in the same way.
+to new connections without a restart; ``tls.mode = "acme"`` (``haitatsu.acme``) builds sets from
+its cache and from each issuance and swaps them in the same way.
 
 Settings are deliberately not configurable: TLS 1.2 and 1.3 only, no compression, no
 renegotiation, the server's cipher order (ECDHE with AES-GCM or ChaCha20 for TLS 1.2; OpenSSL's
@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 from OpenSSL import SSL
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet import threads
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
 from twisted.logger import Logger
@@ -169,13 +169,19 @@ class CertificateSet:
     """The certificates a server offers at one moment: a default and others chosen by SNI.
 
     Immutable: each certificate's OpenSSL context is built once, here, and the SNI callback of
-    every context looks only in this set.
+    every context looks only in this set. ``alpn`` is an ALPN select callback for every context
+    (ACME's TLS-ALPN-01 responder, ``haitatsu.acme``); without one, ALPN is ignored.
     """
 
-    def __init__(self, default: Certificate, others: Sequence[Certificate] = ()):
+    def __init__(
+        self,
+        default: Certificate,
+        others: Sequence[Certificate] = (),
+        alpn: Callable[[SSL.Connection, list[bytes]], bytes] | None = None,
+    ):
         self.default = default
         self.certificates: tuple[Certificate, ...] = (default, *others)
-        self._contexts = [_make_context(c, self._on_server_name) for c in self.certificates]
+        self._contexts = [_make_context(c, self._on_server_name, alpn) for c in self.certificates]
 
     @property
     def default_context(self) -> SSL.Context:
@@ -216,20 +222,29 @@ class CertificateSet:
         return [c for c in self.certificates if not c.valid_at(when)]
 
 
-def _make_context(cert: Certificate, on_server_name) -> SSL.Context:
+def server_context() -> SSL.Context:
+    """A server context with our settings (protocol versions, options, ciphers) and no
+    certificate yet."""
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(_OPTIONS)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.set_cipher_list(TLS12_CIPHERS.encode("ascii"))
+    # Needed for server-side session resumption; any stable value will do.
+    ctx.set_session_id(b"haitatsu")
+    return ctx
+
+
+def _make_context(cert: Certificate, on_server_name, on_alpn=None) -> SSL.Context:
+    ctx = server_context()
     ctx.use_certificate(cert.leaf)
     for extra in cert.chain:
         ctx.add_extra_chain_cert(extra)
     ctx.use_privatekey(cert.key)
     ctx.check_privatekey()
-    # Needed for server-side session resumption; any stable value will do.
-    ctx.set_session_id(b"haitatsu")
     ctx.set_tlsext_servername_callback(on_server_name)
+    if on_alpn is not None:
+        ctx.set_alpn_select_callback(on_alpn)
     return ctx
 
 
@@ -259,12 +274,13 @@ class TLSServerEndpoint:
 
 
 @implementer(IOpenSSLServerConnectionCreator)
-class TLSService(Service):
-    """The one source of TLS connections; a twisted ``Service`` in the tree.
+class TLSService(MultiService):
+    """The one source of TLS connections; a twisted service in the tree.
 
     It is itself what ``transport.startTLS`` and ``TLSMemoryBIOFactory`` take (an
     ``IOpenSSLServerConnectionCreator``): every new TLS connection starts on the certificate set
-    current at that moment.
+    current at that moment. In ACME mode its child is the ``ACMEManager`` (``acme``) that
+    obtains and renews the certificates and swaps them in.
     """
 
     name = "tls"
@@ -275,12 +291,20 @@ class TLSService(Service):
         reactor,
         certificates: CertificateSet | None = None,
         loader: Callable[[object], CertificateSet] | None = None,
+        no_certificate_context: SSL.Context | None = None,
     ):
+        super().__init__()
         self.reactor = reactor
         self._certificates = certificates
         #: Builds a set from the ``tls`` block (blocking; run in a thread on reload). None: the
         #: set only changes through ``swap`` (ACME).
         self._loader = loader
+        #: Where connections start while there is no set at all (ACME before its first
+        #: certificate: the context answers TLS-ALPN-01 validations). None: such connections
+        #: fail with ``TLSUnavailable``.
+        self._no_certificate_context = no_certificate_context
+        #: The ``haitatsu.acme.ACMEManager`` in ACME mode, else None.
+        self.acme = None
 
     @classmethod
     def from_config(cls, config, reactor) -> TLSService | None:
@@ -288,17 +312,22 @@ class TLSService(Service):
 
         Raises ``CertificateError`` when the files are unusable (the server does not start) and
         ``ConfigError`` for a mode not built yet. An expired certificate is logged and served:
-        a client that does not verify (most MTAs) still gets encryption.
+        a client that does not verify (most MTAs) still gets encryption. In ACME mode the
+        cached certificates are loaded here and the rest happens once the service starts.
         """
         tls = config.tls
         if not tls.enabled:
             return None
+        if tls.mode == "acme":
+            from haitatsu.acme import ACMEManager
+
+            return ACMEManager.tls_service(config, reactor)
         if tls.mode != "manual":
             raise ConfigError(
                 f'tls.mode: "{tls.mode}" is not supported yet; use "manual" (docs/tls.md)'
             )
         service = cls(reactor, load_manual(tls), loader=load_manual)
-        service._report(service.certificates, "loaded")
+        service.report(service.certificates, "loaded")
         return service
 
     # -- the certificate store ---------------------------------------------------------------
@@ -345,11 +374,12 @@ class TLSService(Service):
 
         def commit():
             self.swap(new)
-            self._report(new, "reloaded")
+            self.report(new, "reloaded")
 
         return commit
 
-    def _report(self, certificates: CertificateSet, verb: str) -> None:
+    def report(self, certificates: CertificateSet, verb: str) -> None:
+        """Log each certificate of a set (names, serial, expiry) and any that is not valid."""
         now = _now()
         for cert in certificates.certificates:
             self._log.info(
@@ -377,6 +407,8 @@ class TLSService(Service):
         callback may move it to another certificate of the same set)."""
         certificates = self._certificates
         if certificates is None:
+            if self._no_certificate_context is not None:
+                return SSL.Connection(self._no_certificate_context, None)
             raise TLSUnavailable("no TLS certificate loaded")
         return SSL.Connection(certificates.default_context, None)
 
@@ -412,4 +444,5 @@ __all__ = [
     "is_secure",
     "load_manual",
     "load_pem_files",
+    "server_context",
 ]

@@ -17,12 +17,12 @@ import hashlib
 import hmac
 import json
 
-from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 
 from haitatsu.metrics import METRICS
+from haitatsu.polling import PollingService
 from haitatsu.storage.store.events import EVENTS_CHANNEL
 
 #: Idle back-off between empty polls (API.md 3).
@@ -96,7 +96,7 @@ class _FirstBytes:
         return b"".join(self.chunks).decode("utf-8", "replace")
 
 
-class WebhookWorker(Service):
+class WebhookWorker(PollingService):
     """``loops`` delivery loops on this node (``workers.concurrency``; 0 means one).
 
     ``http`` is a treq ``HTTPClient`` (or anything with its ``post`` and a response treq's
@@ -104,6 +104,10 @@ class WebhookWorker(Service):
     timestamps, schedules and leases, and runs the idle sleeps and timeouts.
     """
 
+    channel = EVENTS_CHANNEL
+    label = "webhook worker"
+    min_poll = IDLE_MIN_SECONDS
+    max_poll = IDLE_MAX_SECONDS
     _log = Logger()
 
     def __init__(self, store, get_config, http, clock, node: str, loops: int = 1, metrics=None):
@@ -114,73 +118,15 @@ class WebhookWorker(Service):
         self.node = node
         self.loops = max(1, loops)
         self.metrics = metrics or METRICS
-        self._running = False
-        self._stopping = False
-        self._sleepers: set = set()
-        self._tasks: list = []
-        self._unsubscribe = None
 
-    # -- service ---------------------------------------------------------------------------
+    # -- loops ------------------------------------------------------------------------------
 
-    def startService(self):
-        super().startService()
-        self._running = True
-        self._stopping = False
-        self._unsubscribe = self.store.changes.subscribe(EVENTS_CHANNEL, lambda _: self.wake())
-        for number in range(self.loops):
-            d = defer.Deferred.fromCoroutine(self._loop(number))
-            d.addErrback(lambda f: f.trap(CancelledError))
-            self._tasks.append(d)
-
-    def stopService(self):
-        super().stopService()
-        self._running = False
-        self._stopping = True
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        tasks, self._tasks = self._tasks, []
-        for d in tasks:
-            d.cancel()
-        return defer.DeferredList(tasks, consumeErrors=True)
-
-    def wake(self):
-        """Cut every idle sleep short: an event was written somewhere."""
-        sleepers, self._sleepers = self._sleepers, set()
-        for d in sleepers:
-            if not d.called:
-                d.callback(None)
-
-    def _sleep(self, seconds: float):
-        def cancel(_):
-            if call.active():
-                call.cancel()
-
-        d = defer.Deferred(cancel)
-        call = self.clock.callLater(seconds, lambda: d.called or d.callback(None))
-        d.addBoth(lambda result: (cancel(None), self._sleepers.discard(d), result)[-1])
-        self._sleepers.add(d)
-        return d
-
-    async def _loop(self, number: int):
-        idle = IDLE_MIN_SECONDS
-        while self._running:
-            try:
-                worked = await self.run_once()
-            except CancelledError:
-                raise
-            except Exception:
-                self._log.failure("webhook worker {number} failed; pausing", number=number)
-                worked = False
-            if worked:
-                idle = IDLE_MIN_SECONDS
-                continue
-            await self._sleep(idle)
-            idle = min(idle * 2, IDLE_MAX_SECONDS)
+    def lanes(self):
+        return [None] * self.loops
 
     # -- one delivery ----------------------------------------------------------------------
 
-    async def run_once(self) -> bool:
+    async def run_once(self, lane=None) -> bool:
         """Claim and deliver one due event; False when there was none."""
         config = self.get_config().webhooks
         now = self.clock.seconds()

@@ -15,13 +15,16 @@ from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from haitatsu.api import (
+    acme_challenge,
     audit,
     conventions,
     dkim,
     dnscheck,
     domains,
     events,
+    exports,
     folders,
+    imports,
     labels,
     mail_routes,
     mailboxes,
@@ -57,9 +60,12 @@ RESOURCES = (
     outbound,
     events,
     senderrules,
+    exports,
+    imports,
     dnscheck,
     metrics,
     openapi,
+    acme_challenge,
 )
 
 
@@ -90,7 +96,8 @@ class HaitatsuAPI:
     where ``POST /mailboxes/:id/outbound`` writes the message it sends (default: the system's
     temporary directory); ``submission`` the ``SubmissionPipeline`` it goes through (default:
     one on the same store and config). ``metrics`` is the ``haitatsu.metrics.Metrics`` to count
-    requests in and serve (the server's by default).
+    requests in and serve (the server's by default). ``acme_http01`` holds the answers to
+    pending ACME HTTP-01 challenges (``haitatsu.acme.HTTP01Responder``), None without ACME.
     """
 
     app = _klein_app()
@@ -100,7 +107,15 @@ class HaitatsuAPI:
     sse_heartbeat_seconds = 15.0
 
     def __init__(
-        self, get_config, store, reloader, reactor, spool_dir=None, submission=None, metrics=None
+        self,
+        get_config,
+        store,
+        reloader,
+        reactor,
+        spool_dir=None,
+        submission=None,
+        metrics=None,
+        acme_http01=None,
     ):
         from haitatsu.metrics import METRICS
 
@@ -114,6 +129,7 @@ class HaitatsuAPI:
             )
         self.submission = submission
         self.metrics = metrics if metrics is not None else METRICS
+        self.acme_http01 = acme_http01
         self._resolver = (None, None)
         self._openapi = None
 

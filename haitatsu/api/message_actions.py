@@ -12,7 +12,6 @@ decodes base64 or quoted-printable as it goes, so memory does not grow with the 
 
 from __future__ import annotations
 
-import binascii
 import re
 
 from twisted.internet.defer import CancelledError
@@ -30,6 +29,7 @@ from haitatsu.api.conventions import (
 )
 from haitatsu.api.messages import mailbox_message_json
 from haitatsu.interfaces import NoSuchFolder
+from haitatsu.mime.decoding import DecodingReader
 from haitatsu.storage.store import NoSuchLabel, NoSuchMessage, WrongMailbox
 
 routes = RouteTable()
@@ -159,94 +159,6 @@ async def remove_label(api, request, message_id, label_id):
 
 
 # -- attachments ----------------------------------------------------------------------------------
-
-
-class _Base64:
-    _junk = re.compile(rb"[^A-Za-z0-9+/=]")
-
-    def __init__(self):
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        self._pending += self._junk.sub(b"", chunk)
-        whole = len(self._pending) // 4 * 4
-        ready, self._pending = self._pending[:whole], self._pending[whole:]
-        return self._decode(ready)
-
-    def finish(self) -> bytes:
-        rest, self._pending = self._pending, b""
-        if len(rest) < 2:
-            return b""
-        return self._decode(rest + b"=" * (-len(rest) % 4))
-
-    @staticmethod
-    def _decode(text: bytes) -> bytes:
-        # a2b_base64 stops at padding: decode group by group past each padded one (messages
-        # that concatenate encoded pieces exist). A broken group is skipped, as mail readers do.
-        out, start = [], 0
-        while start < len(text):
-            pad = text.find(b"=", start)
-            end = len(text) if pad < 0 else (pad // 4 + 1) * 4
-            try:
-                out.append(binascii.a2b_base64(text[start:end]))
-            except binascii.Error:
-                pass
-            start = end
-        return b"".join(out)
-
-
-class _QuotedPrintable:
-    def __init__(self):
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        # Decode whole lines only: a soft break or =XX may straddle two chunks.
-        self._pending += chunk
-        cut = self._pending.rfind(b"\n") + 1
-        ready, self._pending = self._pending[:cut], self._pending[cut:]
-        return binascii.a2b_qp(ready) if ready else b""
-
-    def finish(self) -> bytes:
-        rest, self._pending = self._pending, b""
-        return binascii.a2b_qp(rest) if rest else b""
-
-
-class _Identity:
-    def feed(self, chunk: bytes) -> bytes:
-        return chunk
-
-    def finish(self) -> bytes:
-        return b""
-
-
-class DecodingReader:
-    """A file-like ``read(n)`` over ``blob[start:end]``, decoded; ``b""`` only at the end."""
-
-    def __init__(self, blob, start: int, end: int, encoding: str):
-        self._blob = blob
-        self._left = max(0, end - start)
-        blob.seek(start)
-        self._decoder = {"base64": _Base64, "quoted-printable": _QuotedPrintable}.get(
-            encoding, _Identity
-        )()
-        self._done = False
-
-    def read(self, size: int = 65536) -> bytes:
-        while not self._done:
-            chunk = self._blob.read(min(max(size, 4096), self._left)) if self._left else b""
-            self._left -= len(chunk)
-            if not chunk:
-                self._left = 0
-            out = self._decoder.feed(chunk)
-            if not self._left:
-                self._done = True
-                out += self._decoder.finish()
-            if out:
-                return out
-        return b""
-
-    def close(self):
-        self._blob.close()
 
 
 def _header_filename(name: str) -> str:

@@ -85,6 +85,68 @@ COMPONENTS = {
             "action": {"enum": ["junk", "reject", ""]},
         },
     },
+    "ExportJob": {
+        "type": "object",
+        "required": ["id", "mailbox_id", "status", "created_at", "updated_at"],
+        "properties": {
+            "id": ID,
+            "mailbox_id": {"type": "string"},
+            "status": {"enum": ["queued", "processing", "completed", "failed"]},
+            "object_key": {"type": "string"},
+            "size_bytes": {"type": "integer"},
+            "locked_by": {"type": "string"},
+            "locked_until": TIME,
+            "last_error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "expires_at": TIME,
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+    },
+    "ImportJob": {
+        "type": "object",
+        "required": ["id", "mailbox_id", "source_type", "status", "created_at", "updated_at"],
+        "properties": {
+            "id": ID,
+            "mailbox_id": {"type": "string"},
+            "source_type": {"enum": ["zip", "maildir", "imap", "mbox"]},
+            "source": {"type": "object"},
+            "status": {"enum": ["queued", "processing", "completed", "failed"]},
+            "imported_count": {"type": "integer"},
+            "locked_by": {"type": "string"},
+            "locked_until": TIME,
+            "last_error": {"type": "object", "properties": {"error": {"type": "string"}}},
+            "created_at": TIME,
+            "updated_at": TIME,
+        },
+    },
+    "ImportRequest": {
+        "type": "object",
+        "required": ["source_type", "source"],
+        "properties": {
+            "source_type": {"enum": ["zip", "maildir", "imap", "mbox"]},
+            "source": {
+                "type": "object",
+                "description": (
+                    "zip: object_key (or key); maildir, mbox: path (inside imports.root); "
+                    "imap: addr (host:port), username, password, mailbox or mailboxes, tls, "
+                    "starttls, skip_verify"
+                ),
+                "properties": {
+                    "object_key": {"type": "string"},
+                    "key": {"type": "string"},
+                    "path": {"type": "string"},
+                    "addr": {"type": "string"},
+                    "username": {"type": "string"},
+                    "password": {"type": "string"},
+                    "mailbox": {"type": "string"},
+                    "mailboxes": {"type": "array", "items": {"type": "string"}},
+                    "tls": {"type": "boolean"},
+                    "starttls": {"type": "boolean"},
+                    "skip_verify": {"type": "boolean"},
+                },
+            },
+        },
+    },
     "DNSCheck": {
         "type": "object",
         "required": ["domain", "checks"],

@@ -31,6 +31,16 @@ def _positive(instance, attribute, value):
         raise ValueError("must be > 0")
 
 
+def _endpoint_types() -> frozenset:
+    """The endpoint types ``serverFromString`` understands: Twisted's own and any installed
+    ``IStreamServerEndpointStringParser`` plugin's prefix."""
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    builtin = {"tcp", "tcp6", "ssl", "unix", "systemd"}
+    return frozenset(builtin | {p.prefix for p in getPlugins(IStreamServerEndpointStringParser)})
+
+
 def _endpoint(value: str, key: str) -> str:
     """Turn ``host:port`` (or ``[v6]:port``, ``:port``) into a Twisted server endpoint string.
 
@@ -54,7 +64,13 @@ def _endpoint(value: str, key: str) -> str:
         if host in ("", "0.0.0.0", "*"):
             return f"tcp:{port}"
         return f"tcp:{port}:interface={host}"
-    if re.match(r"^[a-z0-9]+:", value):
+    m = re.match(r"^([a-z0-9]+):", value)
+    if m:
+        if m.group(1) not in _endpoint_types():
+            raise ConfigError(
+                f"{key}: {value!r} is neither host:port nor a Twisted endpoint string "
+                f"(known endpoint types: {', '.join(sorted(_endpoint_types()))})"
+            )
         return value
     raise ConfigError(f"{key}: {value!r} is neither host:port nor a Twisted endpoint string")
 
@@ -274,13 +290,91 @@ class TLSConfig:
     key_file: str = ""
     #: Our addition: more certificates, chosen by the name the client asks for (docs/tls.md).
     certificates: tuple[TLSCertificateConfig, ...] = ()
+    #: ACME (``mode = "acme"``, docs/tls.md): the account's contact address (required), the CA
+    #: (a directory URL or a name from ``ACME_CAS``) and where account and certificates live.
     acme_email: str = ""
     acme_ca: str = ""
     acme_cache_path: str = "/var/lib/haitatsu/certmagic"
+    #: Dedicated challenge listeners (0: none; HTTP-01 is then answered on ``server.api_addr``,
+    #: TLS-ALPN-01 on the implicit-TLS listeners) and the interface they bind.
+    acme_listen_host: str = ""
+    acme_http_port: int = attrs.field(default=0, validator=_nonneg)
+    acme_tls_alpn_port: int = attrs.field(default=0, validator=_nonneg)
+    acme_disable_http_challenge: bool = False
+    acme_disable_tls_alpn_challenge: bool = False
+    #: Accepted for the original's sake; challenges are answered by the node that asked.
+    acme_disable_distributed_solvers: bool = False
+    #: Our additions: names certified besides ``server.public_hostname`` (one certificate
+    #: each), a PEM CA bundle to verify the ACME server with (a private or test CA), when to
+    #: renew and how often to check.
+    acme_domains: tuple[str, ...] = ()
+    acme_ca_file: str = ""
+    acme_renew_before_days: int = attrs.field(default=30, validator=_nonneg)
+    acme_check_interval_minutes: int = attrs.field(default=720, validator=_nonneg)
 
     @property
     def enabled(self) -> bool:
         return self.mode not in ("off", "disabled", "")
+
+    def acme_endpoint(self, port: int, key: str) -> str:
+        """The endpoint string of a dedicated challenge listener on ``acme_listen_host``."""
+        host = self.acme_listen_host.strip()
+        return _endpoint(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", key)
+
+
+#: Names ``tls.acme_ca`` accepts besides a directory URL (the original's names).
+ACME_CAS = {
+    "": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-production": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+def acme_directory_url(tls: TLSConfig) -> str:
+    """The ACME directory URL ``tls.acme_ca`` names; raises ``ConfigError`` when it names none."""
+    value = tls.acme_ca.strip()
+    if value.lower() in ACME_CAS:
+        return ACME_CAS[value.lower()]
+    if value.lower() == "zerossl":
+        raise ConfigError(
+            'tls.acme_ca: "zerossl" needs external account binding, which haitatsu does not '
+            "support; use Let's Encrypt or another CA's directory URL"
+        )
+    if not value.startswith("https://"):
+        raise ConfigError(
+            f"tls.acme_ca: expected an https:// ACME directory URL or one of "
+            f"{', '.join(repr(k) for k in ACME_CAS if k)}, got {value!r}"
+        )
+    return value
+
+
+def acme_domains(config: Config) -> tuple[str, ...]:
+    """The names ACME certifies: ``server.public_hostname`` first, then ``tls.acme_domains``."""
+    names = [config.server.public_hostname, *config.tls.acme_domains]
+    return tuple(dict.fromkeys(n.strip().lower().rstrip(".") for n in names))
+
+
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{1,63}$")
+
+
+def _validate_acme(config: Config) -> None:
+    tls = config.tls
+    if not tls.acme_email or "@" not in tls.acme_email:
+        raise ConfigError('tls.acme_email: an email address is required when tls.mode is "acme"')
+    acme_directory_url(tls)
+    for i, name in enumerate(acme_domains(config)):
+        if not _DNS_NAME.match(name) or name.replace(".", "").isdigit():
+            key = "server.public_hostname" if i == 0 else "tls.acme_domains"
+            raise ConfigError(
+                f"{key}: {name!r} cannot be certified by ACME (a public DNS name is needed; "
+                "wildcards need DNS-01, which is not supported)"
+            )
+    if tls.acme_disable_http_challenge and tls.acme_disable_tls_alpn_challenge:
+        raise ConfigError(
+            "tls.acme_disable_http_challenge, tls.acme_disable_tls_alpn_challenge: at least "
+            "one challenge type must stay enabled"
+        )
 
 
 @attrs.frozen
@@ -304,6 +398,15 @@ class LimitsConfig:
 class WorkersConfig:
     enabled: bool = True
     concurrency: int = attrs.field(default=0, validator=_nonneg)
+
+
+@attrs.frozen
+class ImportsConfig:
+    """Our addition: where ``maildir`` and ``mbox`` import jobs may read (docs/api.md
+    "Import jobs"). A source ``path`` must resolve inside ``root``; empty (the default) refuses
+    every path source. Hot."""
+
+    root: str = ""
 
 
 @attrs.frozen
@@ -367,10 +470,15 @@ def _nameservers(value) -> tuple:
 
 @attrs.frozen
 class DNSConfig:
-    """Our addition: the resolver for DNS checks (``GET /dns/check``). ``nameservers`` lists
-    ``host`` or ``host:port`` (``[v6]:port``); empty means the system's /etc/resolv.conf."""
+    """Our addition: the resolver for DNS checks (``GET /dns/check``) and filters.
+    ``nameservers`` lists ``host`` or ``host:port`` (``[v6]:port``); empty means the system's
+    /etc/resolv.conf."""
 
     nameservers: tuple = attrs.field(default=(), converter=_nameservers)
+    #: How long one lookup may take (a retry included) before it is a temporary failure.
+    timeout_seconds: float = attrs.field(default=5.0, validator=_positive)
+    #: Answers kept in the filters' cache (by TTL, at most an hour); 0 turns the cache off.
+    cache_size: int = attrs.field(default=10000, validator=_nonneg)
 
     def servers(self) -> list[tuple[str, int]]:
         """``(host, port)`` pairs for twisted.names."""
@@ -381,6 +489,96 @@ class DNSConfig:
             )
             out.append((m.group(1), int(m.group(2))) if m else (entry.strip("[]"), 53))
         return out
+
+
+#: Keys of a ``filters`` entry the chain uses itself; every other key is the filter's option.
+FILTER_KEYS = ("name", "on_error", "timeout_seconds")
+#: What a filter's ``on_error`` may say (docs/plugins.md).
+FILTER_ERROR_POLICIES = ("tempfail", "continue", "reject", "quarantine")
+_FILTER_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
+
+
+@attrs.frozen
+class FilterSpec:
+    """One entry of ``filters``: which filter, how the chain treats it, and its options."""
+
+    name: str
+    #: What a failure (exception or timeout) of the filter means.
+    on_error: str = "tempfail"
+    #: Longest the filter may take at one stage; 0 means the chain's default (30 s).
+    timeout_seconds: float = 0.0
+    options: dict = attrs.field(factory=dict, hash=False)
+
+
+def _filter_specs(value) -> tuple:
+    if isinstance(value, tuple) and all(isinstance(v, FilterSpec) for v in value):
+        return value
+    if value == {}:
+        return ()  # `filters {}` in a config that does not amend the schema
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"expected a Listing of filter objects, got {_kind(value)}")
+    specs = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, FilterSpec):
+            specs.append(entry)
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"[{i}]: expected an object with a name, got {_kind(entry)}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _FILTER_NAME.match(name):
+            raise ValueError(
+                f"[{i}].name: expected a filter name (lower case letters, digits, _), got {name!r}"
+            )
+        on_error = entry.get("on_error", "tempfail")
+        if on_error not in FILTER_ERROR_POLICIES:
+            raise ValueError(
+                f"[{i}] ({name}).on_error: must be one of {list(FILTER_ERROR_POLICIES)}, "
+                f"got {on_error!r}"
+            )
+        timeout = entry.get("timeout_seconds", 0)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"[{i}] ({name}).timeout_seconds: expected a Number >= 0")
+        options = {k: v for k, v in entry.items() if k not in FILTER_KEYS}
+        specs.append(FilterSpec(name, on_error, float(timeout), options))
+    return tuple(specs)
+
+
+#: The chain when the config says nothing: the sender rules of the REST API (API.md 1.12).
+DEFAULT_FILTERS = (FilterSpec("sender_rules"),)
+
+
+@attrs.frozen
+class PluginsConfig:
+    """Our addition: where operators put filter plugins of their own (docs/plugins.md)."""
+
+    #: A directory of plugin modules; empty means only the built-in filters. Hot.
+    directory: str = ""
+
+
+def _zones(value) -> tuple:
+    if value == {}:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError("expected a Listing of zone names")
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("every zone must be a non-empty String")
+    return tuple(v.strip() for v in value)
+
+
+@attrs.frozen
+class SpamConfig:
+    """The original's ``spam`` block (API.md 4): the thresholds and the DNSBL defaults that the
+    ``dnsbl`` filter and Junk placement use."""
+
+    #: Score from which a message goes to Junk (0 means 5).
+    junk_threshold: float = attrs.field(default=5.0, validator=_nonneg)
+    #: Score from which it is refused (0 means 10).
+    reject_threshold: float = attrs.field(default=10.0, validator=_nonneg)
+    #: DNSBL zones the ``dnsbl`` filter asks when its own ``zones`` option is not set.
+    dnsbl_zones: tuple = attrs.field(default=(), converter=_zones)
+    #: Score of a listing (0 means 4).
+    dnsbl_score: float = attrs.field(default=4.0, validator=_nonneg)
+    require_helo: bool = False
 
 
 @attrs.frozen
@@ -403,6 +601,11 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     dns: DNSConfig = DNSConfig()
+    spam: SpamConfig = SpamConfig()
+    #: The filter chain, in order (docs/plugins.md); hot.
+    filters: tuple = attrs.field(default=DEFAULT_FILTERS, converter=_filter_specs)
+    plugins: PluginsConfig = PluginsConfig()
+    imports: ImportsConfig = ImportsConfig()
 
     # -- derived values -------------------------------------------------------------------
 
@@ -457,7 +660,9 @@ class Config:
             server=attrs.evolve(self.server, data_dir=absolute(self.server.data_dir)),
             database=attrs.evolve(self.database, dsn=dsn),
             storage=attrs.evolve(self.storage, blob_dir=absolute(self.storage.blob_dir)),
+            plugins=attrs.evolve(self.plugins, directory=absolute(self.plugins.directory)),
             relay=attrs.evolve(self.relay, ca_file=absolute(self.relay.ca_file)),
+            imports=attrs.evolve(self.imports, root=absolute(self.imports.root)),
             tls=attrs.evolve(
                 self.tls,
                 cert_file=absolute(self.tls.cert_file),
@@ -467,6 +672,7 @@ class Config:
                     for c in self.tls.certificates
                 ),
                 acme_cache_path=absolute(self.tls.acme_cache_path),
+                acme_ca_file=absolute(self.tls.acme_ca_file),
             ),
         )
 
@@ -501,6 +707,8 @@ class Config:
         for i, extra in enumerate(config.tls.certificates):
             if not (extra.cert_file and extra.key_file):
                 raise ConfigError(f"tls.certificates[{i}]: cert_file and key_file are required")
+        if config.tls.mode == "acme":
+            _validate_acme(config)
         if base_dir is not None:
             config = config.resolve_paths(base_dir)
         return config
@@ -541,6 +749,16 @@ RESTART_KEYS = (
     "tls.acme_email",
     "tls.acme_ca",
     "tls.acme_cache_path",
+    "tls.acme_listen_host",
+    "tls.acme_http_port",
+    "tls.acme_tls_alpn_port",
+    "tls.acme_disable_http_challenge",
+    "tls.acme_disable_tls_alpn_challenge",
+    "tls.acme_disable_distributed_solvers",
+    "tls.acme_domains",
+    "tls.acme_ca_file",
+    "tls.acme_renew_before_days",
+    "tls.acme_check_interval_minutes",
     "workers.enabled",
 )
 

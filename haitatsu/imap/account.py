@@ -17,6 +17,7 @@ from twisted.internet import defer
 from twisted.mail import imap4
 from zope.interface import implementer
 
+from haitatsu.imap.labels import ViewStore
 from haitatsu.imap.wire import decode_mailbox
 
 
@@ -31,7 +32,7 @@ class IMAPRealm:
         if imap4.IAccount not in interfaces:
             raise NotImplementedError("IMAPRealm only provides IAccount")
         mailbox_id = avatarId.decode("ascii") if isinstance(avatarId, bytes) else avatarId
-        return imap4.IAccount, Account(self._store, mailbox_id), lambda: None
+        return imap4.IAccount, Account(ViewStore(self._store), mailbox_id), lambda: None
 
 
 @attrs.frozen
@@ -47,7 +48,8 @@ class ListEntry:
 @implementer(imap4.IAccount, imap4.INamespacePresenter)
 class Account:
     """One mailbox seen through IMAP. The server calls the store directly for folder changes
-    (it needs the store's distinct refusals); the ``IAccount`` methods are thin wrappers."""
+    (it needs the store's distinct refusals); the ``IAccount`` methods are thin wrappers.
+    ``store`` is the store as sessions see it, with labels as folders (``ViewStore``)."""
 
     delimiter = "/"
 
@@ -213,6 +215,8 @@ class Update:
     vanished: list[int] = attrs.Factory(list)  # the same messages' UIDs, ascending
     flags: list[tuple[int, object]] = attrs.Factory(list)  # (seq, row)
     exists: int | None = None
+    #: Rows and UIDs the refresh read from the store (what it cost).
+    read: int = 0
 
     def __bool__(self):
         return bool(self.expunged or self.flags or self.exists is not None)
@@ -288,21 +292,37 @@ class FolderView:
                 del self.by_uid[uid]
         return seqs
 
-    def refresh(self, rows) -> Update:
-        """Bring the view up to ``rows`` (the folder's current messages) and say what changed."""
-        update = Update()
-        current = {r.uid: r for r in rows}
-        update.vanished = [uid for uid in self.uids if uid not in current]
+    def apply_delta(self, changed, vanished) -> Update:
+        """Take in what changed in the folder since the view's MODSEQ (``store.folder_delta``):
+        ``changed``, live rows with a higher MODSEQ, by UID; ``vanished``, UIDs that left.
+        Return what to tell the client. Costs the size of the delta (plus the list shifts of
+        the expunged), never a pass over the whole folder.
+
+        A row may be seen again by a later delta (reads overlap by design): a known row whose
+        flags and MODSEQ are unchanged, or a vanished UID no longer in the view, is nothing
+        new. A row below the view's last UID that the view never had cannot be announced (IMAP
+        only adds messages at the end) and cannot occur: UIDs are taken in commit order."""
+        update = Update(read=len(changed) + len(vanished))
+        gone = set(vanished)
+        update.vanished = sorted(u for u in gone if u in self.by_uid)
         update.expunged = self.remove(update.vanished)
-        for i, uid in enumerate(self.uids):
-            new = current[uid]
-            if new.flags != self.rows[i].flags or new.modseq != self.rows[i].modseq:
-                update.flags.append((i + 1, new))
-            self.rows[i] = new
-            self.by_uid[uid] = new
         last = self.uids[-1] if self.uids else 0
-        added = sorted((r for r in rows if r.uid > last), key=lambda r: r.uid)
+        added = []
+        for new in changed:
+            if new.uid in gone:
+                continue  # expunged after the row was read
+            old = self.by_uid.get(new.uid)
+            if old is None:
+                if new.uid > last:
+                    added.append(new)
+                continue
+            if new.flags != old.flags or new.modseq != old.modseq:
+                i = bisect.bisect_left(self.uids, new.uid)
+                self.rows[i] = new
+                self.by_uid[new.uid] = new
+                update.flags.append((i + 1, new))
         if added:
+            added.sort(key=lambda r: r.uid)
             self.rows.extend(added)
             self.uids.extend(r.uid for r in added)
             self.by_uid.update((r.uid, r) for r in added)

@@ -24,8 +24,6 @@ from haitatsu.imap.wire import (
     IMAPSyntaxError,
     SpooledLiteral,
     String,
-    decode_mailbox,
-    encode_mailbox,
     format_uid_set,
     parse_date_time,
 )
@@ -124,12 +122,12 @@ class ExtensionsMixin:
     async def _cmd_getquotaroot(self, tag, name, args, uid):
         if len(args) != 1:
             raise IMAPSyntaxError("GETQUOTAROOT needs a mailbox")
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         line = await self._quota_line()
-        roots = [encode_mailbox(folder.name)] + ([self.QUOTA_ROOT] if line else [])
+        roots = [self._mailbox_out(folder.name)] + ([self.QUOTA_ROOT] if line else [])
         self.sendUntaggedResponse(b"QUOTAROOT " + b" ".join(roots))
         if line:
             self.sendUntaggedResponse(line)
@@ -169,13 +167,13 @@ class ExtensionsMixin:
                 raise IMAPSyntaxError("RECURSIVEMATCH needs another selection option")
         if len(args) < 2:
             raise IMAPSyntaxError("LIST needs a reference and a pattern")
-        reference = decode_mailbox(_astring(args[0]))
+        reference = self._mailbox_arg(args[0])
         if isinstance(args[1], list):
             if not args[1]:
                 raise IMAPSyntaxError("empty pattern list")
-            patterns = [decode_mailbox(_astring(p)) for p in args[1]]
+            patterns = [self._mailbox_arg(p) for p in args[1]]
         else:
-            patterns = [decode_mailbox(_astring(args[1]))]
+            patterns = [self._mailbox_arg(args[1])]
         rest = args[2:]
         returns, status_items = [], None
         if rest:
@@ -227,7 +225,7 @@ class ExtensionsMixin:
                 attributes.append("\\Subscribed")
             self.sendUntaggedResponse(
                 b'LIST (%s) "/" %s%s'
-                % (" ".join(attributes).encode(), encode_mailbox(entry.name), extra)
+                % (" ".join(attributes).encode(), self._mailbox_out(entry.name), extra)
             )
             if status_items and entry.folder is not None:
                 await self._send_status(entry.folder, status_items)
@@ -286,7 +284,7 @@ class ExtensionsMixin:
             trace_id=trace_id,
         )
         if self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         uid_validity = folder.uid_validity
         if placed[0].folder_id != folder.id:
             current = await self.store.get_folder_by_id(placed[0].folder_id)

@@ -39,6 +39,21 @@ class Section:
     partial: tuple[int, int] | None = None
 
 
+@attrs.frozen
+class BinarySection:
+    """A ``BINARY[...]`` or ``BINARY.SIZE[...]`` item (RFC 3516): a part, transfer-decoded."""
+
+    label: bytes  # ``BINARY[1.2]`` or ``BINARY.SIZE[1.2]``, without the partial origin
+    peek: bool
+    part: tuple[int, ...] = ()
+    size_only: bool = False
+    partial: tuple[int, int] | None = None
+
+
+_BINARY = re.compile(
+    rb"^BINARY(\.PEEK|\.SIZE)?\[((?:[1-9][0-9]*)(?:\.[1-9][0-9]*)*)?\](?:<(\d+)\.(\d+)>)?$", re.I
+)
+
 _BODY = re.compile(rb"^BODY(\.PEEK)?\[(.*)\](?:<(\d+)\.(\d+)>)?$", re.S | re.I)
 _SECTION_TEXT = re.compile(
     rb"^(?:(\d+(?:\.\d+)*)(?:\.|$))?(HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME)?(.*)$",
@@ -75,6 +90,8 @@ def _item(token):
         return Section(label=b"RFC822.HEADER", peek=True, kind="HEADER")
     if name == "RFC822.TEXT":
         return Section(label=b"RFC822.TEXT", peek=False, kind="TEXT")
+    if upper.startswith(b"BINARY"):
+        return _binary_item(token)
     m = _BODY.match(token)
     if not m:
         raise IMAPSyntaxError("unknown fetch item %s" % name[:40])
@@ -110,6 +127,32 @@ def _item(token):
     return Section(label=label, peek=peek, part=part, kind=kind, fields=fields, partial=partial)
 
 
+def _binary_item(token) -> BinarySection:
+    m = _BINARY.match(token)
+    if not m:
+        raise IMAPSyntaxError("invalid BINARY item (a section is part numbers only)")
+    modifier = (m.group(1) or b"").upper()
+    part = tuple(int(p) for p in m.group(2).split(b".")) if m.group(2) else ()
+    partial = None
+    if m.group(3) is not None:
+        if modifier == b".SIZE":
+            raise IMAPSyntaxError("BINARY.SIZE takes no partial")
+        count = int(m.group(4))
+        if count == 0:
+            raise IMAPSyntaxError("partial length must be positive")
+        partial = (int(m.group(3)), count)
+    text = b".".join(b"%d" % p for p in part)
+    size_only = modifier == b".SIZE"
+    label = (b"BINARY.SIZE[" if size_only else b"BINARY[") + text + b"]"
+    return BinarySection(
+        label=label,
+        peek=modifier == b".PEEK",
+        part=part,
+        size_only=size_only,
+        partial=partial,
+    )
+
+
 def _field_names(text: bytes) -> list[bytes]:
     names = []
     for raw in re.findall(rb'"(?:[^"\\]|\\.)*"|[^\s"]+', text):
@@ -130,6 +173,8 @@ def _section_label(part, kind, fields) -> bytes:
 
 
 def sets_seen(item) -> bool:
+    if isinstance(item, BinarySection):
+        return not item.peek and not item.size_only
     return isinstance(item, Section) and not item.peek
 
 

@@ -8,7 +8,9 @@ Every RFC 3501 key parses; RECENT and NEW match nothing because we do not track 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import email.utils
 from collections.abc import Callable
 
 import attrs
@@ -254,6 +256,14 @@ def _date_test(kind, day, get):
 
 
 def _sent_date(c) -> datetime.date:
+    """The day of the Date header as written, "disregarding time and timezone" (RFC 3501
+    6.4.4): ``Mon, 7 Feb 1994 21:52:25 -0800`` is 7 Feb. Without a usable Date, the internal
+    date's day (UTC)."""
+    for value in header_values(c.info, "date")[:1]:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is not None:
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                return datetime.date(*parsed[:3])
     ns = getattr(c.info, "date", None)
     return utc_date(ns if ns is not None else c.row.internal_date)
 

@@ -26,6 +26,7 @@ import base64
 import binascii
 import contextlib
 import os
+import re
 import tempfile
 
 from twisted.cred import credentials
@@ -42,17 +43,19 @@ from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
+from haitatsu.imap.binary import BinaryMixin, UnknownCTE, blocking_runner
 from haitatsu.imap.extensions import ExtensionsMixin
+from haitatsu.imap.fanout import ChangeFanout
+from haitatsu.imap.labels import ViewStore, is_label_folder, selected_change
 from haitatsu.imap.search import BadCharset, Candidate, compile_search
+from haitatsu.imap.special_use import SpecialUseMixin, parse_create_params
+from haitatsu.imap.utf8 import UTF8Mixin
 from haitatsu.imap.wire import (
     Atom,
     IMAPSyntaxError,
     InvalidMailboxName,
     SpooledLiteral,
     String,
-    decode_mailbox,
-    decode_new_mailbox,
-    encode_mailbox,
     format_internal_date,
     format_uid_set,
     literal_marker,
@@ -70,9 +73,11 @@ from haitatsu.interfaces import (
     OverQuota,
     StorageUnavailable,
 )
+from haitatsu.limits import PeerCounter
 from haitatsu.metrics import METRICS
 from haitatsu.storage.records import FLAG_COLUMNS, Delivery
-from haitatsu.streaming import ChunkSender, StreamBroken
+from haitatsu.streaming import FileRangeSender as _RangeSender
+from haitatsu.streaming import StreamBroken
 from haitatsu.tls import is_secure
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -199,24 +204,6 @@ class _FileSink:
             os.unlink(self.path)
 
 
-class _RangeSender(ChunkSender):
-    """Copies ``length`` bytes from a file to the transport, one chunk at a time."""
-
-    def __init__(self, fileobj, length, transport):
-        super().__init__(transport)
-        self._file = fileobj
-        self._remaining = length
-
-    def next_chunk(self):
-        if self._remaining == 0:
-            return None
-        chunk = self._file.read(min(self.CHUNK, self._remaining))
-        if not chunk:
-            raise StreamBroken("blob shorter than its recorded size")
-        self._remaining -= len(chunk)
-        return chunk
-
-
 def _wire(value) -> bytes:
     if isinstance(value, bytes):
         return value
@@ -254,7 +241,7 @@ def _astring(token) -> bytes:
     return bytes(token)
 
 
-class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
+class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4.IMAP4Server):
     """One IMAP session. ``state`` is twisted's: unauth, auth, select, logout."""
 
     IDENT = b"haitatsu IMAP4rev1 ready"
@@ -267,12 +254,19 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     _log = Logger()
 
-    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None):
+    #: ``haitatsu.limits.PeerCounter`` of logged-in sessions per address (API.md 5.5), set by
+    #: the factory; None: not limited.
+    sessions = None
+
+    def __init__(self, config, store, portal, clock, spool_dir=None, tls=None, fanout=None):
         super().__init__(chal={b"PLAIN": _PlainCredentials})
         self.config = config
+        #: The process's ``ChangeFanout`` (the factory's, shared by its sessions).
+        self.fanout = fanout if fanout is not None else ChangeFanout(store)
         #: The ``TLSService`` for STARTTLS; None: TLS is off and LOGIN works in plaintext.
         self.tls = tls
-        self.store = store
+        #: The store with labels as folders (``Labels/<name>``, haitatsu/imap/labels.py).
+        self.store = ViewStore(store)
         self.portal = portal
         self.clock = clock
         self.callLater = clock.callLater
@@ -280,6 +274,9 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.timeOut = self._idle_timeout = config.imap.idle_timeout_seconds or None
         self.view = None
         self._inbuf = bytearray()
+        #: The most input this session ever held unparsed (literals go to their sink as they
+        #: arrive; input is paused above ``_INPUT_HIGH_WATER``): bounded, whatever is sent.
+        self.max_buffered = 0
         self._chunks: list = []
         self._command_size = 0
         self._literal = None
@@ -296,6 +293,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self._changes_pending = False
         self._idling = False
         self._idle_refresh_running = False
+        #: The last refresh's ``Update`` (what it reported and how many rows it read).
+        self.last_update = None
         self._view_lock = defer.DeferredLock()
         self._selected_deleted = False
         #: Capabilities the client turned on with ENABLE (RFC 5161) or, for CONDSTORE, with any
@@ -303,6 +302,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.enabled: set[bytes] = set()
         #: SEARCHRES's ``$`` (RFC 5182): UIDs saved by ``SEARCH RETURN (SAVE)``.
         self.saved_uids: list[int] = []
+        #: The address this session is counted against in ``sessions`` (None: not counted).
+        self._session_ip: str | None = None
 
     # -- connection --------------------------------------------------------------------------
 
@@ -319,6 +320,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         if getattr(self, "_counted", False):
             self._counted = False
             METRICS.imap_sessions.dec()
+        self._release_session()
         self._closing = True
         self._close_view()
         if self._literal is not None:
@@ -359,6 +361,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         caps += [b"ESEARCH", b"SEARCHRES", b"WITHIN", b"SORT"]
         caps += [b"THREAD=ORDEREDSUBJECT", b"THREAD=REFERENCES"]
         caps += [b"LIST-EXTENDED", b"LIST-STATUS", b"STATUS=SIZE", b"MULTIAPPEND"]
+        caps += [b"BINARY", b"UTF8=ACCEPT", b"CREATE-SPECIAL-USE"]
         caps += [b"APPENDLIMIT=%d" % self.config.max_message_size]
         caps += [b"QUOTA", b"QUOTA=RES-STORAGE"]
         return caps
@@ -368,6 +371,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     def dataReceived(self, data):
         self.resetTimeout()
         self._inbuf += data
+        if len(self._inbuf) > self.max_buffered:
+            self.max_buffered = len(self._inbuf)
         if len(self._inbuf) > self._INPUT_HIGH_WATER and not self._paused:
             self._paused = True
             self.transport.pauseProducing()
@@ -403,7 +408,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 if self._discarding_line or len(line) > self.MAX_LINE_LENGTH:
                     head = self._long_line_head if self._discarding_line else line[:80]
                     self._discarding_line = False
-                    self._line_too_long(head)
+                    self._line_too_long(head, line[-64:])
                     continue
                 self._line(line)
         finally:
@@ -412,14 +417,23 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self._paused = False
             self.transport.resumeProducing()
 
-    def _line_too_long(self, head):
+    def _line_too_long(self, head, tail=b""):
+        """``BAD`` for the command (tagged when its tag is known); a non-synchronizing literal
+        announced at the end of the line belongs to it and is read and dropped."""
         tag = b"*"
-        if not self._chunks:
-            with contextlib.suppress(IMAPSyntaxError):
-                tag = split_command(head.split(b" ", 2)[0] + b" X")[0]
+        # The command's tag: from its first line when the long one follows a literal.
+        first = self._chunks[0] if self._chunks else head
+        with contextlib.suppress(IMAPSyntaxError):
+            tag = split_command(first.split(b" ", 2)[0] + b" X")[0]
         self._discard_chunks(self._chunks)
         self._chunks, self._command_size, self._skip_command = [], 0, False
         self.sendBadResponse(tag, b"Command line too long")
+        marker = literal_marker(tail)
+        if marker is not None and not marker[1]:
+            self._skip_command = True
+            self._literal = _DiscardSink(marker[0])
+            if marker[0] == 0:
+                self._end_literal()
 
     def _line(self, line):
         if self._awaiting_line is not None:
@@ -430,8 +444,9 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         marker = literal_marker(line)
         if marker is not None:
             size, sync, start = marker
-            self._chunks.append(line[:start])
-            self._begin_literal(size, sync)
+            binary = line[start - 1 : start] == b"~"  # literal8 (RFC 3516)
+            self._chunks.append(line[: start - 1] if binary else line[:start])
+            self._begin_literal(size, sync, binary)
             return
         self._chunks.append(line)
         chunks, self._chunks, self._command_size = self._chunks, [], 0
@@ -441,13 +456,15 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             return
         self._dispatch(chunks)
 
-    def _begin_literal(self, size, sync):
+    def _begin_literal(self, size, sync, binary=False):
         tag, name = b"*", b""
         with contextlib.suppress(IMAPSyntaxError):
             tag, name, _ = split_command(self._chunks[0])
         reject = None
         if self._skip_command:
             sink = _DiscardSink(size)
+        elif binary and name != b"APPEND":
+            reject = b"BAD A literal8 is only allowed in APPEND"
         elif name == b"APPEND":
             limit = self.config.max_message_size
             if size > limit:
@@ -502,10 +519,16 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self._discard_chunks(chunks)
             self.sendBadResponse(None, str(e).encode())
             return
+        # No idle timer while a command runs, except where it waits for the client (IDLE,
+        # AUTHENTICATE: ``_read_line`` sets it); stopped before the command starts, so it does
+        # not cancel the timer such a command set.
+        self.setTimeout(None)
         d = defer.ensureDeferred(self._run_command(tag, name, [rest] + chunks[1:]))
-        if not d.called:
+        if d.called:
+            if not self._closing:
+                self.setTimeout(self._idle_timeout)
+        else:
             self._busy = True
-            self.setTimeout(None)
             d.addBoth(self._command_done)
 
     def _command_done(self, _):
@@ -537,6 +560,13 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             await getattr(self, "_cmd_" + handler)(tag, name, args, uid)
         except IMAPSyntaxError as e:
             self._fail(tag, b"BAD", str(e).encode("utf-8", "replace"))
+        except UnknownCTE as e:
+            self._fail(
+                tag,
+                b"NO",
+                b"[UNKNOWN-CTE] Cannot decode the transfer encoding %s"
+                % re.sub(rb"[^!-~]", b"?", str(e).encode("utf-8", "replace")[:60]),
+            )
         except StorageUnavailable as e:
             self._log.warn(
                 "storage unavailable during {command}: {error}",
@@ -677,13 +707,20 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         await self._login(tag, chal, b"AUTHENTICATE")
 
     async def _login(self, tag, creds, command):
+        if not self._hold_session():
+            self.sendNegativeResponse(tag, b"[LIMIT] Too many connections from your address")
+            return
         try:
             iface, avatar, logout = await self.portal.login(
                 creds, None, imap4.IAccount, remote_ip=getattr(self.peer, "host", "")
             )
         except (UnauthorizedLogin, UnhandledCredentials):
+            self._release_session()
             self._login_failed(tag)
             return
+        except BaseException:
+            self._release_session()
+            raise
         self.account = avatar
         self._onLogout = logout
         self.state = "auth"
@@ -693,6 +730,30 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             remote_ip=getattr(self.peer, "host", ""),
         )
         self.sendPositiveResponse(tag, command + b" completed")
+
+    def _hold_session(self) -> bool:
+        """Count this session against its address before the login is checked, unless the
+        address already has ``imap.max_connections_per_ip`` sessions (API.md 5.5: ``NO
+        [LIMIT]``). Given back when the login fails or the connection ends, however it ends."""
+        if self.sessions is None or self._session_ip is not None:
+            return True
+        address = getattr(self.peer, "host", "")
+        limit = self.config.imap.max_connections_per_ip
+        if not self.sessions.acquire(address, limit):
+            self._log.info(
+                "IMAP login refused: {limit} sessions from {remote_ip} already",
+                limit=limit,
+                remote_ip=address,
+            )
+            return False
+        self._session_ip = address
+        return True
+
+    def _release_session(self):
+        address = self._session_ip
+        if address is not None:
+            self._session_ip = None
+            self.sessions.release(address)
 
     def _login_failed(self, tag):
         self._log.info("IMAP login failed", remote_ip=getattr(self.peer, "host", ""))
@@ -711,8 +772,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             return
         if len(args) != 2:
             raise IMAPSyntaxError("%s needs a reference and a pattern" % name.decode())
-        reference = decode_mailbox(_astring(args[0]))
-        pattern = decode_mailbox(_astring(args[1]))
+        reference = self._mailbox_arg(args[0])
+        pattern = self._mailbox_arg(args[1])
         if name == b"LIST" and pattern == "":
             self.sendUntaggedResponse(b'LIST (\\Noselect) "/" ""')
         else:
@@ -722,7 +783,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             for entry in entries:
                 attributes = " ".join(entry.attributes).encode()
                 self.sendUntaggedResponse(
-                    b'%s (%s) "/" %s' % (name, attributes, encode_mailbox(entry.name))
+                    b'%s (%s) "/" %s' % (name, attributes, self._mailbox_out(entry.name))
                 )
         self.sendPositiveResponse(tag, name + b" completed")
 
@@ -731,7 +792,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_subscribe(self, tag, name, args, uid):
         if len(args) != 1:
             raise IMAPSyntaxError("%s needs a mailbox" % name.decode())
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -748,20 +809,25 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         A trailing delimiter only declares that the client means to create children
         (RFC 3501 6.3.3); wildcards could never be listed back, so they are refused.
         """
-        name = decode_new_mailbox(_astring(token))
+        name = self._new_mailbox_arg(token)
         stripped = name.rstrip("/")
         if not stripped or any(c in stripped for c in "%*"):
             raise InvalidMailboxName("mailbox name cannot be used")
         return stripped
 
     async def _cmd_create(self, tag, name, args, uid):
-        if len(args) != 1:
+        if len(args) not in (1, 2):
             raise IMAPSyntaxError("CREATE needs a mailbox")
+        uses = parse_create_params(args[1]) if len(args) == 2 else []
         try:
             folder_name = self._new_mailbox_name(args[0])
-            await self.store.create_folder(self.account.mailbox_id, folder_name)
+            if uses and not await self._special_use_allowed(tag, uses):
+                return
+            await self.store.create_folder(
+                self.account.mailbox_id, folder_name, special_use="".join(uses)
+            )
         except (InvalidMailboxName, InvalidFolderName) as e:
-            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _sentence(str(e)))
             return
         except FolderExists:
             self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
@@ -771,7 +837,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_delete(self, tag, name, args, uid):
         if len(args) != 1:
             raise IMAPSyntaxError("DELETE needs a mailbox")
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -795,7 +861,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_rename(self, tag, name, args, uid):
         if len(args) != 2:
             raise IMAPSyntaxError("RENAME needs two mailbox names")
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         try:
             new_name = self._new_mailbox_name(args[1])
             if folder is None:
@@ -803,7 +869,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 return
             renamed = await self.store.rename_folder(folder.id, new_name)
         except (InvalidMailboxName, InvalidFolderName) as e:
-            self.sendNegativeResponse(tag, b"[CANNOT] " + str(e).capitalize().encode())
+            self.sendNegativeResponse(tag, b"[CANNOT] " + _sentence(str(e)))
             return
         except FolderExists:
             self.sendNegativeResponse(tag, b"[ALREADYEXISTS] Mailbox already exists")
@@ -815,13 +881,13 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         if folder.name == "INBOX" and self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         self.sendPositiveResponse(tag, b"RENAME completed")
 
     # -- ENABLE, ID -----------------------------------------------------------------------------
 
     #: What ENABLE can turn on (QRESYNC turns CONDSTORE on too, RFC 7162 3.2.3).
-    ENABLEABLE: tuple[bytes, ...] = (b"CONDSTORE", b"QRESYNC")
+    ENABLEABLE: tuple[bytes, ...] = (b"CONDSTORE", b"QRESYNC", b"UTF8=ACCEPT")
 
     async def _cmd_enable(self, tag, name, args, uid):
         if not args or not all(isinstance(a, Atom) for a in args):
@@ -830,7 +896,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         condstore_before = self.condstore
         for cap in args:
             cap = cap.upper()
-            if cap in self.ENABLEABLE and cap not in self.enabled:
+            if cap in self.ENABLEABLE and cap not in self.enabled and self._may_enable(cap):
                 self.enabled.add(cap)
                 newly.append(cap)
         if b"QRESYNC" in self.enabled:
@@ -842,21 +908,32 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     @property
     def condstore(self) -> bool:
-        return b"CONDSTORE" in self.enabled
+        """CONDSTORE is on and the selected mailbox (if any) has MODSEQs: a label view is a
+        NOMODSEQ mailbox (RFC 7162 3.1.2.2), whose responses carry none."""
+        return b"CONDSTORE" in self.enabled and not self._nomodseq
+
+    @property
+    def _nomodseq(self) -> bool:
+        return self.view is not None and is_label_folder(self.view.folder)
 
     @property
     def qresync(self) -> bool:
         return b"QRESYNC" in self.enabled
 
-    def _enable_condstore(self):
+    def _enable_condstore(self, selected=True):
         """A CONDSTORE enabling command (RFC 7162 3.1) ran: from now on every FETCH with
-        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once."""
-        if not self.condstore:
+        FLAGS carries MODSEQ. In a selected mailbox the client learns HIGHESTMODSEQ once.
+
+        ``selected``: the command uses MODSEQs of the selected mailbox (FETCH, SEARCH, STORE),
+        which a NOMODSEQ mailbox answers with BAD (RFC 7162 3.1.2.2)."""
+        if selected and self._nomodseq:
+            raise IMAPSyntaxError("this mailbox has no MODSEQs (NOMODSEQ)")
+        if b"CONDSTORE" not in self.enabled:
             self.enabled.add(b"CONDSTORE")
             self._condstore_turned_on()
 
     def _condstore_turned_on(self):
-        if self.view is not None:
+        if self.view is not None and not self._nomodseq:
             self.sendPositiveResponse(
                 None, b"[HIGHESTMODSEQ %d] Highest" % self.view.highest_modseq
             )
@@ -919,12 +996,12 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         if len(args) != 2:
             raise IMAPSyntaxError("STATUS needs a mailbox and a list of items")
         items = self._status_items(args[1])
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
         if b"HIGHESTMODSEQ" in items:
-            self._enable_condstore()
+            self._enable_condstore(selected=False)
         await self._send_status(folder, items)
         self.sendPositiveResponse(tag, b"STATUS completed")
 
@@ -933,23 +1010,21 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
         SIZE (RFC 8438) and DELETED-STORAGE (RFC 9208) add the messages' RFC822.SIZEs;
         APPENDLIMIT (RFC 7889) is the server-wide limit, the same for every folder."""
-        rows = await self.store.list_folder_messages(folder.id)
-        last_uid = rows[-1].uid if rows else 0
-        deleted = [r for r in rows if r.imap_deleted]
+        counts = await self.store.folder_counts(folder.id)
         values = {
-            b"MESSAGES": len(rows),
+            b"MESSAGES": counts.messages,
             b"RECENT": 0,
-            b"UIDNEXT": max(folder.uid_next, last_uid + 1),
+            b"UIDNEXT": max(folder.uid_next, counts.last_uid + 1),
             b"UIDVALIDITY": folder.uid_validity,
-            b"UNSEEN": sum(1 for r in rows if not r.read),
+            b"UNSEEN": counts.unseen,
             b"HIGHESTMODSEQ": folder.highest_modseq,
-            b"SIZE": sum(r.size_bytes for r in rows),
+            b"SIZE": counts.size,
             b"APPENDLIMIT": self.config.max_message_size,
-            b"DELETED": len(deleted),
-            b"DELETED-STORAGE": _kib(sum(r.size_bytes for r in deleted)),
+            b"DELETED": counts.deleted,
+            b"DELETED-STORAGE": _kib(counts.deleted_size),
         }
         data = b" ".join(b"%s %d" % (item, values[item]) for item in items)
-        self.sendUntaggedResponse(b"STATUS %s (%s)" % (encode_mailbox(folder.name), data))
+        self.sendUntaggedResponse(b"STATUS %s (%s)" % (self._mailbox_out(folder.name), data))
 
     # -- selecting ---------------------------------------------------------------------------
 
@@ -963,7 +1038,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self._close_view()
         self.state = "auth"
         readonly = name == b"EXAMINE"
-        view = await self.account.select(decode_mailbox(_astring(args[0])), not readonly)
+        view = await self.account.select(self._mailbox_arg(args[0]), not readonly)
         if view is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -972,7 +1047,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         self.view = view
         self.state = "select"
         self._changes_pending = False
-        self._unsubscribe = self.store.changes.subscribe(self.account.mailbox_id, self._on_change)
+        self._unsubscribe = self.fanout.subscribe(self.account.mailbox_id, self._on_change)
         folder = view.folder
         flags = list(SYSTEM_FLAGS) + view.keywords()
         self.sendUntaggedResponse(b"FLAGS " + _flag_list(flags))
@@ -991,9 +1066,12 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         last_uid = view.uids[-1] if view.uids else 0
         uid_next = max(folder.uid_next, last_uid + 1)
         self.sendPositiveResponse(None, b"[UIDNEXT %d] Predicted next UID" % uid_next)
-        self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
-        if qresync is not None and qresync[0] == folder.uid_validity:
-            await self._qresync(view, qresync[1], qresync[2])
+        if is_label_folder(folder):
+            self.sendPositiveResponse(None, b"[NOMODSEQ] No MODSEQs in a label")
+        else:
+            self.sendPositiveResponse(None, b"[HIGHESTMODSEQ %d] Highest" % view.highest_modseq)
+            if qresync is not None and qresync[0] == folder.uid_validity:
+                await self._qresync(view, qresync[1], qresync[2])
         mode = b"[READ-ONLY]" if readonly else b"[READ-WRITE]"
         self.sendPositiveResponse(tag, mode + b" " + name + b" completed")
 
@@ -1072,9 +1150,12 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     def _on_change(self, change):
         view = self.view
-        if view is None or change.get("folder_id", view.folder.id) != view.folder.id:
+        if view is None:
             return
-        if change.get("type") == "folder_deleted":
+        relevant, deleted = selected_change(view.folder, change)
+        if not relevant:
+            return
+        if deleted:
             self._selected_deleted = True
         self._changes_pending = True
         if self._idling and not self._idle_refresh_running:
@@ -1092,33 +1173,37 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         finally:
             self._idle_refresh_running = False
 
-    async def _report_changes(self):
-        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS."""
-        if self.view is None or not self._changes_pending:
+    async def _report_changes(self, own=False):
+        """Bring the view up to date and tell the client: EXPUNGE, FETCH FLAGS, EXISTS.
+
+        ``own``: after the session's own change to the selected folder (APPEND, COPY into it),
+        whether or not its announcement has arrived yet (from PostgreSQL it may come later),
+        so the client hears of it before the tagged OK (RFC 3501 6.3.11)."""
+        if self.view is None or not (own or self._changes_pending):
             return
         await self._view_lock.acquire()
         try:
             view = self.view
-            if view is None or not self._changes_pending:
+            if view is None or not (own or self._changes_pending):
                 return
             self._changes_pending = False
             if self._selected_deleted:
-                # Another session deleted the selected folder. IMAP has no way to unselect a
-                # client, so it is told and disconnected, as Dovecot does.
-                self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
-                self._closing = True
-                self._close_view()
-                self.transport.loseConnection()
-                raise error.ConnectionDone()
-            # The folder's HIGHESTMODSEQ before its rows: whatever the rows show is at least
-            # that new, so the value never claims a change this refresh did not report.
-            folder = await self.store.get_folder_by_id(view.folder.id)
-            rows = await self.store.list_folder_messages(view.folder.id)
+                self._selected_folder_gone()
+            # What changed since the MODSEQ this session last reported; the folder's
+            # HIGHESTMODSEQ is read before the rows, so the new value never claims a change
+            # this refresh did not report (docs/imap.md, "Large mailboxes").
+            if is_label_folder(view.folder):
+                delta = await self.store.label_delta(view.folder.id, list(view.uids))
+            else:
+                delta = await self.fanout.delta(view.folder.id, view.highest_modseq, fresh=own)
             if view is not self.view or self._closing:
                 return
-            update = view.refresh(rows)
-            if folder is not None:
-                view.highest_modseq = max(view.highest_modseq, folder.highest_modseq)
+            if delta.folder is None:
+                # Deleted, and the folder_deleted change was not heard (a bus reconnect).
+                self._selected_folder_gone()
+            update = view.apply_delta(delta.changed, delta.vanished)
+            self.last_update = update
+            view.highest_modseq = max(view.highest_modseq, delta.folder.highest_modseq)
             self._send_expunged(update.expunged, update.vanished)
             for seq, row in update.flags:
                 self.sendUntaggedResponse(
@@ -1129,6 +1214,15 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 self.sendUntaggedResponse(b"%d EXISTS" % update.exists)
         finally:
             self._view_lock.release()
+
+    def _selected_folder_gone(self):
+        """Another session deleted the selected folder. IMAP has no way to unselect a client,
+        so it is told and disconnected, as Dovecot does."""
+        self.sendUntaggedResponse(b"BYE Selected mailbox was deleted, have to disconnect")
+        self._closing = True
+        self._close_view()
+        self.transport.loseConnection()
+        raise error.ConnectionDone()
 
     def _send_expunged(self, seqs, uids):
         """``n EXPUNGE`` per message, or one ``VANISHED`` with the UIDs once QRESYNC is on
@@ -1214,7 +1308,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             raise IMAPSyntaxError("%s needs a message set and a mailbox" % name.decode())
         uids = self._target_uids(args[0], uid)
         view = self.view
-        target = await self.account.get_folder(decode_mailbox(_astring(args[1])))
+        target = await self.account.get_folder(self._mailbox_arg(args[1]))
         if target is None:
             self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
             return
@@ -1246,7 +1340,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 self._send_expunged(view.remove(known), known)
             copyuid = b""
         if self.view is not None and self.view.folder.id == target.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         self.sendPositiveResponse(tag, copyuid + name + b" completed")
 
     # -- STORE ---------------------------------------------------------------------------------
@@ -1331,6 +1425,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 raise IMAPSyntaxError("RETURN needs a list of options")
             returns = _search_returns(args[1])
             args = args[2:]
+        self._refuse_search_charset(args)
         saving = returns is not None and "SAVE" in returns
         try:
             program = compile_search(
@@ -1475,6 +1570,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 view.update_rows(mm for mm, _ in pairs)
             else:
                 pairs = [(view.row(u), None) for u in batch if u in view.by_uid]
+            self._check_binary(items, [info for _, info in pairs])
             seen_now = set()
             if sets_seen:
                 unseen = [mm.uid for mm, _ in pairs if not mm.read]
@@ -1513,6 +1609,14 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         return changed_since, vanished
 
     async def _send_fetch(self, seq, row, info, items, flags_changed):
+        binary = await self._prepare_binary(items, info)
+        try:
+            await self._send_fetch_items(seq, row, info, items, flags_changed, binary)
+        finally:
+            if binary is not None:
+                binary.close()
+
+    async def _send_fetch_items(self, seq, row, info, items, flags_changed, binary):
         out = [b"* %d FETCH (" % seq]
         first = True
         if flags_changed and "FLAGS" not in items:
@@ -1526,6 +1630,9 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             first = False
             if isinstance(item, str):
                 out.append(self._simple_item(item, row, info))
+                continue
+            if isinstance(item, fetchmod.BinarySection):
+                out = await self._write_binary(out, item, binary)
                 continue
             label, data, blob_range = await self._section(item, row, info)
             if data is not None:
@@ -1570,6 +1677,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         store = self.store
         data = None
         span = None
+        no_header = False
         if not section.part:
             if section.kind == "":
                 span = (0, size)
@@ -1583,15 +1691,22 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             if part is None and section.part == (1,) and not _is_multipart(info):
                 part = {"header_start": 0, "body_start": header_size, "end": size}
             if part is None:
-                data = b""
+                data, no_header = b"", True
             elif section.kind == "":
                 span = (part["body_start"], part["end"] - part["body_start"])
             elif section.kind == "MIME":
                 data = await store.read_message(
                     info, part["header_start"], part["body_start"] - part["header_start"]
                 )
-            else:
-                # HEADER / TEXT of an encapsulated message/rfc822 part.
+            elif "text_start" in part:
+                # HEADER / TEXT of the message inside a message/rfc822 part.
+                if section.kind == "TEXT":
+                    span = (part["text_start"], part["end"] - part["text_start"])
+                else:
+                    data = await store.read_message(
+                        info, part["body_start"], part["text_start"] - part["body_start"]
+                    )
+            elif _encapsulates(part):
                 length = part["end"] - part["body_start"]
                 head = await store.read_message(info, part["body_start"], min(length, 65536))
                 end = fetchmod.find_header_end(head)
@@ -1600,7 +1715,11 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                     span = (part["body_start"] + end, length - end)
                 else:
                     data = head[:end]
-        if data is not None and section.kind.startswith("HEADER.FIELDS"):
+            else:
+                # RFC 3501 6.4.5: HEADER and TEXT after a part number name the message of a
+                # message/rfc822 part; any other part has neither.
+                data, no_header = b"", True
+        if data is not None and not no_header and section.kind.startswith("HEADER.FIELDS"):
             data = fetchmod.header_fields(data, section.fields, section.kind.endswith(".NOT"))
         label = section.label
         if section.partial is not None:
@@ -1625,10 +1744,10 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     async def _cmd_append(self, tag, name, args, uid):
         if len(args) < 2:
             raise IMAPSyntaxError("APPEND needs a mailbox and a message literal")
-        messages = self._append_messages(args[1:])
+        messages = self._append_messages(await self._utf8_append_args(args[1:]))
         for flag_tokens, _, _ in messages:
             _parse_flags(flag_tokens or [])
-        folder = await self.account.get_folder(decode_mailbox(_astring(args[0])))
+        folder = await self.account.get_folder(self._mailbox_arg(args[0]))
         if folder is None:
             self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
             return
@@ -1663,7 +1782,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             trace_id=trace_id,
         )
         if self.view is not None and self.view.folder.id == folder.id:
-            await self._report_changes()
+            await self._report_changes(own=True)
         [mm] = placed
         uid_validity = folder.uid_validity
         if mm.folder_id != folder.id:  # renamed or re-created in between
@@ -1748,9 +1867,20 @@ def _search_returns(tokens) -> list[str]:
     return returns or ["ALL"]
 
 
+def _sentence(text: str) -> bytes:
+    """An exception's text as a response text: first letter capitalised, names untouched."""
+    return (text[:1].upper() + text[1:]).encode("utf-8", "replace")
+
+
 def _kib(size: int) -> int:
     """RFC 9208 counts storage in units of 1024 octets; a started unit counts."""
     return (size + 1023) // 1024
+
+
+def _encapsulates(part) -> bool:
+    """A part typed as a message that the parser kept as a leaf (nested deeper than it
+    descends), so its entry has no ``text_start``: the header end is found by scanning."""
+    return (part.get("type") or "").lower() in ("message/rfc822", "message/global")
 
 
 def _is_multipart(info) -> bool:
@@ -1767,18 +1897,28 @@ class IMAPFactory(protocol.ServerFactory):
 
     ``throttle`` is the ``LoginThrottle`` shared with the other listeners (the hub passes one);
     without it the factory makes its own on ``reactor``. ``tls`` (a ``TLSService``) turns on
-    STARTTLS and, until it is used, LOGINDISABLED.
+    STARTTLS and, until it is used, LOGINDISABLED. ``sessions`` (a ``PeerCounter``) counts
+    logged-in sessions per address against ``imap.max_connections_per_ip``; the hub gives the
+    143 and 993 listeners one.
     """
 
     protocol = IMAPServer
 
-    def __init__(self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None):
+    def __init__(
+        self, get_config, store, reactor, spool_dir=None, throttle=None, tls=None, sessions=None
+    ):
         self.get_config = get_config
+        #: Logged-in sessions per address, shared by the listeners the hub gives it to.
+        self.sessions = sessions if sessions is not None else PeerCounter()
         self.tls = tls
         self.store = store
         self.reactor = reactor
         self.spool_dir = spool_dir
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
+        #: ``run_blocking(fn, *args) -> Deferred``: where BINARY's decoding pass runs.
+        self.run_blocking = blocking_runner(reactor)
+        #: One change-bus subscription per mailbox for all of this factory's sessions.
+        self.fanout = ChangeFanout(store)
         self.portal = ThrottledPortal(
             Portal(IMAPRealm(store), [AppPasswordChecker(store, "imap")]), self.throttle
         )
@@ -1790,9 +1930,17 @@ class IMAPFactory(protocol.ServerFactory):
             candidate = os.path.join(config.data_dir, "spool")
             spool_dir = candidate if os.path.isdir(candidate) else None
         p = self.protocol(
-            config, self.store, self.portal, self.reactor, spool_dir=spool_dir, tls=self.tls
+            config,
+            self.store,
+            self.portal,
+            self.reactor,
+            spool_dir=spool_dir,
+            tls=self.tls,
+            fanout=self.fanout,
         )
         p.factory = self
+        p.run_blocking = self.run_blocking
+        p.sessions = self.sessions
         return p
 
 

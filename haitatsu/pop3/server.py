@@ -37,6 +37,7 @@ from twisted.mail import pop3
 from haitatsu.auth.checker import AppPasswordChecker
 from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.interfaces import StorageUnavailable
+from haitatsu.limits import PeerCounter
 from haitatsu.pop3.maildrop import NoSuchMessage, POP3Realm
 from haitatsu.streaming import ChunkSender, StreamBroken
 from haitatsu.tls import is_secure
@@ -70,6 +71,8 @@ COMMANDS = {
 SASL_MECHANISMS = (b"PLAIN",)
 
 AUTH_FAILED = b"[AUTH] Invalid credentials"
+#: RFC 3206: a temporary condition of the server, not of the credentials.
+TOO_MANY_SESSIONS = b"[SYS/TEMP] Too many connections from your address"
 SYS_TEMP = b"[SYS/TEMP] Storage is temporarily unavailable, try again"
 PLAINTEXT_REFUSED = b"[AUTH] Plaintext authentication is disabled before STLS"
 
@@ -188,6 +191,10 @@ class POP3Server(pop3.POP3):
 
     _log = Logger()
 
+    #: ``haitatsu.limits.PeerCounter`` of logged-in sessions per address, set by the factory
+    #: (None: not limited). POP3 has no limit of its own: ``imap.max_connections_per_ip``.
+    sessions = None
+
     def __init__(self, config, store, portal, clock, tls=None):
         self.config = config
         #: The ``TLSService`` for STLS; None: TLS is off and USER/PASS work in plaintext.
@@ -209,6 +216,7 @@ class POP3Server(pop3.POP3):
         self._awaiting_line: defer.Deferred | None = None
         self._in_response = False
         self.remote_ip = ""
+        self._session_ip: str | None = None
 
     # -- TLS hooks ---------------------------------------------------------------------------
 
@@ -238,6 +246,7 @@ class POP3Server(pop3.POP3):
         self.setTimeout(self._idle_timeout)
 
     def connectionLost(self, reason=protocol.connectionDone):
+        self._release_session()
         self._closing = True
         if self._awaiting_line is not None:
             d, self._awaiting_line = self._awaiting_line, None
@@ -508,14 +517,21 @@ class POP3Server(pop3.POP3):
             self._close()
 
     async def _login(self, creds):
+        if not self._hold_session():
+            self.failResponse(TOO_MANY_SESSIONS)
+            return
         try:
             _, maildrop, logout = await self.portal.login(
                 creds, None, pop3.IMailbox, remote_ip=self.remote_ip
             )
         except LoginFailed:
+            self._release_session()
             self._log.info("POP3 login failed", remote_ip=self.remote_ip)
             self.failResponse(AUTH_FAILED)
             return
+        except BaseException:
+            self._release_session()
+            raise
         if self._closing:
             return
         self.mbox = maildrop
@@ -528,6 +544,28 @@ class POP3Server(pop3.POP3):
         )
         count, size = self._totals()
         self.successResponse(b"Logged in, %d messages (%d octets)" % (count, size))
+
+    def _hold_session(self) -> bool:
+        """Count this session against its address before the login is checked, unless the
+        address already has ``imap.max_connections_per_ip`` POP3 sessions; given back when the
+        login fails or the connection ends, however it ends."""
+        if self.sessions is None or self._session_ip is not None:
+            return True
+        limit = self.config.imap.max_connections_per_ip
+        if not self.sessions.acquire(self.remote_ip, limit):
+            self._log.info(
+                "POP3 login refused: {limit} sessions from {remote_ip} already",
+                limit=limit,
+                remote_ip=self.remote_ip,
+            )
+            return False
+        self._session_ip = self.remote_ip
+        return True
+
+    def _release_session(self):
+        address, self._session_ip = self._session_ip, None
+        if address is not None:
+            self.sessions.release(address)
 
     # -- TRANSACTION -------------------------------------------------------------------------
 
@@ -628,8 +666,11 @@ class POP3Factory(protocol.ServerFactory):
 
     protocol = POP3Server
 
-    def __init__(self, get_config, store, reactor, throttle=None, tls=None):
+    def __init__(self, get_config, store, reactor, throttle=None, tls=None, sessions=None):
         self.get_config = get_config
+        #: Logged-in sessions per address (``imap.max_connections_per_ip``), shared by the
+        #: listeners the hub gives it to.
+        self.sessions = sessions if sessions is not None else PeerCounter()
         self.tls = tls
         self.store = store
         self.reactor = reactor
@@ -641,6 +682,7 @@ class POP3Factory(protocol.ServerFactory):
     def buildProtocol(self, addr):
         p = self.protocol(self.get_config(), self.store, self.portal, self.reactor, tls=self.tls)
         p.factory = self
+        p.sessions = self.sessions
         return p
 
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 import tempfile
 
-from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from haitatsu.interfaces import OverQuota, StorageUnavailable
+from haitatsu.interfaces import OverQuota
 from haitatsu.metrics import METRICS
+from haitatsu.polling import PollingService
 from haitatsu.queue.dsn import build_dsn
 from haitatsu.queue.relay import RelayResult, deliver_via_relay, session_error
 from haitatsu.storage.records import Delivery
@@ -54,7 +54,7 @@ def retry_window_seconds(max_attempts: int, max_retry_minutes: int) -> float:
     return sum(retry_delay_seconds(n, max_retry_minutes) for n in range(1, attempts))
 
 
-class OutboundQueue(Service):
+class OutboundQueue(PollingService):
     """The queue workers of one node.
 
     ``reactor`` makes connections and runs threads; ``clock`` (the reactor unless given) is the
@@ -63,6 +63,10 @@ class OutboundQueue(Service):
     """
 
     name = "outbound-queue"
+    channel = OUTBOUND_CHANNEL
+    label = "outbound queue"
+    min_poll = MIN_POLL
+    max_poll = MAX_POLL
     _log = Logger()
 
     def __init__(
@@ -84,95 +88,38 @@ class OutboundQueue(Service):
         self.spool_dir = os.path.abspath(spool_dir)
         #: How each route delivers: ``async def (job, config, started) -> RelayResult``.
         self.routes = {"relay": self._deliver_relay}
-        self._workers: list[defer.Deferred] = []
-        self._sleepers: set[defer.Deferred] = set()
         self._clients: dict[str, object] = {}
-        self._unsubscribe = None
         self._warned_no_relay = False
 
-    # -- lifecycle --------------------------------------------------------------------------
+    # -- loops ------------------------------------------------------------------------------
+
+    def lanes(self):
+        return [None] * max(1, self.get_config().workers.concurrency)
 
     def startService(self):
-        super().startService()
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-        self._unsubscribe = self.store.changes.subscribe(OUTBOUND_CHANNEL, lambda _: self.wake())
-        loops = max(1, self.get_config().workers.concurrency)
-        for index in range(loops):
-            d = defer.Deferred.fromCoroutine(self._worker(index))
-            d.addErrback(lambda f: self._log.failure("queue worker died", f))
-            self._workers.append(d)
+        super().startService()
         self._log.info(
-            "outbound queue started: {loops} workers on {node}", loops=loops, node=self.node
+            "outbound queue started: {loops} workers on {node}",
+            loops=len(self._loops),
+            node=self.node,
         )
 
-    @defer.inlineCallbacks
-    def stopService(self):
-        """Stop claiming; let deliveries in flight finish for up to
-        ``server.shutdown_timeout_seconds``, then drop them (their jobs are retried)."""
-        super().stopService()
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self.wake()
-        workers, self._workers = self._workers, []
-        if not workers:
-            return
-        done = defer.DeferredList(workers, consumeErrors=True)
-        timeout = self.get_config().server.shutdown_timeout_seconds or 10
-        timer = self.clock.callLater(timeout, self._abort_all)
-        yield done
-        if timer.active():
-            timer.cancel()
+    def stop_grace(self) -> float:
+        """Deliveries in flight may finish for up to ``server.shutdown_timeout_seconds``;
+        then they are dropped (their jobs are retried)."""
+        return self.get_config().server.shutdown_timeout_seconds or 10
 
-    def _abort_all(self):
+    def stop_overdue(self):
         for client in list(self._clients.values()):
             client.abort()
-
-    def wake(self):
-        """Wake every idle worker now (a job was queued)."""
-        sleepers, self._sleepers = self._sleepers, set()
-        for d in sleepers:
-            if not d.called:
-                d.callback(None)
-
-    def _sleep(self, seconds: float) -> defer.Deferred:
-        d = defer.Deferred()
-        self._sleepers.add(d)
-        call = self.clock.callLater(seconds, lambda: d.called or d.callback(None))
-
-        def done(result):
-            self._sleepers.discard(d)
-            if call.active():
-                call.cancel()
-            return result
-
-        return d.addBoth(done)
-
-    async def _worker(self, index: int):
-        delay = MIN_POLL
-        while self.running:
-            try:
-                worked = await self.run_once()
-            except StorageUnavailable as e:
-                self._log.warn("outbound queue: storage unavailable: {error}", error=str(e))
-                worked = False
-            except Exception:
-                self._log.failure("outbound queue worker {index} failed", index=index)
-                worked = False
-            if not self.running:
-                break
-            if worked:
-                delay = MIN_POLL
-                continue
-            await self._sleep(delay)
-            delay = min(delay * 2, MAX_POLL)
 
     # -- one job ----------------------------------------------------------------------------
 
     def now_ns(self) -> int:
         return int(self.clock.seconds() * 1_000_000_000)
 
-    async def run_once(self) -> bool:
+    async def run_once(self, lane=None) -> bool:
         """Claim one due job and deliver it; False when nothing was due (or no relay is
         configured, in which case jobs wait, queued, until one is)."""
         config = self.get_config()

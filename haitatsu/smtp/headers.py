@@ -1,7 +1,7 @@
 """The trace headers the MX prepends to every message it accepts (API.md 2.2).
 
-``Authentication-Results`` joins them when the filter chain exists; until then a message gets
-``Received``, ``X-Haitatsu-Trace-ID`` and ``X-Haitatsu-Node``, in that order.
+In order: ``Received``, then (when filters ran) ``Authentication-Results`` and the header
+fields filters asked for, then ``X-Haitatsu-Trace-ID`` and ``X-Haitatsu-Node``.
 """
 
 from __future__ import annotations
@@ -59,19 +59,25 @@ def trace_headers(
     trace_id: str,
     when: float,
     tls: bool = False,
+    added: bytes = b"",
 ) -> bytes:
-    """Every header prepended to an inbound message, as CRLF-terminated bytes."""
-    return received(
-        helo=helo,
-        remote_ip=remote_ip,
-        remote_name=remote_name,
-        hostname=hostname,
-        instance=instance,
-        trace_id=trace_id,
-        when=when,
-        tls=tls,
-    ) + (f"X-Haitatsu-Trace-ID: {trace_id}\r\nX-Haitatsu-Node: {_clean(instance)}\r\n").encode(
-        "ascii", "replace"
+    """Every header prepended to an inbound message, as CRLF-terminated bytes; ``added``
+    (complete fields: Authentication-Results and the filters' own) goes after Received."""
+    return (
+        received(
+            helo=helo,
+            remote_ip=remote_ip,
+            remote_name=remote_name,
+            hostname=hostname,
+            instance=instance,
+            trace_id=trace_id,
+            when=when,
+            tls=tls,
+        )
+        + added
+        + (f"X-Haitatsu-Trace-ID: {trace_id}\r\nX-Haitatsu-Node: {_clean(instance)}\r\n").encode(
+            "ascii", "replace"
+        )
     )
 
 

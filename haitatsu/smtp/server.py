@@ -18,6 +18,11 @@ and the command/DATA modes. What we replace, and why:
 * STARTTLS (RFC 3207), offered when the factory has a ``TLSService``: input the client pipelined
   behind STARTTLS is discarded (the command-injection defence), and the session forgets its EHLO
   and transaction once TLS starts.
+
+The filter chain (``haitatsu.filtering``) is called once per stage through ``self.filters``: at
+the greeting, HELO/EHLO, MAIL, RCPT (after the recipient resolved), and at the final dot (DATA,
+then DELIVERY per recipient mailbox). A hook answers None when no filter runs at its stage, and
+the session goes on synchronously as if there were no chain.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.mail.smtp import COMMAND, DATA, ESMTP
 
+from haitatsu.filtering.null import NULL_FILTERS
 from haitatsu.interfaces import OverQuota
+from haitatsu.limits import PeerCounter, TokenBuckets
 from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
@@ -67,6 +74,10 @@ NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "no valid recipients")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available due to temporary reason")
 TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 INVALID_BOUNCE_RECIPIENT = Reply(550, "5.1.1", "invalid bounce recipient")
+#: API.md 5.2 per-IP limits: ``limits.max_connections_per_ip`` at connect (then the connection
+#: closes) and the ``limits.inbound_messages_per_minute_per_ip`` token bucket at MAIL FROM.
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "too many connections from your address")
+RATE_LIMITED = Reply(450, "4.7.1", "rate limit exceeded, try again later")
 
 #: Commands this server implements; everything else is 500 5.5.1 or, if listed below, 502 5.5.1.
 COMMANDS = frozenset(
@@ -88,6 +99,11 @@ class InboundESMTP(ESMTP):
 
     _log = Logger()
 
+    #: ``haitatsu.limits.PeerCounter`` of this listener's connections and ``TokenBuckets`` of
+    #: messages per address; the factory sets them (None: that limit is not applied).
+    connections = None
+    message_rate = None
+
     def __init__(
         self,
         config,
@@ -97,9 +113,14 @@ class InboundESMTP(ESMTP):
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
         bounces=None,
+        filters=None,
         spool: SpoolDirectory | None = None,
     ):
         ESMTP.__init__(self)
+        #: The filter chain's hooks for this connection (``haitatsu.filtering.session``).
+        self.filters = filters if filters is not None else NULL_FILTERS
+        #: A CONNECT filter rejected the connection: every command but QUIT gets 503.
+        self._refused = False
         #: ``haitatsu.queue.BounceHandler``: VERP bounce addresses (API.md 5.2 step 1).
         self.bounces = bounces
         self.config = config
@@ -130,6 +151,7 @@ class InboundESMTP(ESMTP):
         self._draining = False
         self._closed = False
         self._spool: SpoolFile | None = None
+        self._holds_slot = False
         self._reset_transaction()
 
     # -- connection -----------------------------------------------------------------------
@@ -143,7 +165,35 @@ class InboundESMTP(ESMTP):
         self.remote_ip = str(getattr(peer, "host", peer))
         self._log.debug("connection from {remote_ip}", remote_ip=self.remote_ip)
         METRICS.smtp_connections.inc()
-        ESMTP.connectionMade(self)
+        if not self._take_connection_slot():
+            return
+        pending = self.filters.connect(self)
+        if pending is None:
+            ESMTP.connectionMade(self)
+            return
+        # ESMTP.connectionMade without its greeting, which waits for the CONNECT filters.
+        self._helo = (None, self.remote_ip)
+        self.canStartTLS = False
+        self.setTimeout(self.timeout)
+        self._after_filters(pending, lambda: self.sendCode(220, self.greeting()))
+
+    def _take_connection_slot(self) -> bool:
+        """Count the connection against its address, or answer 421 and close (API.md 5.2)."""
+        if self.connections is None:
+            return True
+        limit = self.config.limits.max_connections_per_ip
+        if self.connections.acquire(self.remote_ip, limit):
+            self._holds_slot = True
+            return True
+        self._log.info(
+            "refused connection from {remote_ip}: {limit} connections already",
+            remote_ip=self.remote_ip,
+            limit=limit,
+        )
+        self._closed = True
+        self.reply(TOO_MANY_CONNECTIONS)
+        self.transport.loseConnection()
+        return False
 
     def greeting(self):
         return f"{self.config.server.public_hostname} ESMTP Haitatsu".encode("ascii", "replace")
@@ -158,7 +208,11 @@ class InboundESMTP(ESMTP):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
+        if self._holds_slot:
+            self._holds_slot = False
+            self.connections.release(self.remote_ip)
         self._closed = True
+        self.filters.release()
         if self._spool is not None:
             self._spool.discard()
             self._spool = None
@@ -255,6 +309,23 @@ class InboundESMTP(ESMTP):
         d.addBoth(self._resume)
         return d
 
+    def _after_filters(self, pending, proceed) -> None:
+        """``proceed()`` once a stage's filters allow it; a refusal is answered instead (and
+        may close the connection, or refuse it for good at the greeting)."""
+
+        async def wait():
+            outcome = await pending
+            if outcome.reply is None:
+                proceed()
+                return
+            self.reply(outcome.reply)
+            if outcome.refuse:
+                self._refused = True
+            if outcome.disconnect:
+                self.transport.loseConnection()
+
+        self._run_pending(wait())
+
     def _internal_error(self, failure):
         self._log.failure("SMTP command failed for {remote_ip}", failure, remote_ip=self.remote_ip)
         self.reply(TEMPFAIL)
@@ -280,6 +351,10 @@ class InboundESMTP(ESMTP):
             self.reply(SYNTAX_ERROR)
             return
         rest = parts[1].strip(b" \t") if len(parts) == 2 else b""
+        if self._refused and parts[0].upper() != b"QUIT":
+            # RFC 5321 3.1: after a 554 greeting, only QUIT.
+            self.reply(Reply(503, "5.5.1", "no service here; QUIT"))
+            return
         method = self.lookupMethod(parts[0])
         if method is None:
             verb = parts[0].decode("ascii").upper()
@@ -339,17 +414,32 @@ class InboundESMTP(ESMTP):
         name = self._helo_name(rest, "HELO")
         if name is None:
             return
-        self.helo_name = name
-        self._reset_transaction()
-        self.sendCode(250, self._hello_line())
+
+        def hello():
+            self.helo_name = name
+            self._reset_transaction()
+            self.sendCode(250, self._hello_line())
+
+        self._filtered(self.filters.helo(name), hello)
 
     def do_EHLO(self, rest):
         name = self._helo_name(rest, "EHLO")
         if name is None:
             return
-        self.helo_name = name
-        self._reset_transaction()
-        self.sendCode(250, self._hello_line() + b"\n" + self.listExtensions())
+
+        def hello():
+            self.helo_name = name
+            self._reset_transaction()
+            self.sendCode(250, self._hello_line() + b"\n" + self.listExtensions())
+
+        self._filtered(self.filters.helo(name), hello)
+
+    def _filtered(self, pending, proceed) -> None:
+        """``proceed()`` now when no filter runs at this stage, else after the filters."""
+        if pending is None:
+            proceed()
+        else:
+            self._after_filters(pending, proceed)
 
     def do_NOOP(self, rest):
         self.reply(Reply(250, "2.0.0", "OK"))
@@ -436,10 +526,20 @@ class InboundESMTP(ESMTP):
         except Refused as e:
             self.reply(e.reply)
             return
-        self.sender = sender
-        self.recipients = []
-        self._rcpt_attempts = 0
-        self.reply(Reply(250, "2.1.0", "sender OK"))
+        if self.message_rate is not None and not self.message_rate.take(
+            self.remote_ip, self.config.limits.inbound_messages_per_minute_per_ip
+        ):
+            self._log.info("rate limit reached for {remote_ip}", remote_ip=self.remote_ip)
+            self.reply(RATE_LIMITED)
+            return
+
+        def accepted():
+            self.sender = sender
+            self.recipients = []
+            self._rcpt_attempts = 0
+            self.reply(Reply(250, "2.1.0", "sender OK"))
+
+        self._filtered(self.filters.mail(sender, params), accepted)
 
     def _check_mail_params(self, params):
         for key, value in params.items():
@@ -512,6 +612,12 @@ class InboundESMTP(ESMTP):
             )
             self.reply(OVER_QUOTA)
             return
+        pending = self.filters.rcpt(address, recipient)
+        if pending is not None:
+            outcome = await pending
+            if outcome.reply is not None:
+                self.reply(outcome.reply)
+                return
         self.recipients.append(recipient)
         self.reply(Reply(250, "2.1.5", "recipient OK"))
 
@@ -536,7 +642,9 @@ class InboundESMTP(ESMTP):
         spool = None
         try:
             spool = self.spool.take(trace_id)
-            spool.write(self._spool_prelude(trace_id))
+            if not self.filters.active:
+                # With filters, the headers are prepended once they ran (filters.data).
+                spool.write(self._spool_prelude(trace_id))
         except OSError:
             self._log.failure("cannot create a spool file in {spool_dir}", spool_dir=self.spool_dir)
             if spool is not None:
@@ -550,8 +658,9 @@ class InboundESMTP(ESMTP):
         self.mode = DATA
         self.sendCode(354, b"end data with <CR><LF>.<CR><LF>")
 
-    def _spool_prelude(self, trace_id: str) -> bytes:
-        """What the spool file starts with, before the client's bytes: the MX's trace headers
+    def _spool_prelude(self, trace_id: str, added: bytes = b"") -> bytes:
+        """What the stored message starts with, before the client's bytes: the MX's trace
+        headers, with ``added`` (Authentication-Results, filters' fields) after Received
         (submission, which finishes the message itself, writes nothing here)."""
         return trace_headers(
             helo=self.helo_name,
@@ -562,6 +671,7 @@ class InboundESMTP(ESMTP):
             trace_id=trace_id,
             when=self.clock.seconds(),
             tls=self.secure,
+            added=added,
         )
 
     def _data_chunk(self) -> bool:
@@ -669,6 +779,19 @@ class InboundESMTP(ESMTP):
     async def _deliver(
         self, spool: SpoolFile, recipients, trace_id: str, size: int, sender: str = ""
     ):
+        if self.filters.active:
+            try:
+                spool.close()  # the DATA-stage filters read the file
+            except OSError:
+                self._log.failure("spool flush failed", trace_id=trace_id)
+                spool.discard()
+                self.reply(TEMPFAIL)
+                return
+            decision = await self.filters.data(spool, trace_id, size, self._spool_prelude)
+            if decision.reply is not None:
+                self.reply(decision.reply)
+                return
+            spool = decision.spool
         verps = [r for r in recipients if not hasattr(r, "mailbox_id")]
         if verps:
             try:
@@ -706,6 +829,22 @@ class InboundESMTP(ESMTP):
                         apply_rules=True,
                     )
                 )
+        auth_results = {"remote_ip": self.remote_ip, "helo": self.helo_name, "tls": self.secure}
+        spam_score = 0.0
+        if self.filters.active:
+            plan = await self.filters.delivery(deliveries)
+            if plan.reply is not None:
+                spool.discard()
+                refused = plan.reply.code >= 500 and verps
+                # A bounce recorded above was accepted: only a temporary failure undoes that.
+                self.reply(Reply(250, "2.0.0", f"OK {trace_id}") if refused else plan.reply)
+                return
+            deliveries, auth_results, spam_score = (
+                plan.deliveries,
+                plan.auth_results,
+                plan.spam_score,
+            )
+            seen = {d.mailbox_id for d in deliveries}
         fields = dict(
             trace_id=trace_id,
             remote_ip=self.remote_ip,
@@ -717,11 +856,8 @@ class InboundESMTP(ESMTP):
                 spool.path,
                 deliveries,
                 trace_id=trace_id,
-                auth_results={
-                    "remote_ip": self.remote_ip,
-                    "helo": self.helo_name,
-                    "tls": self.secure,
-                },
+                auth_results=auth_results,
+                spam_score=spam_score,
                 received=[
                     Received(r.original_rcpt, r.base_rcpt, r.plus_tag, r.mailbox_ids)
                     for r in recipients
@@ -764,7 +900,9 @@ class InboundSMTPFactory(ServerFactory):
     in the reactor's threads when it has them). ``extra_extensions(config)`` adds EHLO keywords
     (``X-RESTMAIL``) without subclassing. ``tls`` (a ``TLSService``) turns on STARTTLS.
     ``bounces`` (a ``haitatsu.queue.BounceHandler``) takes VERP bounce addresses; without
-    it they are ordinary recipients.
+    it they are ordinary recipients. ``connections`` (a ``haitatsu.limits.PeerCounter``)
+    counts connections per address against ``limits.max_connections_per_ip``; without it the
+    factory counts its own.
     """
 
     protocol = InboundESMTP
@@ -778,8 +916,12 @@ class InboundSMTPFactory(ServerFactory):
         extra_extensions: ExtensionsHook | None = None,
         tls=None,
         bounces=None,
+        chain=None,
+        connections: PeerCounter | None = None,
     ):
         self.get_config = get_config
+        #: Returns the live ``FilterChain`` (the hub's ``Filtering.get_chain``); None: no chain.
+        self.get_chain = chain
         self.tls = tls
         self.bounces = bounces
         self.store = store
@@ -789,6 +931,10 @@ class InboundSMTPFactory(ServerFactory):
         self.spool_dir = os.path.abspath(spool_dir)
         self.spool = SpoolDirectory(self.spool_dir, reactor)
         self.extra_extensions = extra_extensions
+        #: Per-IP limits (API.md 5.2), per node: concurrent connections to this listener and
+        #: the MAIL FROM token bucket. The hub passes one counter to listeners that share it.
+        self.connections = connections if connections is not None else PeerCounter()
+        self.message_rate = TokenBuckets(reactor)
 
     def startFactory(self):
         self.spool.start()
@@ -798,8 +944,11 @@ class InboundSMTPFactory(ServerFactory):
 
     def protocol_kwargs(self) -> dict:
         """What a new session is built with; subclasses add their own."""
+        config = self.get_config()
+        chain = self.get_chain() if self.get_chain is not None else None
         return dict(
-            config=self.get_config(),
+            filters=chain.session(config, self.reactor) if chain is not None else None,
+            config=config,
             store=self.store,
             clock=self.reactor,
             spool_dir=self.spool_dir,
@@ -812,4 +961,6 @@ class InboundSMTPFactory(ServerFactory):
     def buildProtocol(self, addr):
         proto = self.protocol(**self.protocol_kwargs())
         proto.factory = self
+        proto.connections = self.connections
+        proto.message_rate = self.message_rate
         return proto

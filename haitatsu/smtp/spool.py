@@ -231,3 +231,23 @@ def _unlink(path: str) -> None:
 def _unlink_all(paths) -> None:
     for path in paths:
         _unlink(path)
+
+
+def sweep(directory: str, older_than: float, now: float) -> int:
+    """Remove the regular files in ``directory`` last modified before ``now - older_than``:
+    spool and part files a crashed process left behind. Return how many were removed.
+
+    Files still being written are recent (every write moves their mtime), so a threshold of an
+    hour or more never touches a live transfer. Blocking: call it in a thread.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < now - older_than:
+                os.unlink(entry.path)
+                removed += 1
+    return removed

@@ -4,6 +4,10 @@ The directory store is the embedded default. A blob is written to a temporary fi
 renamed into place (then the directory is fsynced), so a blob either exists whole or not at all;
 identical content maps to the same key and is written once. A file its caller will not write
 again (a delivery's spool file) is fsynced and hard-linked into place instead of copied.
+
+Besides blobs, a store keeps a few *named* objects (an export's ZIP under ``exports/<job id>``),
+written the same way under the root; their names never look like the blob tree's
+(``check_object_name``), so garbage collection, which lists blobs only, never sees them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 
@@ -28,6 +33,28 @@ class BlobRef:
     key: str
     sha256: str
     size: int
+
+
+_OBJECT_LEVEL = re.compile(r"[A-Za-z0-9._-]+")
+
+#: First levels a named object may not use: the blob stores' own layout.
+_RESERVED_LEVELS = ("blobs", "tmp")
+
+
+def check_object_name(name: str) -> str:
+    """``name`` if it may name an object (levels of letters, digits, ``.``, ``_``, ``-``,
+    joined by ``/``; no ``.`` or ``..`` level; not under the blob layout), else ``ValueError``.
+    """
+    if not isinstance(name, str) or not name or len(name) > 512:
+        raise ValueError("an object name is 1 to 512 characters")
+    levels = name.split("/")
+    for level in levels:
+        if not _OBJECT_LEVEL.fullmatch(level) or level in (".", ".."):
+            raise ValueError(f"bad object name {name!r}: letters, digits, '.', '_', '-' and '/'")
+    first = levels[0]
+    if first in _RESERVED_LEVELS or (len(first) == 2 and _is_hex(first)):
+        raise ValueError(f"object name {name!r} is in the blob layout: use e.g. exports/")
+    return name
 
 
 def hash_file(path: str) -> tuple[str, int]:
@@ -223,6 +250,56 @@ class DirectoryBlobStore:
 
     def check(self):
         return self._run(self._check)
+
+    # -- named objects --------------------------------------------------------------------
+
+    def object_path(self, name: str) -> str:
+        return os.path.join(self.root, *check_object_name(name).split("/"))
+
+    def put_object(self, name, path):
+        return self._run(self._put_object, self.object_path(name), path)
+
+    def _put_object(self, dest: str, source: str) -> int:
+        os.makedirs(self._tmp, exist_ok=True)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="object-")
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                shutil.copyfileobj(src, out, CHUNK)
+                out.flush()
+                os.fsync(out.fileno())
+                size = out.tell()
+            os.replace(tmp, dest)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        _fsync_dir(os.path.dirname(dest))
+        return size
+
+    def open_object(self, name):
+        return self._run(self._open_object, self.object_path(name))
+
+    def _open_object(self, path: str):
+        # A symbolic link placed under the root must not lead out of it.
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, os.path.realpath(self.root)]) != os.path.realpath(self.root):
+            raise KeyError(path)
+        try:
+            return open(real, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyError(path) from None
+
+    def delete_object(self, name):
+        return self._run(self._delete_object, self.object_path(name))
+
+    def _delete_object(self, path: str):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def _check(self):
         self._make_directories(self._tmp)

@@ -159,6 +159,8 @@ class Label:
     uid_next: int
     created_at: int
     updated_at: int
+    #: Whether IMAP lists ``Labels/<name>`` as subscribed (not part of the REST object).
+    subscribed: bool = True
 
 
 @attrs.frozen
@@ -257,6 +259,9 @@ class Delivery:
     #: Run the routing rules (API.md 1.5) on this placement inside the delivery transaction:
     #: inbound SMTP mail does, IMAP APPEND and the Sent copy of submitted mail do not.
     apply_rules: bool = False
+    #: Label ids to attach to the placement in the delivery transaction (IMAP APPEND into
+    #: ``Labels/<name>``); a label that is gone refuses the delivery like a missing folder.
+    labels: tuple[str, ...] = ()
 
 
 @attrs.frozen

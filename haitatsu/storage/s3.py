@@ -56,7 +56,7 @@ from zope.interface import implementer
 
 from haitatsu.config.model import S3_MIN_PART_SIZE, S3Config
 from haitatsu.interfaces import IBlobStore, StorageUnavailable
-from haitatsu.storage.blobs import CHUNK, BlobRef
+from haitatsu.storage.blobs import CHUNK, BlobRef, check_object_name
 
 #: S3 allows at most this many parts in one multipart upload.
 MAX_PARTS = 10_000
@@ -505,6 +505,11 @@ class S3BlobStore:
         name = self.object_name(upload.sha256)
         if upload.size >= self.probe_threshold_bytes and await self._size(name) == upload.size:
             return BlobRef(upload.sha256, upload.sha256, upload.size)
+        await self._upload(name, path, upload)
+        return BlobRef(upload.sha256, upload.sha256, upload.size)
+
+    async def _upload(self, name: str, path: str, upload: _Upload):
+        """PUT the file as object ``name``, in parts when ``upload`` has them."""
         if upload.parts:
             await self._put_multipart(name, path, upload)
         else:
@@ -514,7 +519,6 @@ class S3BlobStore:
 
             await self._request("PUT", name, body=body)
         self._log.debug("s3 stored {name} ({size} bytes)", name=name, size=upload.size)
-        return BlobRef(upload.sha256, upload.sha256, upload.size)
 
     async def _size(self, name: str) -> int | None:
         """The size of object ``name``, or None if it does not exist."""
@@ -590,7 +594,10 @@ class S3BlobStore:
         return defer.Deferred.fromCoroutine(self._open(key))
 
     async def _open(self, key: str):
-        name = self.object_name(key)
+        return await self._download(self.object_name(key), key)
+
+    async def _download(self, name: str, key: str):
+        """Object ``name`` spooled into a temporary file (``KeyError(key)`` if missing)."""
 
         async def spool(response, timeout):
             out = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
@@ -693,6 +700,42 @@ class S3BlobStore:
             return self.object_name(key) == name
         except ValueError:
             return False
+
+    # -- named objects (exports) -------------------------------------------------------------
+
+    def named_object(self, name: str) -> str:
+        """The S3 object name of the named object ``name``: ``<prefix>/<name>``."""
+        return self._root + check_object_name(name)
+
+    def put_object(self, name, path):
+        return defer.Deferred.fromCoroutine(self._put_object(name, path))
+
+    async def _put_object(self, name: str, path: str) -> int:
+        target = self.named_object(name)
+        try:
+            upload = await deferToThreadPool(
+                self._reactor,
+                self._pool,
+                plan_upload,
+                path,
+                self.config.multipart_threshold_bytes,
+            )
+        except OSError as e:
+            raise StorageUnavailable(f"blobs: {e}") from None
+        await self._upload(target, path, upload)
+        return upload.size
+
+    def open_object(self, name):
+        return defer.Deferred.fromCoroutine(self._open_named(name))
+
+    async def _open_named(self, name: str):
+        return await self._download(self.named_object(name), name)
+
+    def delete_object(self, name):
+        return defer.Deferred.fromCoroutine(self._delete_named(name))
+
+    async def _delete_named(self, name: str):
+        await self._request("DELETE", self.named_object(name), ok=(200, 204, 404))
 
     def check(self):
         return defer.Deferred.fromCoroutine(self._check())

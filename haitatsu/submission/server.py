@@ -336,7 +336,7 @@ class SubmissionESMTP(InboundESMTP):
             return
         super().do_DATA(rest)
 
-    def _spool_prelude(self, trace_id: str) -> bytes:
+    def _spool_prelude(self, trace_id: str, added: bytes = b"") -> bytes:
         return b""
 
     async def _deliver(self, spool, recipients, trace_id: str, size: int, sender=""):
@@ -388,6 +388,7 @@ class SubmissionFactory(InboundSMTPFactory):
     """Builds a ``SubmissionESMTP`` per connection with the configuration live at that moment.
 
     ``throttle`` is the ``LoginThrottle`` shared with IMAP and POP3 (the hub passes one);
+    ``connections`` the connection counter its two listeners share;
     ``implicit_tls`` marks the port-465 listener, whose connections are encrypted from the
     start. ``pipeline`` defaults to one on the same store, config and spool directory.
     """
@@ -405,8 +406,20 @@ class SubmissionFactory(InboundSMTPFactory):
         pipeline: SubmissionPipeline | None = None,
         extra_extensions=None,
         tls=None,
+        connections=None,
     ):
-        super().__init__(get_config, store, reactor, spool_dir, extra_extensions, tls=tls)
+        super().__init__(
+            get_config,
+            store,
+            reactor,
+            spool_dir,
+            extra_extensions,
+            tls=tls,
+            connections=connections,
+        )
+        # limits.max_connections_per_ip applies here too (API.md 4); the MX's message rate
+        # does not: submitted mail has the mailbox's own outbound limits.
+        self.message_rate = None
         self.throttle = throttle if throttle is not None else LoginThrottle(store, reactor)
         self.portal = ThrottledPortal(
             Portal(SubmissionRealm(), [AppPasswordChecker(store, "smtp")]), self.throttle
@@ -417,5 +430,6 @@ class SubmissionFactory(InboundSMTPFactory):
     def protocol_kwargs(self) -> dict:
         kwargs = super().protocol_kwargs()
         del kwargs["bounces"]  # VERP bounce addresses are the MX's business
+        del kwargs["filters"]  # the filter chain is the MX's (DESIGN.md, "Filters")
         kwargs.update(portal=self.portal, pipeline=self.pipeline, implicit_tls=self.implicit_tls)
         return kwargs

@@ -200,6 +200,12 @@ class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
             "smtp.inbound_addr: 'localhost' is neither host:port nor a Twisted endpoint string",
         )
 
+    def test_host_with_a_non_numeric_port_is_not_an_endpoint_string(self):
+        self.assertConfigError(
+            'smtp { inbound_addr = "localhost:abc" }',
+            "smtp.inbound_addr: 'localhost:abc' is neither host:port nor a Twisted endpoint string",
+        )
+
     def test_port_out_of_range(self):
         self.assertConfigError(
             'imap { addr = "127.0.0.1:70000" }', "imap.addr: port 70000 is out of range"
@@ -533,3 +539,91 @@ class AsyncLoadTests(ConfigFileMixin, unittest.TestCase):
         path = self.write_config("limits { max_inbound_recipients = -9 }")
         with self.assertRaises(ConfigError):
             await load_config_async(path, reactor)
+
+
+class FilterConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
+    """``filters``, ``plugins``, ``dns`` and ``spam`` (docs/plugins.md, docs/configuration.md)."""
+
+    def test_default_chain(self):
+        from haitatsu.config.model import DEFAULT_FILTERS, FilterSpec
+
+        self.assertEqual(load_config(self.write_config("")).filters, DEFAULT_FILTERS)
+        self.assertEqual(DEFAULT_FILTERS, (FilterSpec("sender_rules"),))
+        self.assertEqual(load_config(EXAMPLE).filters, DEFAULT_FILTERS)
+
+    def test_entries_with_options(self):
+        from haitatsu.config.model import FilterSpec
+
+        text = """
+plugins { directory = "plugins" }
+filters = new Listing {
+  new { name = "dnsbl" on_error = "continue" timeout_seconds = 2
+        zones = new Listing { "bl.example" new { zone = "x.example" score = 1.5 } } }
+  new { name = "size_check" max_bytes = 1000 }
+}
+"""
+        path = self.write_config(text)
+        config = load_config(path)
+        self.assertEqual(
+            config.filters,
+            (
+                FilterSpec(
+                    "dnsbl",
+                    "continue",
+                    2.0,
+                    {"zones": ["bl.example", {"zone": "x.example", "score": 1.5}]},
+                ),
+                FilterSpec("size_check", options={"max_bytes": 1000}),
+            ),
+        )
+        self.assertEqual(config.plugins.directory, os.path.join(os.path.dirname(path), "plugins"))
+        for amended in (f'amends "{SCHEMA_PATH}"\n' + text,):
+            self.assertEqual(load_config(self.write_config(amended)).filters, config.filters)
+
+    def test_empty_chain(self):
+        config = load_config(self.write_config("filters = new Listing {}"))
+        self.assertEqual(config.filters, ())
+        config = load_config(
+            self.write_config(f'amends "{SCHEMA_PATH}"\nfilters = new Listing {{}}')
+        )
+        self.assertEqual(config.filters, ())
+
+    def test_amending_appends_to_the_default(self):
+        """What docs/plugins.md warns about: ``filters { }`` amends the schema's default."""
+        config = load_config(
+            self.write_config(
+                f'amends "{SCHEMA_PATH}"\nfilters {{ new {{ name = "size_check" }} }}'
+            )
+        )
+        self.assertEqual([f.name for f in config.filters], ["sender_rules", "size_check"])
+
+    def test_bad_entries(self):
+        self.assertConfigError(
+            'filters = new Listing { new { nam = "x" } }',
+            "filters: [0].name",
+        )
+        self.assertConfigError(
+            'filters = new Listing { new { name = "x" on_error = "ignore" } }',
+            "filters: [0] (x).on_error: must be one of",
+        )
+        self.assertConfigError(
+            'filters = new Listing { new { name = "x" timeout_seconds = -1 } }',
+            "filters: [0] (x).timeout_seconds",
+        )
+        self.assertConfigError(
+            f'amends "{SCHEMA_PATH}"\nfilters = new Listing {{ new {{ nam = "x" }} }}',
+            'hasProperty("name")',
+        )
+
+    def test_dns_and_spam(self):
+        config = load_config(
+            self.write_config(
+                "dns { timeout_seconds = 0.5 cache_size = 0 }\n"
+                'spam { dnsbl_zones = new Listing { "zen.example" } dnsbl_score = 2 }'
+            )
+        )
+        self.assertEqual((config.dns.timeout_seconds, config.dns.cache_size), (0.5, 0))
+        self.assertEqual(
+            (config.spam.dnsbl_zones, config.spam.dnsbl_score), (("zen.example",), 2.0)
+        )
+        self.assertConfigError("dns { timeout_seconds = 0 }", "dns.timeout_seconds")

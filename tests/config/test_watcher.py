@@ -82,7 +82,7 @@ class ReloadTests(WatcherTestCase):
     async def test_restart_only_change_refused(self):
         """Changing restart-only keys is refused with the key list; nothing changes."""
         old = self.watcher.current
-        self.rewrite(config_text(size=2000, imap="127.0.0.1:11144", tls="acme"))
+        self.rewrite(config_text(size=2000, imap="127.0.0.1:11144", tls="storage"))
         with self.assertRaises(ReloadError) as caught:
             await self.watcher.reload()
         self.assertEqual(str(caught.exception), "reload requires restart: [imap.addr tls.mode]")

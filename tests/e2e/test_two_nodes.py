@@ -1,6 +1,7 @@
 """Two real ``twistd -n haitatsu`` nodes on one PostgreSQL database and one S3 bucket (moto on
 loopback): IMAP IDLE on node A sees a message delivered over SMTP to node B within a second (the
-LISTEN/NOTIFY change bus), and so does NOOP; the body B stored is read back on A from S3."""
+LISTEN/NOTIFY change bus), and so does NOOP; the body B stored is read back on A from S3. IDLE on
+A also sees the EXISTS, FETCH FLAGS and EXPUNGE that IMAP commands and REST calls on B make."""
 
 from __future__ import annotations
 
@@ -130,7 +131,8 @@ class TwoNodeTests(MotoS3Mixin, unittest.TestCase):
             refused = client.sendmail("alice@sender.test", ["bob@cluster.test"], message)
             self.assertEqual(refused, {})
 
-    def test_idle_and_noop_on_a_see_delivery_on_b(self):
+    def make_mailbox(self):
+        """bob@cluster.test (made on A) and an IMAP app password for it (made on B)."""
         a, b = self.nodes["a"], self.nodes["b"]
         status, body = a.http("POST", "/api/v1/mailboxes", {"primary_address": "bob@cluster.test"})
         self.assertEqual(status, 201, body)
@@ -141,7 +143,11 @@ class TwoNodeTests(MotoS3Mixin, unittest.TestCase):
             {"name": "client", "scopes": ["imap"]},
         )
         self.assertEqual(status, 201, body)
-        password = json.loads(body)["data"]["password"].encode()
+        return mailbox, json.loads(body)["data"]["password"].encode()
+
+    def test_idle_and_noop_on_a_see_delivery_on_b(self):
+        a, b = self.nodes["a"], self.nodes["b"]
+        mailbox, password = self.make_mailbox()
 
         idler, poller = IMAPLines(a.ports["imap"]), IMAPLines(a.ports["imap"])
         try:
@@ -181,3 +187,63 @@ class TwoNodeTests(MotoS3Mixin, unittest.TestCase):
         finally:
             idler.close()
             poller.close()
+
+    def test_idle_on_a_sees_imap_and_rest_changes_made_on_b(self):
+        a, b = self.nodes["a"], self.nodes["b"]
+        mailbox, password = self.make_mailbox()
+        idler, actor = IMAPLines(a.ports["imap"]), IMAPLines(b.ports["imap"])
+
+        def seen(expected: bytes) -> bytes:
+            return idler.read_until(lambda line: line == expected, 5.0)
+
+        try:
+            for client in (idler, actor):
+                client.read_until(lambda line: line.startswith(b"* OK"), 10)
+                ok = client.command(b"a1", b"LOGIN bob@cluster.test " + password)
+                self.assertTrue(ok.startswith(b"a1 OK"), ok)
+            ok = idler.command(b"a2", b"SELECT INBOX")
+            self.assertTrue(ok.startswith(b"a2 OK"), ok)
+            idler.send(b"a3 IDLE")
+            idler.read_until(lambda line: line.startswith(b"+ "), 10)
+
+            # IMAP on B: APPEND, STORE, EXPUNGE.
+            for n in range(3):
+                tag = b"b%d" % n
+                actor.send(b"%s APPEND INBOX {%d+}\r\n%s" % (tag, len(MESSAGE), MESSAGE))
+                ok = actor.read_until(lambda line, tag=tag: line.startswith(tag + b" "), 10)
+                self.assertTrue(ok.startswith(tag + b" OK [APPENDUID"), actor.transcript)
+            seen(b"* 3 EXISTS")
+            ok = actor.command(b"c1", b"SELECT INBOX")
+            self.assertTrue(ok.startswith(b"c1 OK"), ok)
+            ok = actor.command(b"c2", b"STORE 1 +FLAGS.SILENT (\\Flagged)")
+            self.assertTrue(ok.startswith(b"c2 OK"), ok)
+            seen(b"* 1 FETCH (FLAGS (\\Flagged) UID 1)")
+            ok = actor.command(b"c3", b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+            ok = actor.command(b"c4", b"EXPUNGE")
+            self.assertTrue(ok.startswith(b"c4 OK"), ok)
+            seen(b"* 2 EXPUNGE")
+
+            # REST on B: a flag change, and a forced delete (soft delete).
+            status, body = b.http("GET", f"/api/v1/mailboxes/{mailbox['id']}/messages")
+            self.assertEqual(status, 200, body)
+            ids = {
+                view["mailbox_message"]["uid"]: view["mailbox_message"]["id"]
+                for view in json.loads(body)["data"]
+            }
+            self.assertEqual(sorted(ids), [1, 3])
+            status, body = b.http("PATCH", f"/api/v1/messages/{ids[3]}", {"answered": True})
+            self.assertEqual(status, 200, body)
+            seen(b"* 2 FETCH (FLAGS (\\Answered) UID 3)")
+            status, body = b.http("DELETE", f"/api/v1/messages/{ids[1]}?force=true")
+            self.assertEqual(status, 200, body)
+            seen(b"* 1 EXPUNGE")
+
+            idler.send(b"DONE")
+            ok = idler.read_until(lambda line: line.startswith(b"a3 "), 10)
+            self.assertTrue(ok.startswith(b"a3 OK"), ok)
+            ok = idler.command(b"a4", b"FETCH 1:* (UID FLAGS)")
+            self.assertTrue(ok.startswith(b"a4 OK"), ok)
+            self.assertEqual(idler.transcript[-2], b"* 1 FETCH (UID 3 FLAGS (\\Answered))")
+        finally:
+            idler.close()
+            actor.close()

@@ -134,7 +134,7 @@ class IMAPTestCase(unittest.TestCase):
         # ends, which pulls the database out from under a test run at the same time.
         root = tempfile.mkdtemp(prefix="haitatsu-imap-")
         self.addCleanup(shutil.rmtree, root, True)
-        self.store = await make_store(self, os.path.join(root, "store"))
+        self.store = await self.open_store(os.path.join(root, "store"))
         self.mailbox = await self.store.create_mailbox(ADDRESS)
         _, self.password = await self.store.create_app_password(
             self.mailbox.id, "mail client", ["imap"]
@@ -146,6 +146,10 @@ class IMAPTestCase(unittest.TestCase):
         self.factory = IMAPFactory(
             lambda: self.config, self.store, self.clock, spool_dir=self.spool_dir
         )
+
+    async def open_store(self, root: str):
+        """The store the test runs on: SQLite here; PostgreSQL test cases override it."""
+        return await make_store(self, root)
 
     def login_args(self) -> bytes:
         return b"LOGIN %s %s" % (ADDRESS.encode(), self.password.encode())

@@ -87,7 +87,8 @@ class CreateTests(IMAPTestCase):
         session = await self.login()
         self.assertEqual(await session.command(b"a CREATE"), b"a BAD CREATE needs a mailbox\r\n")
         self.assertEqual(
-            await session.command(b"b CREATE x y"), b"b BAD CREATE needs a mailbox\r\n"
+            await session.command(b"b CREATE x y"),
+            b"b BAD CREATE parameters must be a parenthesised list\r\n",
         )
         self.assertEqual(
             await session.command(b'c CREATE "unterminated'),

@@ -374,6 +374,25 @@ class IdleTests(IMAPTestCase):
         self.assertEqual(await second.command(b"f NOOP"), b"f OK NOOP completed\r\n")
 
     @d
+    async def test_idle_times_out_like_any_idle_session(self):
+        """RFC 2177 3: a client re-issues IDLE within 29 minutes; one that never does (gone
+        without closing its connection) is logged out after the idle timeout."""
+        session = await self.selected()
+        session.send(b"i IDLE\r\n")
+        await session.wait_for(rb"^\+ idling")
+        self.clock.advance(1799)
+        self.assertFalse(session.transport.disconnecting)
+        session.send(b"DONE\r\n")
+        await session.wait_for(rb"^i OK")
+        session.send(b"j IDLE\r\n")
+        await session.wait_for(rb"^\+ idling")
+        self.clock.advance(1799)
+        self.assertFalse(session.transport.disconnecting, "the new IDLE started a new period")
+        self.clock.advance(2)
+        self.assertEqual(session.output(), b"* BYE Autologout; idle for too long\r\n")
+        self.assertTrue(session.transport.disconnecting)
+
+    @d
     async def test_idle_needs_done(self):
         await self.selected()
         session = await self.selected()

@@ -399,7 +399,7 @@ class LeaseTests(unittest.TestCase):
         clock2.advance(301)
         self.assertEqual(await node2.process_due(), 1)
         self.assertEqual(len(good.received), 1)
-        node1._abort_all()  # node-1's connection finally drops
+        node1.stop_overdue()  # node-1's connection finally drops
         await first
         job = await store.get_outbound_job(job_id)
         self.assertEqual((job.status, job.attempts), ("sent", 2))

@@ -54,12 +54,19 @@ class Session:
         config: Config | None = None,
         spool_dir=None,
         extra_extensions=None,
+        chain=None,
+        clock=None,
     ):
-        self.clock = task.Clock()
+        self.clock = clock or task.Clock()
         self.config = config or make_config()
         self.spool_dir = spool_dir or os.path.join(temp_dir(testcase), "spool")
         self.factory = InboundSMTPFactory(
-            lambda: self.config, store, self.clock, self.spool_dir, extra_extensions
+            lambda: self.config,
+            store,
+            self.clock,
+            self.spool_dir,
+            extra_extensions,
+            chain=(lambda: chain) if chain is not None else None,
         )
         self.factory.doStart()
         testcase.addCleanup(self.factory.doStop)

@@ -13,6 +13,7 @@ from twisted.trial import unittest
 
 from haitatsu.interfaces import OverQuota
 from haitatsu.storage.records import Delivery
+from haitatsu.storage.store.sync import FolderCounts
 from tests.support import PG_SKIP, deliver_bytes, make_pg_store, make_store
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: sync\r\n\r\nHello.\r\n"
@@ -108,6 +109,62 @@ class SyncContractMixin:
         result = await store.store_flags_unchanged_since(inbox.id, [1], ["\\Seen"], "+", 0)
         self.assertEqual((result.changed, result.modified), ((), (1,)))
 
+    @d
+    async def test_folder_delta_is_what_changed_since_a_modseq(self):
+        store, mailbox, inbox = await self.setup_inbox(4)
+        base = (await store.get_folder_by_id(inbox.id)).highest_modseq
+        delta = await store.folder_delta(inbox.id, base)
+        self.assertEqual((delta.folder.id, delta.changed, delta.vanished), (inbox.id, (), ()))
+        self.assertEqual(delta.folder.highest_modseq, base)
+        await store.store_flags(inbox.id, [3], ["\\Seen"], "+")
+        await store.store_flags(inbox.id, [1], ["\\Deleted"], "+")
+        await store.expunge(inbox.id, [1])
+        await deliver_bytes(store, MESSAGE, mailbox.id)
+        delta = await store.folder_delta(inbox.id, base)
+        self.assertEqual([(r.uid, r.read) for r in delta.changed], [(3, True), (5, False)])
+        self.assertEqual(delta.vanished, (1,))
+        self.assertEqual(delta.folder.highest_modseq, delta.changed[-1].modseq)
+        self.assertEqual(delta.folder.highest_modseq, base + 4)  # flag, flag, expunge, new
+        # From the latest MODSEQ on, nothing; a deleted folder reads as None.
+        later = await store.folder_delta(inbox.id, delta.folder.highest_modseq)
+        self.assertEqual((later.changed, later.vanished), ((), ()))
+        folder = await store.create_folder(mailbox.id, "Gone")
+        await store.delete_folder(folder.id)
+        self.assertIsNone((await store.folder_delta(folder.id, 0)).folder)
+
+    @d
+    async def test_rest_moves_and_deletions_remember_the_vanished_uids(self):
+        store, mailbox, inbox = await self.setup_inbox(4)
+        archive = await store.get_folder(mailbox.id, "Archive")
+        rows = {r.uid: r for r in await store.list_folder_messages(inbox.id)}
+        start = (await store.get_folder_by_id(inbox.id)).highest_modseq
+        await store.soft_delete_message(rows[1].id)
+        await store.move_message(rows[2].id, archive.id)
+        await store.trash_message(rows[3].id)
+        # Moving a message to its own folder gives it a new UID: the old one vanishes.
+        moved = await store.move_message(rows[4].id, inbox.id)
+        self.assertEqual(moved.uid, 5)
+        self.assertEqual(await store.vanished_since(inbox.id, start), [1, 2, 3, 4])
+        delta = await store.folder_delta(inbox.id, start)
+        self.assertEqual(([r.uid for r in delta.changed], delta.vanished), ([5], (1, 2, 3, 4)))
+
+    @d
+    async def test_folder_counts_sum_the_live_messages(self):
+        store, mailbox, inbox = await self.setup_inbox(3)
+        self.assertEqual(
+            await store.folder_counts(inbox.id),
+            FolderCounts(3, 3, 3 * len(MESSAGE), 0, 0, 3),
+        )
+        await store.store_flags(inbox.id, [1, 2], ["\\Seen"], "+")
+        await store.store_flags(inbox.id, [2, 3], ["\\Deleted"], "+")
+        await store.delete_messages(inbox.id, [1], to_trash=False)
+        self.assertEqual(
+            await store.folder_counts(inbox.id),
+            FolderCounts(2, 1, 2 * len(MESSAGE), 2, 2 * len(MESSAGE), 3),
+        )
+        empty = await store.get_folder(mailbox.id, "Drafts")
+        self.assertEqual(await store.folder_counts(empty.id), FolderCounts())
+
     async def spool(self, data):
         fd, path = tempfile.mkstemp(suffix=".eml")
         with os.fdopen(fd, "wb") as f:
@@ -169,6 +226,23 @@ class SyncContractMixin:
 class SQLiteSyncContractTests(SyncContractMixin, unittest.TestCase):
     async def make(self):
         return await make_store(self)
+
+    @d
+    async def test_changes_since_a_modseq_are_found_through_the_modseq_index(self):
+        """The shape of ``folder_delta``'s row query walks (folder_id, modseq), never every
+        row of the folder (what a planner might do to save sorting by UID)."""
+        store, mailbox, inbox = await self.setup_inbox(1)
+
+        async def plan(txn):
+            rows = await txn.execute(
+                "EXPLAIN QUERY PLAN SELECT mm.uid FROM mailbox_messages mm "
+                "WHERE mm.folder_id = ? AND mm.modseq > ? AND mm.deleted_at IS NULL",
+                (inbox.id, 0),
+            )
+            return " ".join(r["detail"] for r in rows)
+
+        detail = await store.db.run("plan", plan, readonly=True)
+        self.assertIn("mailbox_messages_folder_modseq", detail)
 
 
 class PostgresSyncContractTests(SyncContractMixin, unittest.TestCase):

@@ -9,6 +9,7 @@ its own CA.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import ssl
 
@@ -24,6 +25,13 @@ ONE_DAY = datetime.timedelta(days=1)
 
 def _now():
     return datetime.datetime.now(datetime.UTC)
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _name(cn: str) -> x509.Name:
@@ -83,21 +91,29 @@ class TestCA:
             )
         else:
             builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+                x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
             ).add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
             )
         return builder.sign(issuer_key, hashes.SHA256())
 
-    def issue(self, label: str, *names: str, expired: bool = False) -> tuple[str, str, int]:
+    def issue(
+        self,
+        label: str,
+        *names: str,
+        expired: bool = False,
+        valid_days: float = 90,
+        age_days: float = 1,
+    ) -> tuple[str, str, int]:
         """Write ``<label>/fullchain.pem`` and ``<label>/privkey.pem`` for ``names`` (the first
-        is also the subject's CN), replacing what is there; return (cert path, key path,
-        serial)."""
+        is also the subject's CN; IP addresses become IP SANs), issued ``age_days`` ago and
+        valid for ``valid_days`` more days, replacing what is there; return (cert path, key
+        path, serial)."""
         now = _now()
         if expired:
             not_before, not_after = now - 30 * ONE_DAY, now - ONE_DAY
         else:
-            not_before, not_after = now - ONE_DAY, now + 90 * ONE_DAY
+            not_before, not_after = now - age_days * ONE_DAY, now + valid_days * ONE_DAY
         key = ec.generate_private_key(ec.SECP256R1())
         cert = self._sign(
             _name(names[0]),

@@ -89,10 +89,10 @@ class ServiceConfigTests(unittest.SynchronousTestCase):
         self.assertIsNone(TLSService.from_config(Config(tls=TLSConfig(mode="")), reactor))
 
     def test_modes_not_built_yet_refuse_to_start(self):
-        config = Config(tls=TLSConfig(mode="acme", acme_email="a@example.test"))
+        config = Config(tls=TLSConfig(mode="storage"))
         with self.assertRaises(ConfigError) as caught:
             TLSService.from_config(config, reactor)
-        self.assertIn('tls.mode: "acme" is not supported yet', str(caught.exception))
+        self.assertIn('tls.mode: "storage" is not supported yet', str(caught.exception))
 
     def test_unusable_files_refuse_to_start(self):
         fixture = TLSFixture(temp_dir(self))

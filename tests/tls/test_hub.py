@@ -57,7 +57,7 @@ class HubTLSTestCase(ConfigFileMixin, unittest.TestCase):
         self.dir = self.temp_dir()
         self.fixture = TLSFixture(os.path.join(self.dir, "ca"))
         api, smtp, imap, imaps, pop3, pop3s = free_ports(6)
-        self.ports = {"imap": imap, "imaps": imaps, "pop3": pop3, "pop3s": pop3s}
+        self.ports = {"imap": imap, "imaps": imaps, "pop3": pop3, "pop3s": pop3s, "smtp": smtp}
         self.path = os.path.join(self.dir, "haitatsu.pkl")
         with open(self.path, "w") as f:
             f.write(
@@ -216,3 +216,36 @@ class TLSOffTests(HubTLSTestCase):
         self.assertNotIn("LOGINDISABLED", caps)
         self.assertNotIn("STARTTLS", caps)
         self.assertIn("AUTH=PLAIN", caps)
+
+
+class PerIPLimitWiringTests(HubTLSTestCase):
+    async def test_the_listeners_of_a_protocol_share_one_count(self):
+        hub = await self.start()
+
+        def factory(name):
+            found = hub.getServiceNamed(name).factory
+            return getattr(found, "wrappedFactory", found)  # implicit TLS wraps it
+
+        self.assertIs(factory("imap.addr").sessions, factory("imap.tls_addr").sessions)
+        self.assertIs(factory("pop3.addr").sessions, factory("pop3.tls_addr").sessions)
+        self.assertIsNot(factory("imap.addr").sessions, factory("pop3.addr").sessions)
+        mx = factory("smtp.inbound_addr")
+        self.assertIsNotNone(mx.message_rate)
+        # A refused connection through the whole hub: the MX's limit is 20 by default.
+        config = hub.get_config()
+        self.assertEqual(config.limits.max_connections_per_ip, 20)
+
+        def connect_all():
+            sockets, replies = [], []
+            for _ in range(21):
+                s = socket.create_connection(("127.0.0.1", mx_port), timeout=10)
+                sockets.append(s)
+                replies.append(s.recv(200))
+            for s in sockets:
+                s.close()
+            return replies
+
+        mx_port = self.ports["smtp"]
+        replies = await threads.deferToThread(connect_all)
+        self.assertTrue(all(r.startswith(b"220 ") for r in replies[:20]), replies[:20])
+        self.assertEqual(replies[20], b"421 4.7.0 too many connections from your address\r\n")

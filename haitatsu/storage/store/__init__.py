@@ -10,10 +10,13 @@ The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, tr
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
 ``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
 (MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
-resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
+resolution and send-as), ``rules`` (run at delivery), ``labels`` (and ``label_views``: a label
+as IMAP's ``Labels/<name>`` folder), ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
 (send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
-webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
+webhook outbox) and ``senderrules``; ``filterstate`` (greylisting and rate limits the filters
+share across nodes); ``jobs`` (export and import jobs and their leases) and ``importing``
+(storing an import's messages). A new concern gets a module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -36,9 +39,13 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.dkim import DkimMixin
 from haitatsu.storage.store.events import EventsMixin
+from haitatsu.storage.store.filterstate import FilterStateMixin
 from haitatsu.storage.store.folder_ops import FolderOpsMixin
 from haitatsu.storage.store.folders import FoldersMixin
 from haitatsu.storage.store.gc import GarbageMixin
+from haitatsu.storage.store.importing import ImportingMixin, ImportTargetGone
+from haitatsu.storage.store.jobs import JobFence, JobLeaseLost, JobsMixin
+from haitatsu.storage.store.label_views import LabelViewsMixin
 from haitatsu.storage.store.labels import (
     LabelsMixin,
     NoSuchLabel,
@@ -69,11 +76,15 @@ class MailStore(
     DkimMixin,
     EventsMixin,
     SenderRulesMixin,
+    FilterStateMixin,
+    JobsMixin,
+    ImportingMixin,
     GarbageMixin,
     # The REST API's resources (API.md 1.4-1.9):
     RoutesMixin,
     RulesMixin,
     LabelsMixin,
+    LabelViewsMixin,
     MessageOpsMixin,
     FolderOpsMixin,
     AuditMixin,
@@ -86,7 +97,10 @@ __all__ = [
     "CLAIM_TIMEOUT_SECONDS",
     "DEFAULT_DEDUP_THRESHOLD",
     "DELIVERY_RETRY_DELAYS",
+    "ImportTargetGone",
     "InvalidRoute",
+    "JobFence",
+    "JobLeaseLost",
     "MailStore",
     "MessageQuery",
     "NoSuchLabel",

@@ -320,7 +320,8 @@ class EventsMixin(StoreBase):
         return self._run("finish_event", txn_fn)
 
     def queue_depth(self):
-        """Work waiting in the queues: events to deliver plus outbound jobs (``queue_depth``)."""
+        """Work waiting in the queues: events to deliver, outbound jobs, and export and import
+        jobs (``queue_depth``)."""
 
         async def txn_fn(txn):
             events = await txn.execute_one(
@@ -330,6 +331,12 @@ class EventsMixin(StoreBase):
                 "SELECT COUNT(*) AS n FROM outbound_jobs "
                 "WHERE status IN ('queued', 'retry', 'processing')"
             )
-            return events["n"] + jobs["n"]
+            transfers = 0
+            for table in ("export_jobs", "import_jobs"):
+                row = await txn.execute_one(
+                    f"SELECT COUNT(*) AS n FROM {table} WHERE status IN ('queued', 'processing')"
+                )
+                transfers += row["n"]
+            return events["n"] + jobs["n"] + transfers
 
         return self._run("queue_depth", txn_fn, readonly=True)

@@ -284,30 +284,7 @@ class FoldersMixin(StoreBase):
             [refused] = await self._charge_quota(txn, [source.mailbox_id], total)
             if refused:
                 raise OverQuota(f"{source.mailbox_id} ({refused} quota)")
-            first, modseq = await self._allocate_uids(txn, target.id, len(rows))
-            now = now_ns()
-            new_uids = []
-            for i, mm in enumerate(rows):
-                row_id, uid = new_id(), first + i
-                # One statement per row, copying every column but identity and placement, so
-                # the copy shares the message row (and its blob) with the original.
-                await txn.execute(
-                    "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
-                    "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
-                    "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
-                    "created_at, updated_at) SELECT ?, mailbox_id, message_id, ?, ?, ?, "
-                    "original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, flagged, "
-                    "answered, draft, imap_deleted, keywords, internal_date, size_bytes, ?, ? "
-                    "FROM mailbox_messages WHERE id = ?",
-                    (row_id, target.id, uid, modseq, now, now, mm.id),
-                )
-                new_uids.append(uid)
-                notes.append(
-                    (
-                        mm.mailbox_id,
-                        {"type": "exists", "folder_id": target.id, "uid": uid, "id": row_id},
-                    )
-                )
+            new_uids = await self._copy_rows(txn, target, rows, notes)
             return CopyResult(
                 target.id, target.uid_validity, tuple(mm.uid for mm in rows), tuple(new_uids)
             )
@@ -315,6 +292,34 @@ class FoldersMixin(StoreBase):
         if not uids:
             return self.get_folder_by_id(target_folder_id).addCallback(_empty_copy_result)
         return self._run_noting("copy_messages", txn_fn)
+
+    async def _copy_rows(self, txn, target, rows, notes) -> list[int]:
+        """Copy the live rows ``rows`` into ``target`` (quota already charged); return the new
+        UIDs in the order of ``rows``. Each copy shares the message row (and its blobs)."""
+        first, modseq = await self._allocate_uids(txn, target.id, len(rows))
+        now = now_ns()
+        new_uids = []
+        for i, mm in enumerate(rows):
+            row_id, uid = new_id(), first + i
+            # One statement per row, copying every column but identity and placement.
+            await txn.execute(
+                "INSERT INTO mailbox_messages (id, mailbox_id, message_id, folder_id, uid, "
+                "modseq, original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, "
+                "flagged, answered, draft, imap_deleted, keywords, internal_date, size_bytes, "
+                "created_at, updated_at) SELECT ?, mailbox_id, message_id, ?, ?, ?, "
+                "original_rcpt, base_rcpt, plus_tag, resolved_route_id, read, flagged, "
+                "answered, draft, imap_deleted, keywords, internal_date, size_bytes, ?, ? "
+                "FROM mailbox_messages WHERE id = ?",
+                (row_id, target.id, uid, modseq, now, now, mm.id),
+            )
+            new_uids.append(uid)
+            notes.append(
+                (
+                    mm.mailbox_id,
+                    {"type": "exists", "folder_id": target.id, "uid": uid, "id": row_id},
+                )
+            )
+        return new_uids
 
     def move_messages(self, folder_id, uids, target_folder_id):
         uids = sorted(set(int(u) for u in uids))

@@ -3,6 +3,10 @@
 A label belongs to one mailbox and is a second view of its messages: it has a UIDVALIDITY
 (from the mailbox's folder counter, so it never equals a folder's or an earlier label's) and a
 UID counter of its own, and each link takes the next UID, as IMAP's ``Labels/<name>`` needs.
+
+Every change is announced on the change bus with the label's id (``label_created``,
+``label_renamed``, ``label_deleted``, ``labeled``, ``unlabeled``), so an IMAP session showing
+the label as a folder hears it (``label_views.py`` has the rest of that view).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ def _label(row) -> Label:
         uid_next=row["uid_next"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        subscribed=bool(row["subscribed"]),
     )
 
 
@@ -68,6 +73,9 @@ class LabelsMixin(StoreBase):
                 (label_id, mailbox_id, name, uid_validity, now, now),
             )
             await self._audit(txn, "label.created", "label", label_id, mailbox_id)
+            await self._announce(
+                txn, mailbox_id, {"type": "label_created", "label_id": label_id, "name": name}
+            )
             return await self._get_label(txn, label_id)
 
         return self._run("create_label", txn_fn)
@@ -105,6 +113,9 @@ class LabelsMixin(StoreBase):
                 return None
             label = await self._get_label(txn, label_id)
             await self._audit(txn, "label.updated", "label", label_id, label.mailbox_id)
+            await self._announce(
+                txn, label.mailbox_id, {"type": "label_renamed", "label_id": label_id, "name": name}
+            )
             return label
 
         return self._run("rename_label", txn_fn)
@@ -119,6 +130,11 @@ class LabelsMixin(StoreBase):
             await txn.execute("DELETE FROM message_labels WHERE label_id = ?", (label_id,))
             await txn.execute("DELETE FROM labels WHERE id = ?", (label_id,))
             await self._audit(txn, "label.deleted", "label", label_id, label.mailbox_id)
+            await self._announce(
+                txn,
+                label.mailbox_id,
+                {"type": "label_deleted", "label_id": label_id, "name": label.name},
+            )
             return label
 
         return self._run("delete_label", txn_fn)
@@ -147,7 +163,23 @@ class LabelsMixin(StoreBase):
             (link_id, mailbox_message_id, label_id, label.uid_next - 1, now_ns()),
         )
         row = await txn.execute_one("SELECT * FROM message_labels WHERE id = ?", (link_id,))
-        return _message_label(row), True
+        link = _message_label(row)
+        await self._announce(
+            txn,
+            label.mailbox_id,
+            {"type": "labeled", "label_id": label_id, "id": mailbox_message_id, "uid": link.uid},
+        )
+        return link, True
+
+    async def _attach_label(self, txn, mm, label_id) -> MessageLabel:
+        """Attach a label to the placement ``mm`` a delivery just made, in its transaction;
+        ``KeyError`` (a missing folder's refusal) when the label is gone or belongs to another
+        mailbox."""
+        label = await self._get_label(txn, label_id, lock=True)
+        if label is None or label.mailbox_id != mm.mailbox_id:
+            raise KeyError(f"no label {label_id} in {mm.mailbox_id}")
+        link, _ = await self._link_label(txn, mm.id, label_id)
+        return link
 
     def add_message_label(self, mailbox_message_id, label_id):
         """Attach a label to a live message, idempotently: fire with ``(link, created)``.
@@ -175,13 +207,35 @@ class LabelsMixin(StoreBase):
         """Detach the label if attached; fire with whether a link went."""
 
         async def txn_fn(txn):
-            await txn.execute(
-                "DELETE FROM message_labels WHERE mailbox_message_id = ? AND label_id = ?",
-                (mailbox_message_id, label_id),
-            )
-            return txn.rowcount > 0
+            label = await self._get_label(txn, label_id, lock=True)
+            if label is None:
+                return False
+            return await self._unlink_label(txn, label, [mailbox_message_id]) != []
 
         return self._run("remove_message_label", txn_fn)
+
+    async def _unlink_label(self, txn, label, mailbox_message_ids) -> list[int]:
+        """Detach ``label`` from these messages in ``txn`` (the label's row locked by the
+        caller) and announce it; return the UIDs the links had in the label's view."""
+        uids = []
+        for mm_id in mailbox_message_ids:
+            row = await txn.execute_one(
+                "SELECT uid FROM message_labels WHERE mailbox_message_id = ? AND label_id = ?",
+                (mm_id, label.id),
+            )
+            if row is None:
+                continue
+            await txn.execute(
+                "DELETE FROM message_labels WHERE mailbox_message_id = ? AND label_id = ?",
+                (mm_id, label.id),
+            )
+            uids.append(row["uid"])
+            await self._announce(
+                txn,
+                label.mailbox_id,
+                {"type": "unlabeled", "label_id": label.id, "id": mm_id, "uid": row["uid"]},
+            )
+        return uids
 
     @staticmethod
     async def _labels_of(txn, mailbox_message_ids) -> dict[str, list[Label]]:

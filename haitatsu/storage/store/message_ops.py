@@ -23,6 +23,7 @@ from haitatsu.storage.store.common import (
     _page_where,
 )
 from haitatsu.storage.store.labels import WrongMailbox
+from haitatsu.storage.store.sync import record_vanished
 
 
 class UnknownSearchName(ValueError):
@@ -137,8 +138,8 @@ class MessageOpsMixin(StoreBase):
             (folder.id, uid, modseq, now, mm.id),
         )
         if mm.deleted_at is None:
-            if mm.folder_id != folder.id:
-                await self._bump_modseq(txn, mm.folder_id)
+            # Its UID leaves the old folder (even when that is ``folder``: the UID is new).
+            await record_vanished(txn, mm.folder_id, [mm.uid])
             await self._announce(
                 txn,
                 mm.mailbox_id,
@@ -220,7 +221,7 @@ class MessageOpsMixin(StoreBase):
                 "UPDATE mailboxes SET used_bytes = used_bytes - ? WHERE id = ?",
                 (mm.size_bytes, mm.mailbox_id),
             )
-            await self._bump_modseq(txn, mm.folder_id)
+            await record_vanished(txn, mm.folder_id, [mm.uid])
             await self._announce(
                 txn,
                 mm.mailbox_id,

@@ -36,6 +36,17 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.sync import record_vanished
 
+#: Columns whose values repeat across a folder's rows (``list_folder_messages``).
+_REPEATED_COLUMNS = (
+    "mailbox_id",
+    "folder_id",
+    "original_rcpt",
+    "base_rcpt",
+    "plus_tag",
+    "resolved_route_id",
+    "keywords",
+)
+
 
 class MessagesMixin(StoreBase):
     def deliver(
@@ -48,9 +59,11 @@ class MessagesMixin(StoreBase):
         received=(),
         disposable=False,
         finish=None,
+        spam_score=0.0,
     ):
         """``received``: the ``events.Received`` routing results whose ``message.received``
-        events are written in the delivery's transaction (empty for APPEND and the like).
+        events are written in the delivery's transaction (empty for APPEND and the like);
+        ``spam_score``: what the filters scored the message (``messages.spam_score``).
         ``disposable``: the caller will not write to the file at ``spool_path`` again, only
         remove it, so the blob store may take the file itself instead of a copy (a hard link
         on the blob directory). ``finish``: a blocking callable the store runs in its thread
@@ -70,6 +83,7 @@ class MessagesMixin(StoreBase):
                 auth_results,
                 internal_date,
                 received,
+                spam_score,
             )
 
         async def run():
@@ -181,6 +195,7 @@ class MessagesMixin(StoreBase):
         auth_results,
         internal_date,
         received=(),
+        spam_score=0.0,
     ):
         """One transaction: blob references, the message row, its placements, quotas, and
         the ``message.received`` events (after the routing rules ran, as API.md 5.2 says)."""
@@ -195,6 +210,7 @@ class MessagesMixin(StoreBase):
                 trace_id,
                 auth_results,
                 internal_date,
+                spam_score,
             )
             if received:
                 await self._record_received(txn, received, placed, message_id, trace_id)
@@ -209,7 +225,16 @@ class MessagesMixin(StoreBase):
         return d.addErrback(unknown)
 
     async def _insert_delivery(
-        self, txn, prepared, generations, parsed, deliveries, trace_id, auth_results, internal_date
+        self,
+        txn,
+        prepared,
+        generations,
+        parsed,
+        deliveries,
+        trace_id,
+        auth_results,
+        internal_date,
+        spam_score=0.0,
     ):
         """The delivery's rows in ``txn``: blob references, the message, its placements, quotas.
 
@@ -223,7 +248,9 @@ class MessagesMixin(StoreBase):
         size = prepared.size
         now = now_ns()
         await self._reference_blobs(txn, generations, now)
-        await self._insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now)
+        await self._insert_message(
+            txn, message_id, prepared, parsed, trace_id, auth_results, now, spam_score
+        )
         placements, seen = [], set()
         for delivery in deliveries:
             key = (delivery.mailbox_id, delivery.folder)
@@ -239,6 +266,8 @@ class MessagesMixin(StoreBase):
             mm = await self._place_message(
                 txn, message_id, delivery, size, internal, now, announce=False
             )
+            for label_id in delivery.labels:  # LabelsMixin (IMAP APPEND into a label)
+                await self._attach_label(txn, mm, label_id)
             others = []
             if delivery.apply_rules:  # RulesMixin (API.md 1.5), in this transaction
                 mm, others = await self._apply_routing_rules(txn, mm, delivery, parsed, size)
@@ -269,7 +298,9 @@ class MessagesMixin(StoreBase):
                 raise _LeaseLost(key)
 
     @staticmethod
-    async def _insert_message(txn, message_id, prepared, parsed, trace_id, auth_results, now):
+    async def _insert_message(
+        txn, message_id, prepared, parsed, trace_id, auth_results, now, spam_score=0.0
+    ):
         """The ``messages`` row of a stored message."""
         await txn.execute(
             "INSERT INTO messages (id, trace_id, rfc_message_id, blob_key, sha256, size_bytes, "
@@ -295,7 +326,7 @@ class MessagesMixin(StoreBase):
                 _text(parsed.text_body_extract),
                 _text(parsed.html_body_extract),
                 _json(parsed.attachments),
-                0.0,
+                float(spam_score),
                 _json(auth_results or {}),
                 _text(parsed.envelope),
                 _text(parsed.body),
@@ -396,6 +427,15 @@ class MessagesMixin(StoreBase):
                 "AND mm.deleted_at IS NULL ORDER BY mm.uid",
                 (folder_id,),
             )
+            # A large folder's rows repeat the same few strings (mailbox, folder, recipient,
+            # keywords): one object each instead of one per row. An IMAP session keeps these
+            # rows while the folder is selected.
+            shared: dict = {}
+            for r in rows:
+                for key in _REPEATED_COLUMNS:
+                    value = r[key]
+                    if value is not None:
+                        r[key] = shared.setdefault(value, value)
             return [_mailbox_message(r) for r in rows]
 
         return self._run("list_folder_messages", txn_fn, readonly=True)

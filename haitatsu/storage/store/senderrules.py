@@ -61,18 +61,21 @@ class SenderRulesMixin(StoreBase):
 
         return self._run("list_sender_rules", txn_fn, readonly=True)
 
-    def sender_rules_for(self, mailbox_ids):
+    def sender_rules_for(self, mailbox_ids, domains=()):
         """The rules inbound mail for these mailboxes is checked against, in the order they are
-        evaluated (the first match wins): ``global`` ones and ``mailbox`` ones naming one of
-        the mailboxes, oldest first."""
+        evaluated (the first match wins): ``global`` ones, ``mailbox`` ones naming one of
+        the mailboxes and ``domain`` ones naming one of ``domains`` (the recipients'), oldest
+        first."""
 
         async def txn_fn(txn):
-            clause, params = txn.in_clause("scope_ref", list(mailbox_ids))
-            rows = await txn.execute(
-                "SELECT * FROM sender_rules WHERE scope = 'global' "
-                f"OR (scope = 'mailbox' AND {clause}) ORDER BY created_at, id",
-                tuple(params),
-            )
+            sql = "SELECT * FROM sender_rules WHERE scope = 'global'"
+            params: list = []
+            for scope, refs in (("mailbox", list(mailbox_ids)), ("domain", list(domains))):
+                if refs:
+                    clause, more = txn.in_clause("scope_ref", refs)
+                    sql += f" OR (scope = '{scope}' AND {clause})"
+                    params.extend(more)
+            rows = await txn.execute(sql + " ORDER BY created_at, id", tuple(params))
             return [_rule(r) for r in rows]
 
         return self._run("sender_rules_for", txn_fn, readonly=True)
