@@ -2,7 +2,7 @@
 side by side in one run, then submission with AUTH on its own.
 
     .venv/bin/python bench/smtp_inbound.py [--messages 5000] [--sessions 20] [--size 10240]
-        [--targets haitatsu,postfix,minimal] [--submission-messages 1000]
+        [--targets haitatsu,postgres-s3,postfix,minimal] [--submission-messages 1000]
         [--submission-threads 10] [--smtp-source-args "-d"]
 
 MX: each target is started fresh in a temporary directory and Postfix's ``smtp-source`` (Debian
@@ -13,6 +13,10 @@ that every message arrived.
 
 - ``haitatsu``: ``twistd -n haitatsu`` from this checkout on the embedded default (SQLite + blob
   directory); 250 means blob fsynced and metadata committed.
+- ``postgres-s3``: the same on PostgreSQL (a fresh database on ``HAITATSU_BENCH_POSTGRES_DSN``,
+  default the local server) and S3 served by ``moto_server`` on loopback (a Python emulator
+  that closes every connection after one request: it bounds this figure); skipped with a note
+  when PostgreSQL cannot be reached.
 - ``postfix``: a throwaway Postfix accepting into its queue (fsynced) and delivering to a maildir.
 - ``minimal``: ``bench/minimal_smtp.py``, Twisted's ESMTP writing and fsyncing each message to a
   file: the ceiling of our own stack.
@@ -38,7 +42,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from peers import Haitatsu, MinimalSMTP, Postfix, ensure_debian_packages, remove  # noqa: E402
+from peers import (  # noqa: E402
+    Haitatsu,
+    MinimalSMTP,
+    Postfix,
+    ensure_debian_packages,
+    postgres_s3_config,
+    process_cpu_seconds,
+    remove,
+)
 
 DOMAIN = "bench.test"
 BOX = f"box@{DOMAIN}"
@@ -47,6 +59,10 @@ BOX = f"box@{DOMAIN}"
 def make_target(name: str, workdir: str):
     if name == "haitatsu":
         return Haitatsu(workdir, label="haitatsu sqlite+dir")
+    if name == "postgres-s3":
+        return Haitatsu(
+            workdir, extra_config=postgres_s3_config(workdir), label="haitatsu postgres+s3"
+        )
     if name == "postfix":
         return Postfix(workdir)
     if name == "minimal":
@@ -95,10 +111,21 @@ def run_mx(args) -> dict[str, float]:
     extra = shlex.split(args.smtp_source_args)
     for name in args.targets.split(","):
         workdir = tempfile.mkdtemp(prefix=f"bench-{name}-")
-        target = make_target(name, workdir)
+        try:
+            target = make_target(name, workdir)
+        except Exception as e:  # PostgreSQL not reachable: say so, go on with the others
+            print(f"{name:>22}  skipped: {e}", flush=True)
+            remove(workdir)
+            continue
+        cpu = ""
         try:
             target.start()
+            pid = getattr(getattr(target, "proc", None), "pid", None)
+            before = process_cpu_seconds(pid) if pid else None
             elapsed = smtp_source(target.port, args.messages, args.sessions, args.size, extra)
+            if before is not None:
+                used = process_cpu_seconds(pid) - before
+                cpu = f"  {used * 1000 / args.messages:5.2f} ms CPU/msg"
             wait_arrived(target, args.messages, args.size)
         except BaseException:
             for log in ("twistd.log", "minimal.log"):
@@ -112,13 +139,13 @@ def run_mx(args) -> dict[str, float]:
         rates[name] = args.messages / elapsed
         print(
             f"{target.name:>22}  {args.size:>7} B  {args.messages:>5} msgs  {elapsed:7.2f} s  "
-            f"{rates[name]:8.1f} msg/s",
+            f"{rates[name]:8.1f} msg/s{cpu}",
             flush=True,
         )
-    if "haitatsu" in rates:
+    for ours in ("haitatsu", "postgres-s3"):
         for peer, label in (("postfix", "Postfix"), ("minimal", "minimal")):
-            if peer in rates:
-                print(f"  haitatsu/{label}: {rates['haitatsu'] / rates[peer]:5.2f}")
+            if ours in rates and peer in rates:
+                print(f"  {ours}/{label}: {rates[ours] / rates[peer]:5.2f}")
     return rates
 
 
@@ -147,12 +174,14 @@ def run_submission(args) -> float:
                 errors.append(e)
 
         threads = [threading.Thread(target=client, args=(n,)) for n in per_thread]
+        before = process_cpu_seconds(target.proc.pid)
         started = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join(3600)
         elapsed = time.monotonic() - started
+        used = process_cpu_seconds(target.proc.pid) - before
         if errors:
             raise RuntimeError(f"submission client failed: {errors[0]!r}")
     except BaseException:
@@ -166,7 +195,8 @@ def run_submission(args) -> float:
     rate = args.submission_messages / elapsed
     print(
         f"{target.name:>22}  {len(message):>7} B  {args.submission_messages:>5} msgs  "
-        f"{elapsed:7.2f} s  {rate:8.1f} msg/s  ({args.submission_threads} AUTH sessions)",
+        f"{elapsed:7.2f} s  {rate:8.1f} msg/s  {used * 1000 / args.submission_messages:5.2f} ms "
+        f"CPU/msg  ({args.submission_threads} AUTH sessions)",
         flush=True,
     )
     return rate
@@ -177,7 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--size", type=int, default=10240)
-    parser.add_argument("--targets", default="haitatsu,postfix,minimal")
+    parser.add_argument("--targets", default="haitatsu,postgres-s3,postfix,minimal")
     parser.add_argument("--smtp-source-args", default="", help="extra smtp-source flags")
     parser.add_argument("--submission-messages", type=int, default=1000)
     parser.add_argument("--submission-threads", type=int, default=10)

@@ -54,11 +54,15 @@ class IBlobStore(Interface):
     content (a store may map it to an object name of its own, with a prefix or directories):
     the mail store computes keys before it puts a blob, to lease them first."""
 
-    def put_file(path):
+    def put_file(path, sha256=None, size=None, link=False):
         """Store the file at ``path``; fire with a ``BlobRef`` (key, sha256, size).
 
         Identical content is stored once. The blob is durable (fsynced, or acknowledged by the
         remote store) before the Deferred fires. Errors fire ``StorageUnavailable``.
+        ``sha256`` and ``size``, when the caller computed them from the file already (the mail
+        store does, to lease the key), are trusted instead of reading the file again. ``link``:
+        the caller will not write to the file again (it may remove it), so a store may give the
+        file itself the blob's name (a hard link) instead of copying it.
         """
 
     def open(key):

@@ -68,15 +68,22 @@ def raw_text(value: bytes) -> str:
 
 def first(fields: list[tuple[str, bytes]], name: str) -> bytes | None:
     lname = name.lower()
+    size = len(lname)
     for field_name, value in fields:
-        if field_name.lower() == lname:
+        # The length test first: most names differ in length, and lower() is the cost here.
+        if len(field_name) == size and field_name.lower() == lname:
             return value
     return None
 
 
 def all_values(fields: list[tuple[str, bytes]], name: str) -> list[bytes]:
     lname = name.lower()
-    return [value for field_name, value in fields if field_name.lower() == lname]
+    size = len(lname)
+    return [
+        value
+        for field_name, value in fields
+        if len(field_name) == size and field_name.lower() == lname
+    ]
 
 
 def cap_utf8(text: str, limit: int) -> str:

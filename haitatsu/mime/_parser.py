@@ -217,6 +217,16 @@ class _Sink:
             self._consume(self._pending + piece)
             self._pending = b""
 
+    def lines(self, block: bytes, crlf: bool) -> None:
+        """Complete lines at once (``block`` ends with a line end, CRLF when ``crlf``): what
+        ``line`` does for each of them, since the sink only sees their concatenation."""
+        if crlf:
+            self._consume(self._pending + block[:-2])
+            self._pending = b"\r\n"
+        else:
+            self._consume(self._pending + block[:-1])
+            self._pending = b"\n"
+
     def _hold(self, data: bytes) -> None:
         if self._kept_size < self._keep and data:
             data = data[: self._keep - self._kept_size]
@@ -340,16 +350,31 @@ class MessageParser:
         self._attachments: list[_Entity] = []
         self._result: ParsedMessage | None = None
 
+    #: Take runs of body lines at once (``_bulk``); False reads every line on its own, which
+    #: the tests compare against.
+    _BULK = True
+
     def feed(self, data: bytes) -> None:
         if self._result is not None:
             raise ValueError("parser already closed")
         if self._tail:
             data = self._tail + data
-        pieces = data.split(b"\n")
-        tail = pieces.pop()
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
         line = self._line
-        for piece in pieces:
-            line(piece, True, False)
+        if not self._BULK:
+            for piece in data[: cut - 1].split(b"\n") if cut else ():
+                line(piece, True, False)
+        else:
+            position = 0
+            while position < cut:
+                if self._stack[-1].phase != _HEADER and not self._continuation:
+                    position = self._bulk(data, position, cut)
+                    if position >= cut:
+                        break
+                end = data.index(b"\n", position)
+                line(data[position:end], True, False)
+                position = end + 1
         if len(tail) > _SEGMENT:
             cut = len(tail) - 1 if tail.endswith(b"\r") else len(tail)
             line(tail[:cut], False, False)
@@ -382,6 +407,30 @@ class MessageParser:
             self._offset = start + len(piece)
             self._previous_eol = 0
             self._continuation = True
+
+    def _bulk(self, data: bytes, position: int, cut: int) -> int:
+        """Outside a header, only a line starting with ``--`` can change anything (it may be a
+        boundary delimiter); every line before the next such line is body, preamble or
+        epilogue. Take them all at once, as ``_line`` would one by one (offsets, line count,
+        the line end before a delimiter, the leaf's sink), and return where the next line
+        that needs looking at starts (``cut`` when none does)."""
+        if self._active:
+            if data.startswith(b"--", position):
+                return position
+            stop = data.find(b"\n--", position, cut)
+            stop = cut if stop < 0 else stop + 1
+        else:
+            stop = cut
+        if stop <= position:
+            return position
+        top = self._stack[-1]
+        crlf = data[stop - 2 : stop] == b"\r\n" and stop - 2 >= position
+        if top.phase == _BODY and top.sink is not None:
+            top.sink.lines(data[position:stop], crlf)
+        self._offset += stop - position
+        self._newlines += data.count(b"\n", position, stop)
+        self._previous_eol = 2 if crlf else 1
+        return stop
 
     def _dispatch(self, piece: bytes, has_newline: bool, final: bool, start: int) -> None:
         continuation = self._continuation

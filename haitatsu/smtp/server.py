@@ -5,13 +5,16 @@ and the command/DATA modes. What we replace, and why:
 
 * Line framing. ``LineOnlyReceiver`` drops the connection (or the rest of a packet) on an
   over-long line and hands every line over at once, even while an earlier command is still being
-  validated. Ours keeps lines in a buffer while a command is pending and pauses the transport,
-  so pipelined commands (RFC 2920) are answered in order, each after its own validation; an
-  over-long line is discarded as it streams and answered ``500 5.5.2``.
+  validated. Ours keeps lines in a buffer while a command is pending (pausing the transport once
+  more than ``PENDING_INPUT_LIMIT`` bytes wait, so memory stays bounded), so pipelined commands
+  (RFC 2920) are answered in order, each after its own validation; an over-long line is
+  discarded as it streams and answered ``500 5.5.2``.
 * The commands themselves: enhanced status codes (RFC 2034/3463), the ESMTP parameters SIZE and
   BODY, no AUTH on the MX, recipients resolved through the store.
 * DATA: twisted hands lines to ``IMessage`` objects and answers 550 to any failure. We spool to a
   file and answer 250 only after the store has committed the message; any failure is 451 4.3.0.
+  The spool file's last buffered bytes are written by the store's thread (``SpoolFile.close``
+  passed as ``finish``): code that reads ``spool.path`` before that must close the spool first.
 * STARTTLS (RFC 3207), offered when the factory has a ``TLSService``: input the client pipelined
   behind STARTTLS is discarded (the command-injection defence), and the session forgets its EHLO
   and transaction once TLS starts.
@@ -40,7 +43,7 @@ from haitatsu.limits import PeerCounter, TokenBuckets
 from haitatsu.metrics import METRICS
 from haitatsu.smtp.envelope import Refused, Reply, parse_mail, parse_rcpt
 from haitatsu.smtp.headers import trace_headers
-from haitatsu.smtp.spool import SpoolFile
+from haitatsu.smtp.spool import SpoolDirectory, SpoolFile
 from haitatsu.storage.records import Delivery
 from haitatsu.storage.store.events import Received
 from haitatsu.tls import is_secure
@@ -50,6 +53,11 @@ from haitatsu.tls import is_secure
 ExtensionsHook = Callable[[object], Mapping[str, Sequence[str] | None]]
 
 DEFAULT_MAX_LINE_LENGTH = 4000
+
+#: While a command is pending, input waits in the buffer; beyond this many bytes the transport
+#: is paused until the command has replied. (Pausing at every pending command costs two epoll
+#: changes per RCPT and per message, and a client waiting for its reply sends nothing anyway.)
+PENDING_INPUT_LIMIT = 64 * 1024
 
 TEMPFAIL = Reply(451, "4.3.0", "temporary local problem")
 SYNTAX_ERROR = Reply(500, "5.5.2", "syntax error")
@@ -106,6 +114,7 @@ class InboundESMTP(ESMTP):
         tls=None,
         bounces=None,
         filters=None,
+        spool: SpoolDirectory | None = None,
     ):
         ESMTP.__init__(self)
         #: The filter chain's hooks for this connection (``haitatsu.filtering.session``).
@@ -120,6 +129,8 @@ class InboundESMTP(ESMTP):
         self.store = store
         self.clock = clock
         self.spool_dir = spool_dir
+        #: Where spool files come from (the factory's, which makes them ahead in a thread).
+        self.spool = spool if spool is not None else SpoolDirectory(spool_dir)
         self.extra_extensions = extra_extensions
         try:
             self.host = config.server.public_hostname.encode("idna")
@@ -136,6 +147,7 @@ class InboundESMTP(ESMTP):
         self._buffer = bytearray()
         self._discarding = False
         self._busy = False
+        self._paused = False
         self._draining = False
         self._closed = False
         self._spool: SpoolFile | None = None
@@ -222,6 +234,11 @@ class InboundESMTP(ESMTP):
         bytes). Lines wait in the buffer while a command is pending."""
         self.resetTimeout()
         self._buffer += data
+        if self._busy:
+            if len(self._buffer) > PENDING_INPUT_LIMIT and not self._paused:
+                self._paused = True
+                self.transport.pauseProducing()
+            return
         self._drain()
 
     def _drain(self):
@@ -287,8 +304,6 @@ class InboundESMTP(ESMTP):
     def _run_pending(self, work) -> Deferred:
         """Run an ``async`` command step; no further line is read until it has replied."""
         self._busy = True
-        if not self.transport.disconnecting:
-            self.transport.pauseProducing()
         d = Deferred.fromCoroutine(work)
         d.addErrback(self._internal_error)
         d.addBoth(self._resume)
@@ -318,7 +333,9 @@ class InboundESMTP(ESMTP):
     def _resume(self, result):
         self._busy = False
         if not self._closed and not self.transport.disconnecting:
-            self.transport.resumeProducing()
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
             self.resetTimeout()
             self._drain()
         return result
@@ -624,7 +641,7 @@ class InboundESMTP(ESMTP):
         trace_id = str(ulid.ULID())
         spool = None
         try:
-            spool = SpoolFile.create(self.spool_dir)
+            spool = self.spool.take(trace_id)
             if not self.filters.active:
                 # With filters, the headers are prepended once they ran (filters.data).
                 spool.write(self._spool_prelude(trace_id))
@@ -755,19 +772,21 @@ class InboundESMTP(ESMTP):
             )
             self.reply(error)
             return
-        try:
-            spool.close()
-        except OSError:
-            self._log.failure("spool flush failed", trace_id=trace_id)
-            spool.discard()
-            self.reply(TEMPFAIL)
-            return
+        # The spool is still open: its last bytes are written by whoever reads it next, in a
+        # thread (the store's ``finish``), not here on the reactor.
         self._run_pending(self._deliver(spool, recipients, trace_id, size, sender or ""))
 
     async def _deliver(
         self, spool: SpoolFile, recipients, trace_id: str, size: int, sender: str = ""
     ):
         if self.filters.active:
+            try:
+                spool.close()  # the DATA-stage filters read the file
+            except OSError:
+                self._log.failure("spool flush failed", trace_id=trace_id)
+                spool.discard()
+                self.reply(TEMPFAIL)
+                return
             decision = await self.filters.data(spool, trace_id, size, self._spool_prelude)
             if decision.reply is not None:
                 self.reply(decision.reply)
@@ -776,6 +795,7 @@ class InboundESMTP(ESMTP):
         verps = [r for r in recipients if not hasattr(r, "mailbox_id")]
         if verps:
             try:
+                spool.close()
                 await self.bounces.record(spool.path, verps, sender, self.remote_ip, trace_id)
             except Exception:
                 spool.discard()
@@ -842,6 +862,8 @@ class InboundESMTP(ESMTP):
                     Received(r.original_rcpt, r.base_rcpt, r.plus_tag, r.mailbox_ids)
                     for r in recipients
                 ],
+                disposable=True,
+                finish=spool.close,
             )
         except OverQuota:
             METRICS.mailbox_over_quota.inc()
@@ -874,7 +896,8 @@ class InboundSMTPFactory(ServerFactory):
 
     ``get_config`` returns the current ``Config`` (hot reload swaps what it returns);
     ``store`` provides ``IMailStore``; ``reactor`` is the clock for idle timeouts; finished
-    messages are spooled under ``spool_dir``. ``extra_extensions(config)`` adds EHLO keywords
+    messages are spooled under ``spool_dir`` (a ``SpoolDirectory``: files made ahead and removed
+    in the reactor's threads when it has them). ``extra_extensions(config)`` adds EHLO keywords
     (``X-RESTMAIL``) without subclassing. ``tls`` (a ``TLSService``) turns on STARTTLS.
     ``bounces`` (a ``haitatsu.queue.BounceHandler``) takes VERP bounce addresses; without
     it they are ordinary recipients. ``connections`` (a ``haitatsu.limits.PeerCounter``)
@@ -906,6 +929,7 @@ class InboundSMTPFactory(ServerFactory):
         # Absolute, so the store's threads and a daemonised twistd (which changes directory)
         # find the files.
         self.spool_dir = os.path.abspath(spool_dir)
+        self.spool = SpoolDirectory(self.spool_dir, reactor)
         self.extra_extensions = extra_extensions
         #: Per-IP limits (API.md 5.2), per node: concurrent connections to this listener and
         #: the MAIL FROM token bucket. The hub passes one counter to listeners that share it.
@@ -913,7 +937,10 @@ class InboundSMTPFactory(ServerFactory):
         self.message_rate = TokenBuckets(reactor)
 
     def startFactory(self):
-        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        self.spool.start()
+
+    def stopFactory(self):
+        self.spool.stop()
 
     def protocol_kwargs(self) -> dict:
         """What a new session is built with; subclasses add their own."""
@@ -928,6 +955,7 @@ class InboundSMTPFactory(ServerFactory):
             extra_extensions=self.extra_extensions,
             tls=self.tls,
             bounces=self.bounces,
+            spool=self.spool,
         )
 
     def buildProtocol(self, addr):

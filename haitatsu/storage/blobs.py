@@ -2,7 +2,8 @@
 
 The directory store is the embedded default. A blob is written to a temporary file, fsynced and
 renamed into place (then the directory is fsynced), so a blob either exists whole or not at all;
-identical content maps to the same key and is written once.
+identical content maps to the same key and is written once. A file its caller will not write
+again (a delivery's spool file) is fsynced and hard-linked into place instead of copied.
 
 Besides blobs, a store keeps a few *named* objects (an export's ZIP under ``exports/<job id>``),
 written the same way under the root; their names never look like the blob tree's
@@ -91,23 +92,36 @@ class DirectoryBlobStore:
 
     # -- IBlobStore -----------------------------------------------------------------------
 
-    def put_file(self, path):
-        return self._run(self._put_file, path)
+    def put_file(self, path, sha256=None, size=None, link=False):
+        return self._run(self._put_file, path, sha256, size, link)
 
-    def _put_file(self, source: str) -> BlobRef:
-        sha, size = hash_file(source)
+    def _put_file(self, source: str, sha256=None, size=None, link=False) -> BlobRef:
+        """In one thread hop: the key (hashing the file unless ``sha256`` is given), then the
+        file linked into place (``link``) or copied there through ``tmp/``, fsynced before it
+        gets its name, and the directory fsynced after."""
+        if sha256 is None:
+            sha, size = hash_file(source)
+        else:
+            sha = sha256
+            if size is None:
+                size = os.path.getsize(source)
         dest = self.path(sha)
-        if os.path.exists(dest) and os.path.getsize(dest) == size:
+        if link and self._link(source, dest, size):
             return BlobRef(sha, sha, size)
-        os.makedirs(self._tmp, exist_ok=True)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        try:
+            existing = os.path.getsize(dest)
+        except FileNotFoundError:
+            existing = None
+        if existing == size:
+            _fsync_dir(os.path.dirname(dest))
+            return BlobRef(sha, sha, size)
+        fd, tmp = self._temporary()
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
                 shutil.copyfileobj(src, out, CHUNK)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, dest)
+            self._with_directories(os.replace, tmp, dest)
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -116,6 +130,62 @@ class DirectoryBlobStore:
             raise
         _fsync_dir(os.path.dirname(dest))
         return BlobRef(sha, sha, size)
+
+    def _link(self, source: str, dest: str, size: int) -> bool:
+        """Give the caller's file (which it will not write again) the blob's name: fsync it,
+        hard-link it into place, fsync the directory. A blob already there with the same size
+        is the same content (its name is its hash), so the new name is not needed; the
+        directory is fsynced anyway, in case a concurrent put of it has not done so yet.
+        False: no link can be made here (another file system, no hard links, or a file of the
+        wrong size in the blob's place); the caller copies."""
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            self._with_directories(os.link, source, dest)
+        except FileExistsError:
+            if os.path.getsize(dest) != size:
+                return False
+        except OSError as e:
+            if e.errno in _CANNOT_LINK:
+                return False
+            raise
+        _fsync_dir(os.path.dirname(dest))
+        return True
+
+    def _temporary(self):
+        try:
+            return tempfile.mkstemp(dir=self._tmp, prefix="put-")
+        except FileNotFoundError:
+            self._make_directories(self._tmp)
+            return tempfile.mkstemp(dir=self._tmp, prefix="put-")
+
+    def _with_directories(self, fn, source: str, dest: str):
+        """``fn(source, dest)`` (link or rename), creating ``dest``'s directories if they are
+        missing: the common case costs no extra system call."""
+        try:
+            return fn(source, dest)
+        except FileNotFoundError:
+            if not os.path.exists(source):
+                raise
+            self._make_directories(os.path.dirname(dest))
+            return fn(source, dest)
+
+    def _make_directories(self, path: str) -> None:
+        """Create ``path`` and missing parents, fsyncing each parent that got a new entry, so
+        a blob's name never depends on a directory entry that a crash could lose."""
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent != path:
+            self._make_directories(parent)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            return
+        _fsync_dir(parent)
 
     def open(self, key):
         return self._run(self._open, key)
@@ -232,13 +302,19 @@ class DirectoryBlobStore:
             pass
 
     def _check(self):
-        os.makedirs(self._tmp, exist_ok=True)
+        self._make_directories(self._tmp)
         fd, probe = tempfile.mkstemp(dir=self._tmp, prefix="check-")
         try:
             os.write(fd, b"ok")
         finally:
             os.close(fd)
             os.unlink(probe)
+
+
+#: errno values for which a hard link cannot be made and the blob is copied instead.
+_CANNOT_LINK = frozenset(
+    (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EACCES)
+)
 
 
 def _is_hex(name: str) -> bool:

@@ -1,6 +1,7 @@
 """The change bus of a cluster: PostgreSQL LISTEN/NOTIFY.
 
-A change is sent with ``pg_notify`` inside the store transaction that made it, so PostgreSQL
+A change is sent with ``pg_notify`` inside the store transaction that made it (queued on the
+transaction and sent in one statement with the others just before COMMIT), so PostgreSQL
 delivers it only when that transaction commits, to every node listening, this one included: each
 subscriber hears each change exactly once, whichever node made it. Each node keeps one dedicated
 listening connection. When it drops, the bus reconnects with a growing delay (0.1 s to 5 s) and
@@ -154,7 +155,11 @@ class PostgresChangeBus:
         return self._local.subscribe(mailbox_id, callback)
 
     def publish_in(self, txn, mailbox_id, change):
-        return txn.execute("SELECT pg_notify(?, ?)", (self.channel, encode(mailbox_id, change)))
+        """Queue the NOTIFY on ``txn``: the database sends a transaction's notifications in
+        one statement just before its COMMIT (``PostgresDatabase``), in the order they were
+        queued; a transaction that does not commit sends none."""
+        txn.notifications.append((self.channel, encode(mailbox_id, change)))
+        return defer.succeed(None)
 
     def publish(self, mailbox_id, change):
         """A change made outside a store transaction: NOTIFY on the listening connection (each

@@ -85,14 +85,19 @@ class Prepared:
                     pass
 
 
-def prepare(spool_path: str, parts: dict, threshold: int, workdir: str) -> Prepared:
+def prepare(
+    spool_path: str, parts: dict, threshold: int, workdir: str, whole: tuple | None = None
+) -> Prepared:
     """Read the spool file once: hash it and, if it has large parts, copy the skeleton and each
     part body into temporary files in ``workdir`` (hashing those too). Memory stays at one chunk.
+
+    ``whole``: the file's ``(sha256, size)`` when the caller hashed it already; a message that
+    is not split is then not read at all.
     """
-    size = os.path.getsize(spool_path)
+    size = whole[1] if whole is not None else os.path.getsize(spool_path)
     ranges = split_ranges(parts, size, threshold)
     if not ranges:
-        sha = _hash(spool_path)
+        sha = whole[0] if whole is not None else _hash(spool_path)
         return Prepared(sha, size, (Piece(spool_path, sha, size, False),), None)
     made: list[tuple[str, object]] = []
     try:

@@ -35,6 +35,7 @@ from txpostgres import txpostgres
 
 from haitatsu.interfaces import Conflict, StorageUnavailable
 from haitatsu.storage.engine import BaseTransaction, SchemaMixin
+from haitatsu.storage.group import GroupCommitter, Outcome, OutcomeUnknown
 
 _log = Logger()
 
@@ -350,8 +351,32 @@ class PostgresTransaction(BaseTransaction):
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+async def _send_notifications(cursor, notifications):
+    """A transaction's queued NOTIFYs (``(channel, payload)``) in one statement, in order."""
+    if not notifications:
+        return
+    if len(notifications) == 1:
+        await cursor.execute("SELECT pg_notify(%s, %s)", notifications[0])
+        return
+    channels = [channel for channel, _ in notifications]
+    payloads = [payload for _, payload in notifications]
+    await cursor.execute(
+        "SELECT pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY "
+        "AS n(c, p, i) ORDER BY i",
+        (channels, payloads),
+    )
+
+
 class _Attempt:
     committing = False
+
+
+class _ItemFailed(Exception):
+    """The only function of a shared transaction raised: roll back, report it to its caller."""
+
+    def __init__(self, error):
+        super().__init__(error)
+        self.error = error
 
 
 class PostgresDatabase(SchemaMixin):
@@ -361,6 +386,7 @@ class PostgresDatabase(SchemaMixin):
         self.engine = engine
         self._reactor = reactor
         self._pool = None
+        self.group = GroupCommitter(self._run_group, self.run, self._map_error)
 
     @property
     def pool(self) -> ConnectionPool | None:
@@ -434,6 +460,85 @@ class PostgresDatabase(SchemaMixin):
             txn.run_after_commit()
             return result
 
+    def run_grouped(self, desc: str, fn, *args) -> defer.Deferred:
+        """Run ``fn(txn, *args)`` as ``run`` does, possibly sharing one transaction (one
+        connection, one COMMIT) with others queued at the same time
+        (``haitatsu.storage.group``)."""
+        return self.group.run(desc, fn, *args)
+
+    def _map_error(self, error: BaseException) -> BaseException:
+        if isinstance(error, (Conflict, StorageUnavailable)):
+            return error
+        if self.engine.is_constraint_error(error):
+            return Conflict(str(error).strip())
+        return error
+
+    async def _run_group(self, items):
+        """One attempt at a shared transaction. Raises when it failed as a whole (the
+        committer then runs each item alone, with ``run``'s retries), ``OutcomeUnknown`` when
+        the connection died during COMMIT."""
+        pool = self._pool
+        if pool is None:
+            raise StorageUnavailable("database is closed")
+        conn = await pool.acquire()
+        state = _Attempt()
+        try:
+            outcomes = await conn.runInteraction(self._group_interaction, items, state)
+        except Exception as e:
+            error = e
+            if isinstance(e, txpostgres.RollbackFailed):
+                error = e.originalFailure.value
+            broken = (
+                conn.is_closed
+                or isinstance(e, txpostgres.RollbackFailed)
+                or self.engine.is_disconnect(error)
+            )
+            pool.release(conn, broken=broken)
+            if isinstance(error, _ItemFailed):
+                # The transaction held that one function only and was rolled back.
+                return [Outcome(False, error.error)]
+            if broken and state.committing:
+                _log.error(
+                    "a shared transaction of {count} failed (commit outcome unknown): {error}",
+                    count=len(items),
+                    error=str(error).strip(),
+                )
+                raise OutcomeUnknown(
+                    f"database (commit outcome unknown): {str(error).strip()}"
+                ) from error
+            raise error from None
+        pool.release(conn)
+        return outcomes
+
+    def _group_interaction(self, cursor, items, state):
+        """The items one after the other in one transaction, without savepoints (each would
+        cost two more round trips per delivery): when one of several fails, the whole
+        transaction is rolled back and the committer runs each alone (``run``), so each
+        caller still gets the outcome of its own work."""
+        engine = self.engine
+
+        async def body():
+            outcomes = []
+            notifications = []
+            for item in items:
+                txn = PostgresTransaction(engine, cursor)
+                try:
+                    result = await item.fn(txn, *item.args)
+                except Exception as e:
+                    if len(items) == 1 and not (
+                        engine.is_database_error(e) and not engine.is_constraint_error(e)
+                    ):
+                        # runInteraction rolls the transaction back; the item failed alone.
+                        raise _ItemFailed(e) from e
+                    raise
+                notifications += txn.notifications
+                outcomes.append(Outcome(True, result, txn))
+            await _send_notifications(cursor, notifications)
+            state.committing = True
+            return outcomes
+
+        return defer.Deferred.fromCoroutine(body())
+
     def _retry_delay(self, attempt: int, broken: bool) -> float:
         """A dead connection is replaced at once; contention backs off with jitter."""
         if broken and attempt == 1:
@@ -445,6 +550,7 @@ class PostgresDatabase(SchemaMixin):
 
         async def body():
             result = await fn(txn, *args)
+            await _send_notifications(cursor, txn.notifications)
             state.committing = True
             return txn, result
 

@@ -2,7 +2,8 @@
 
 The store is content-addressed exactly like the blob directory: a blob's key is the hex SHA-256
 of its content and its object name is derived from the key (``<prefix>/blobs/ab/<sha256>``), so
-identical content is one object and ``put_file`` can skip the upload after a HEAD. Bodies are
+identical content is one object and ``put_file`` can skip the upload of a large blob after a
+HEAD (a small one is sent without asking: the question costs what the upload does). Bodies are
 never held in memory: uploads stream from the spool file (a multipart upload above
 ``multipart_threshold_bytes``), downloads stream into a spooled temporary file.
 
@@ -33,6 +34,13 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from twisted.internet import defer, error, task
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.protocol import Protocol
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -41,7 +49,9 @@ from twisted.web.client import (
     ResponseDone,
     ResponseFailed,
 )
+from twisted.web.error import SchemeNotSupported
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
 from haitatsu.config.model import S3_MIN_PART_SIZE, S3Config
@@ -65,13 +75,42 @@ _S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
 def build_s3_blob_store(config: S3Config, reactor) -> S3BlobStore:
     """The S3 store as production runs it: a treq client on a pool of persistent connections,
-    so a burst of deliveries does not pay a TCP (and TLS) handshake per request."""
+    so a burst of deliveries does not pay a TCP (and TLS) handshake per request, and an
+    endpoint given as an IP address is connected to without a name lookup."""
     from treq.client import HTTPClient
-    from twisted.web.client import Agent, HTTPConnectionPool
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 16
-    return S3BlobStore(config, HTTPClient(Agent(reactor, pool=pool)), reactor, pool=pool)
+    agent = Agent.usingEndpointFactory(
+        reactor, _EndpointFactory(reactor, BrowserLikePolicyForHTTPS()), pool=pool
+    )
+    return S3BlobStore(config, HTTPClient(agent), reactor, pool=pool)
+
+
+@implementer(IAgentEndpointFactory)
+class _EndpointFactory:
+    """What ``Agent`` does by default (``HostnameEndpoint``, TLS for https), except that an IP
+    address is connected to directly: ``HostnameEndpoint`` would send even an address literal
+    through ``getaddrinfo`` in a thread for every new connection."""
+
+    def __init__(self, reactor, policy):
+        self._reactor = reactor
+        self._policy = policy
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        if isIPAddress(host):
+            endpoint = TCP4ClientEndpoint(self._reactor, host, uri.port)
+        elif isIPv6Address(host):
+            endpoint = TCP6ClientEndpoint(self._reactor, host, uri.port)
+        else:
+            endpoint = HostnameEndpoint(self._reactor, host, uri.port)
+        if uri.scheme == b"http":
+            return endpoint
+        if uri.scheme == b"https":
+            return wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        raise SchemeNotSupported(f"unsupported scheme {uri.scheme!r}")
 
 
 @attrs.frozen
@@ -436,22 +475,35 @@ class S3BlobStore:
 
     # -- IBlobStore -------------------------------------------------------------------------
 
-    def put_file(self, path):
-        return defer.Deferred.fromCoroutine(self._put_file(path))
+    #: Below this size a put does not ask (HEAD) whether the object exists first: sending a
+    #: small body costs about what the question does, and the same bytes under the same key
+    #: change nothing. Large blobs (attachments stored once across messages) are asked about.
+    probe_threshold_bytes = 64 * 1024
 
-    async def _put_file(self, path: str) -> BlobRef:
-        try:
-            upload = await deferToThreadPool(
-                self._reactor,
-                self._pool,
-                plan_upload,
-                path,
-                self.config.multipart_threshold_bytes,
-            )
-        except OSError as e:
-            raise StorageUnavailable(f"blobs: {e}") from None
+    def put_file(self, path, sha256=None, size=None, link=False):
+        return defer.Deferred.fromCoroutine(self._put_file(path, sha256, size))
+
+    async def _put_file(self, path: str, sha256=None, size=None) -> BlobRef:
+        if (
+            sha256 is not None
+            and size is not None
+            and size <= self.config.multipart_threshold_bytes
+        ):
+            # The caller hashed the file already: no thread hop, no second read.
+            upload = _Upload(sha256, size)
+        else:
+            try:
+                upload = await deferToThreadPool(
+                    self._reactor,
+                    self._pool,
+                    plan_upload,
+                    path,
+                    self.config.multipart_threshold_bytes,
+                )
+            except OSError as e:
+                raise StorageUnavailable(f"blobs: {e}") from None
         name = self.object_name(upload.sha256)
-        if await self._size(name) == upload.size:
+        if upload.size >= self.probe_threshold_bytes and await self._size(name) == upload.size:
             return BlobRef(upload.sha256, upload.sha256, upload.size)
         await self._upload(name, path, upload)
         return BlobRef(upload.sha256, upload.sha256, upload.size)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import email.header
 import email.utils
+import functools
 import re
 from email.policy import default as _default_policy
 
@@ -33,6 +34,13 @@ def parse_address(text) -> str | None:
     ``Alice <a@b.example>``), or None if ``text`` is not exactly one valid address."""
     if not isinstance(text, str) or not text.strip() or "\r" in text or "\n" in text:
         return None
+    return _parse_address(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_address(text: str) -> str | None:
+    """``parse_address`` proper; cached: the email package's parser is slow, and a
+    submission session checks the same sender at MAIL FROM and again at the end of DATA."""
     try:
         header = _default_policy.header_factory("to", text)
         addresses = header.addresses

@@ -231,13 +231,12 @@ class SubmissionPipeline:
                         route_id=found.route_id,
                     )
                 )
-        fd, finished_path = tempfile.mkstemp(prefix="submit-", suffix=".eml", dir=self.spool_dir)
-        os.close(fd)
+        finished_path = None
         try:
-            finished = await self._thread(
-                messagemod.finish,
+            finished_path, finished = await self._thread(
+                _finish_to_spool,
+                self.spool_dir,
                 spool_path,
-                finished_path,
                 mail_from=mail_from,
                 message_id=f"<{ulid.ULID()}@{config.server.public_hostname}>",
                 trace_id=trace_id,
@@ -256,14 +255,18 @@ class SubmissionPipeline:
                     trace_id,
                     per_hour=per_hour,
                     per_day=per_day,
+                    disposable=True,
                 )
             except OverQuota as e:
                 raise SubmissionRefused(OVER_QUOTA, str(e)) from None
             except OutboundLimitExceeded as e:
                 raise SubmissionRefused(RATE_LIMITED, str(e)) from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(finished_path)
+            if finished_path is not None:
+                # Removed in a thread: a directory change can wait on the file system journal.
+                self._thread(_remove, finished_path).addErrback(
+                    lambda f: self._log.failure("removing {path} failed", f, path=finished_path)
+                )
         self._log.info(
             "submitted {trace_id} from {mailbox_id} as {mail_from}: {local} local, "
             "{remote} remote, {requeued} requeued ({size} bytes, {message_id})",
@@ -278,6 +281,23 @@ class SubmissionPipeline:
         )
         METRICS.messages_sent.inc()
         return submitted
+
+
+def _finish_to_spool(spool_dir: str, in_path: str, **kwargs):
+    """``message.finish`` into a new file of ``spool_dir`` (made here, in the thread, not on
+    the reactor); return its path and the ``Finished``."""
+    fd, path = tempfile.mkstemp(prefix="submit-", suffix=".eml", dir=spool_dir)
+    os.close(fd)
+    try:
+        return path, messagemod.finish(in_path, path, **kwargs)
+    except BaseException:
+        _remove(path)
+        raise
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _unique(addresses) -> list[str]:

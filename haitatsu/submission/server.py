@@ -96,8 +96,9 @@ class SubmissionESMTP(InboundESMTP):
         implicit_tls: bool = False,
         extra_extensions=None,
         tls=None,
+        spool=None,
     ):
-        super().__init__(config, store, clock, spool_dir, extra_extensions, tls=tls)
+        super().__init__(config, store, clock, spool_dir, extra_extensions, tls=tls, spool=spool)
         self.portal = portal
         self.pipeline = pipeline
         #: True once the connection is encrypted (from the start on the implicit TLS port).
@@ -340,6 +341,7 @@ class SubmissionESMTP(InboundESMTP):
 
     async def _deliver(self, spool, recipients, trace_id: str, size: int, sender=""):
         try:
+            spool.close()
             await self.pipeline.submit(
                 self.mailbox_id,
                 sender,

@@ -12,7 +12,7 @@ from email import policy
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from haitatsu.mime import parse_bytes, parse_file
+from haitatsu.mime import MessageParser, parse_bytes, parse_file
 
 
 def corpus_files():
@@ -249,3 +249,76 @@ class MemoryTests(SynchronousTestCase):
         self.assertEqual(parsed.parts["2"]["end"], end)
         self.assertEqual(parsed.attachments[0]["size_bytes"], len(chunk) * repeats)
         self.assertEqual(parsed.text_body_extract, "see attached")
+
+
+class _LineByLine(MessageParser):
+    """The parser reading every line on its own: what taking runs of body lines at once
+    (``MessageParser._bulk``) must agree with exactly."""
+
+    _BULK = False
+
+
+def _parse_chunked(parser_class, raw, size):
+    parser = parser_class()
+    for start in range(0, len(raw), size):
+        parser.feed(raw[start : start + size])
+    return parser.close()
+
+
+class BulkLinesTests(SynchronousTestCase):
+    """Runs of body, preamble and epilogue lines are taken at once (one ``find`` for the next
+    line that could be a delimiter, one ``count`` of line ends): the result is the line-by-line
+    parser's, field for field, whatever the chunking and however damaged the message."""
+
+    sizes = (1, 7, 64, 4096, 1 << 20)
+
+    def assert_same(self, raw, label):
+        expected = _parse_chunked(_LineByLine, raw, 1 << 20)
+        for size in self.sizes:
+            self.assertEqual(_parse_chunked(MessageParser, raw, size), expected, (label, size))
+
+    def test_corpus(self):
+        for path in corpus_files():
+            with open(path, "rb") as stream:
+                self.assert_same(stream.read(), os.path.basename(path))
+
+    def test_mutated_corpus(self):
+        seeds = []
+        for path in corpus_files():
+            with open(path, "rb") as stream:
+                seeds.append(stream.read())
+        rng = random.Random(20261122)
+        self.sizes = (3, 64, 1 << 20)
+        for number in range(150):
+            data = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 20)):
+                pos = rng.randint(0, len(data))
+                data[pos:pos] = rng.choice(_MUTATIONS)
+            self.assert_same(bytes(data), number)
+
+    def test_line_ends_and_encodings(self):
+        """CRLF, LF, bare CR and mixed line ends; base64 and quoted-printable bodies whose
+        decoded sizes and extracts come from the sink; a delimiter lookalike in a body; a line
+        longer than a segment; no final line end."""
+        body64 = base64.encodebytes(bytes(range(256)) * 40)
+        qp = b"caf=C3=A9 =\r\nsoft break\r\nline two=20\r\n" * 50
+        long_line = b"x" * (70 * 1024)
+        self.sizes = (7, 64, 4096, 1 << 20)
+        for eol in (b"\r\n", b"\n", b"\r", b"\r\n\n"):
+            raw = (
+                b"From: a@example.org\r\nSubject: bulk\r\n"
+                b"Content-Type: multipart/mixed; boundary=BB\r\n\r\npreamble\r\n--B\r\n"
+                b"--BB\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+                + qp
+                + b"--BBnot a delimiter\r\n-- BB\r\n"
+                + b"--BB\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Transfer-Encoding: base64\r\n"
+                b"Content-Disposition: attachment; filename=a.bin\r\n\r\n"
+                + body64.replace(b"\n", eol)
+                + b"--BB\r\nContent-Type: text/html\r\n\r\n<p>"
+                + long_line
+                + b"</p>\r\n--BB--\r\nepilogue\r\n--BB\r\ntrailing"
+            )
+            self.assert_same(raw, eol)
+            self.assert_same(b"Subject: plain\n\n" + raw.replace(b"\r\n", eol), eol)

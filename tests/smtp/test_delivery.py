@@ -12,6 +12,7 @@ import shutil
 from twisted.trial import unittest
 
 from haitatsu.smtp.headers import trace_headers
+from haitatsu.smtp.server import PENDING_INPUT_LIMIT
 from tests.smtp.helpers import HOST, NODE, Session, make_config, temp_dir
 from tests.support import deliver_bytes, make_store
 
@@ -168,8 +169,8 @@ class RecipientTests(DeliveryTestCase):
 class PipeliningTests(DeliveryTestCase):
     async def test_pipelined_batch_answered_in_order(self):
         """MAIL, three RCPTs and DATA in one packet: each RCPT is answered after its own lookup,
-        in order, and DATA's 354 only after every RCPT reply. While a lookup is pending the
-        transport is paused and later lines wait."""
+        in order, and DATA's 354 only after every RCPT reply. While a lookup is pending later
+        lines wait in the buffer (the transport keeps reading: the input is small)."""
         self.session.send(
             b"MAIL FROM:<alice@example.org>\r\n"
             b"RCPT TO:<bob@example.com>\r\n"
@@ -178,7 +179,7 @@ class PipeliningTests(DeliveryTestCase):
             b"DATA\r\n"
         )
         self.assertEqual(self.session.lines(), [b"250 2.1.0 sender OK"])
-        self.assertEqual(self.session.transport.producerState, "paused")
+        self.assertEqual(self.session.transport.producerState, "producing")
         lines = await self.session.converse(b"", replies=4)
         self.assertEqual(
             lines,
@@ -199,6 +200,21 @@ class PipeliningTests(DeliveryTestCase):
         )
         self.assertEqual(len(await self.inbox(self.bob)), 1)
         self.assertEqual(len(await self.inbox(self.carol)), 1)
+
+    async def test_much_input_while_a_command_is_pending_pauses_the_transport(self):
+        """Memory stays bounded: past ``PENDING_INPUT_LIMIT`` bytes waiting behind a pending
+        command the transport is paused, and it resumes once the command replied; every
+        pipelined command is still answered, in order."""
+        self.session.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.com>\r\n")
+        self.assertEqual(self.session.lines(), [b"250 2.1.0 sender OK"])
+        self.assertEqual(self.session.transport.producerState, "producing")
+        noops = b"NOOP\r\n" * (PENDING_INPUT_LIMIT // 6 + 1)
+        self.session.send(noops)
+        self.assertEqual(self.session.transport.producerState, "paused")
+        lines = await self.session.converse(b"", replies=1 + noops.count(b"\r\n"))
+        self.assertEqual(lines[0], b"250 2.1.5 recipient OK")
+        self.assertEqual(set(lines[1:]), {b"250 2.0.0 OK"})
+        self.assertEqual(self.session.transport.producerState, "producing")
 
     async def test_lines_split_across_packets(self):
         """Command lines cut at any byte, CRLF included, are reassembled."""
@@ -333,12 +349,11 @@ class DataTests(DeliveryTestCase):
 
 class StorageFailureTests(DeliveryTestCase):
     async def test_blob_store_failure(self):
-        """The blob directory cannot take files (its temp dir is a plain file): 451 4.3.0,
-        nothing visible, no spool file, and the session goes on."""
-        blob_tmp = os.path.join(self.root, "blobs", "tmp")
-        shutil.rmtree(blob_tmp, ignore_errors=True)
-        os.makedirs(os.path.dirname(blob_tmp), exist_ok=True)
-        with open(blob_tmp, "wb") as f:
+        """The blob directory cannot take files (it is a plain file): 451 4.3.0, nothing
+        visible, no spool file, and the session goes on."""
+        blobs = os.path.join(self.root, "blobs")
+        shutil.rmtree(blobs, ignore_errors=True)
+        with open(blobs, "wb") as f:
             f.write(b"in the way")
         lines = await self.send_message([b"bob@example.com"])
         self.assertEqual(lines[-1], b"451 4.3.0 temporary local problem")

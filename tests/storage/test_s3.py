@@ -19,7 +19,14 @@ from zope.interface.verify import verifyObject
 from haitatsu.config.model import Config, S3Config, ServerConfig
 from haitatsu.interfaces import IBlobStore, StorageUnavailable
 from haitatsu.storage import DirectoryBlobStore, build_store
-from haitatsu.storage.s3 import RetryPolicy, S3BlobStore, _KnownPayloadSigner, plan_upload
+from haitatsu.storage.s3 import (
+    RetryPolicy,
+    S3BlobStore,
+    _EndpointFactory,
+    _KnownPayloadSigner,
+    build_s3_blob_store,
+    plan_upload,
+)
 from tests.support import MotoS3Mixin, S3Proxy, make_s3_blob_store, s3_config
 
 MiB = 1024 * 1024
@@ -247,14 +254,36 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         # Ranges go to the server; nothing asks for the whole object.
         self.assertEqual(self.proxy.count("GET"), 4)
 
-    async def test_identical_content_is_uploaded_once(self):
+    async def test_identical_large_content_is_uploaded_once(self):
         blobs = self.make()
-        data = b"the same message, delivered twice\r\n"
+        data = b"the same attachment, stored twice\r\n" * 2000
+        self.assertGreaterEqual(len(data), blobs.probe_threshold_bytes)
         first = await blobs.put_file(self.file(data))
         second = await blobs.put_file(self.file(data))
         self.assertEqual(first, second)
         self.assertEqual((self.proxy.count("HEAD"), self.proxy.count("PUT")), (2, 1))
         self.assertEqual(len(await self.objects()), 1)
+
+    async def test_small_blob_is_put_without_asking_first(self):
+        blobs = self.make()
+        data = b"a small message, delivered twice\r\n"
+        first = await blobs.put_file(self.file(data))
+        second = await blobs.put_file(self.file(data))
+        self.assertEqual(first, second)
+        self.assertEqual((self.proxy.count("HEAD"), self.proxy.count("PUT")), (0, 2))
+        self.assertEqual(len(await self.objects()), 1)
+        self.assertEqual(await blobs.read(first.key), data)
+
+    async def test_known_hash_and_size_are_used(self):
+        """The mail store hashed the file already: the put is one PUT under that key, signed
+        with that payload hash (which S3 checks against the body it receives)."""
+        blobs = self.make()
+        data = b"hashed by the caller\r\n"
+        sha = hashlib.sha256(data).hexdigest()
+        ref = await blobs.put_file(self.file(data), sha256=sha, size=len(data))
+        self.assertEqual((ref.key, ref.sha256, ref.size), (sha, sha, len(data)))
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT"])
+        self.assertEqual(await blobs.read(sha), data)
 
     async def test_multipart_above_the_threshold(self):
         blobs = self.make(multipart_threshold_bytes=5 * MiB)
@@ -335,7 +364,7 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         with self.assertRaises(StorageUnavailable) as caught:
             await blobs.put_file(self.file(b"x"))
         self.assertTrue(str(caught.exception).startswith(ACCESS_DENIED), caught.exception)
-        self.assertEqual(len(self.proxy.requests), 2)  # one HEAD, refused, not retried
+        self.assertEqual(len(self.proxy.requests), 2)  # one PUT, refused, not retried
         self.assertEqual(await self.objects(), [])
 
     async def test_unknown_access_key_is_access_denied(self):
@@ -373,7 +402,7 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         blobs = self.make()
         self.proxy.fail_next = 2
         ref = await blobs.put_file(self.file(b"after two 503s"))
-        self.assertEqual([m for m, _ in self.proxy.requests], ["HEAD", "HEAD", "HEAD", "PUT"])
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT", "PUT", "PUT"])
         self.assertEqual(await blobs.read(ref.key), b"after two 503s")
 
     async def test_429_and_5xx_until_the_attempts_run_out(self):
@@ -386,7 +415,7 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         with self.assertRaises(StorageUnavailable) as caught:
             await blobs.put_file(self.file(b"never"))
         self.assertRegex(
-            str(caught.exception), r"^s3: HEAD blobs/.*: HTTP 500 \(after 3 attempts\)$"
+            str(caught.exception), r"^s3: PUT blobs/.*: HTTP 500 .*\(after 3 attempts\)$"
         )
 
     async def test_backoff_waits_on_the_injected_clock(self):
@@ -409,13 +438,13 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         clock.advance(0.1)
         ref = await d
         self.assertEqual(ref.size, len(b"patience"))
-        self.assertEqual([m for m, _ in self.proxy.requests], ["HEAD", "HEAD", "PUT"])
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT", "PUT"])
 
     async def test_a_request_that_gets_no_answer_times_out_and_is_retried(self):
         blobs = self.make(request_timeout_seconds=0.3)
         self.proxy.hang_next = 1
         ref = await blobs.put_file(self.file(b"slow start"))
-        self.assertEqual([m for m, _ in self.proxy.requests], ["HEAD", "HEAD", "PUT"])
+        self.assertEqual([m for m, _ in self.proxy.requests], ["PUT", "PUT"])
         self.assertEqual(await blobs.read(ref.key), b"slow start")
         self.proxy.hang_next = 100
         with self.assertRaises(StorageUnavailable) as caught:
@@ -423,3 +452,49 @@ class S3BlobStoreTests(MotoS3Mixin, unittest.TestCase):
         self.assertEqual(
             str(caught.exception), f"s3: {self.proxy.endpoint} did not answer within 0.3s"
         )
+
+
+class EndpointFactoryTests(unittest.SynchronousTestCase):
+    """The production agent connects to an IP address without a name lookup (HostnameEndpoint
+    would call getaddrinfo in a thread for every new connection) and to a name as Agent does."""
+
+    def endpoint(self, url):
+        from twisted.web.client import URI, BrowserLikePolicyForHTTPS
+
+        return _EndpointFactory(reactor, BrowserLikePolicyForHTTPS()).endpointForURI(
+            URI.fromBytes(url)
+        )
+
+    def test_kinds(self):
+        from twisted.internet.endpoints import (
+            HostnameEndpoint,
+            TCP4ClientEndpoint,
+            TCP6ClientEndpoint,
+        )
+        from twisted.web.error import SchemeNotSupported
+
+        self.assertIsInstance(self.endpoint(b"http://127.0.0.1:9000/b/k"), TCP4ClientEndpoint)
+        self.assertIsInstance(self.endpoint(b"http://[::1]:9000/b/k"), TCP6ClientEndpoint)
+        self.assertIsInstance(self.endpoint(b"http://s3.example.com/b/k"), HostnameEndpoint)
+        tls = self.endpoint(b"https://10.0.0.1/b/k")
+        self.assertNotIsInstance(tls, (TCP4ClientEndpoint, HostnameEndpoint))
+        self.assertIsInstance(tls._wrappedEndpoint, TCP4ClientEndpoint)
+        with self.assertRaises(SchemeNotSupported):
+            self.endpoint(b"ftp://127.0.0.1/b/k")
+
+
+class ProductionClientTests(MotoS3Mixin, unittest.TestCase):
+    """``build_s3_blob_store`` (what the server runs) against moto on 127.0.0.1."""
+
+    timeout = 60
+
+    async def test_round_trip(self):
+        bucket = await deferToThread(self.moto.create_bucket)
+        blobs = build_s3_blob_store(s3_config(self.moto, bucket), reactor)
+        self.addCleanup(blobs.close)
+        path = self.mktemp()
+        data = b"through the production agent\r\n"
+        with open(path, "wb") as f:
+            f.write(data)
+        ref = await blobs.put_file(path)
+        self.assertEqual(await blobs.read(ref.key), data)

@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 from haitatsu import dkim as dkimmod
 from haitatsu.auth import LoginThrottle
 from haitatsu.config.model import Config, LimitsConfig, ServerConfig, SMTPConfig, TLSConfig
+from haitatsu.smtp.spool import SpoolDirectory
 from haitatsu.submission import SubmissionFactory
 from tests.smtp.helpers import PEER, Session, temp_dir
 
@@ -67,6 +68,9 @@ class SubmissionSession(Session):
             throttle=self.throttle,
             implicit_tls=implicit_tls,
         )
+        # Spool files made and removed at once, not in threads, so ``spool_files()`` shows
+        # what is left the moment a reply is out (tests/smtp/test_spool.py covers the threads).
+        self.factory.spool = SpoolDirectory(self.spool_dir)
         self.factory.doStart()
         testcase.addCleanup(self.factory.doStop)
         self.protocol = self.factory.buildProtocol(PEER)

@@ -142,3 +142,8 @@ class StoreBase:
 
     def _run(self, desc, fn, *args, readonly=False):
         return defer.Deferred.fromCoroutine(self.db.run(desc, fn, *args, readonly=readonly))
+
+    def _run_grouped(self, desc, fn, *args):
+        """A write transaction that may share one database transaction with others queued at
+        the same time (group commit, ``haitatsu.storage.group``); fires once it committed."""
+        return self.db.run_grouped(desc, fn, *args)

@@ -13,14 +13,13 @@ import os
 from twisted.internet import task
 
 from haitatsu.interfaces import StorageUnavailable
-from haitatsu.storage import layout as layoutmod
 from haitatsu.storage.store.base import StoreBase
 from haitatsu.storage.store.common import (
     DELIVERY_RETRY_DELAYS,
     _BlobBusy,
     _LeaseLost,
     _log,
-    _parse_safely,
+    _prepare_spool,
 )
 
 
@@ -39,12 +38,10 @@ class BatchMixin(StoreBase):
         prepared_items = []
         try:
             for spool_path, delivery, internal_date in items:
-                parsed = await self._thread(_parse_safely, spool_path)
                 try:
-                    prepared = await self._thread(
-                        layoutmod.prepare,
+                    parsed, prepared = await self._thread(
+                        _prepare_spool,
                         spool_path,
-                        parsed.parts,
                         self.attachment_dedup_threshold,
                         os.path.dirname(os.path.abspath(spool_path)),
                     )

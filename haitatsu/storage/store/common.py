@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ from haitatsu.interfaces import (
     InvalidFolderName,
     NoSuchFolder,
 )
+from haitatsu.storage import layout as layoutmod
 from haitatsu.storage.records import (
     FLAG_COLUMNS,
     AppPassword,
@@ -305,13 +307,42 @@ def _message_blob_keys(blob_key: str, layout) -> list[str]:
     return sorted(keys)
 
 
-def _parse_safely(path):
-    """Parse the message structure; a parser failure must never lose the message."""
-    try:
-        return mime.parse_file(path)
-    except Exception:
-        _log.failure("could not parse message structure; storing it unparsed")
-        return _Unparsed.from_file(path)
+def _prepare_spool(path, threshold, workdir, finish=None):
+    """Everything a delivery needs from its spool file, in one thread hop and one read: the
+    structure (the parser and the SHA-256 are fed the same chunks) and the blobs to store
+    (``layout.prepare``, which reads the file again only for a message with large parts to
+    split off). Return ``(parsed, prepared)``; ``OSError`` if the file cannot be read.
+
+    A parser failure never loses the message: it is stored unparsed (``_Unparsed``).
+    ``finish`` (if given) runs first: the writer's last bytes and close.
+    """
+    if finish is not None:
+        finish()
+    digest = hashlib.sha256()
+    parser = mime.MessageParser()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(layoutmod.CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if parser is not None:
+                try:
+                    parser.feed(chunk)
+                except Exception:
+                    _log.failure("could not parse message structure; storing it unparsed")
+                    parser = None
+    parsed = None
+    if parser is not None:
+        try:
+            parsed = parser.close()
+        except Exception:
+            _log.failure("could not parse message structure; storing it unparsed")
+    if parsed is None:
+        parsed = _Unparsed.from_file(path)
+    prepared = layoutmod.prepare(
+        path, parsed.parts, threshold, workdir, whole=(digest.hexdigest(), size)
+    )
+    return parsed, prepared
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ from haitatsu.interfaces import (
 from haitatsu.storage import layout as layoutmod
 from haitatsu.storage.records import (
     FLAG_COLUMNS,
+    MailboxMessage,
     now_ns,
 )
 from haitatsu.storage.store.base import StoreBase
@@ -29,7 +30,7 @@ from haitatsu.storage.store.common import (
     _mailbox_message,
     _message_info,
     _page_where,
-    _parse_safely,
+    _prepare_spool,
     _text,
     new_id,
 )
@@ -48,7 +49,6 @@ _REPEATED_COLUMNS = (
 
 
 class MessagesMixin(StoreBase):
-    @defer.inlineCallbacks
     def deliver(
         self,
         spool_path,
@@ -57,11 +57,18 @@ class MessagesMixin(StoreBase):
         auth_results=None,
         internal_date=None,
         received=(),
+        disposable=False,
+        finish=None,
         spam_score=0.0,
     ):
         """``received``: the ``events.Received`` routing results whose ``message.received``
         events are written in the delivery's transaction (empty for APPEND and the like);
-        ``spam_score``: what the filters scored the message (``messages.spam_score``)."""
+        ``spam_score``: what the filters scored the message (``messages.spam_score``).
+        ``disposable``: the caller will not write to the file at ``spool_path`` again, only
+        remove it, so the blob store may take the file itself instead of a copy (a hard link
+        on the blob directory). ``finish``: a blocking callable the store runs in its thread
+        before it reads the file (the SMTP server's spool writes its last bytes and closes
+        there rather than on the reactor); an ``OSError`` from it is ``StorageUnavailable``."""
         deliveries = list(deliveries)
         if not deliveries:
             raise ValueError("deliver needs at least one Delivery")
@@ -79,39 +86,45 @@ class MessagesMixin(StoreBase):
                 spam_score,
             )
 
-        (placed, message_id), prepared = yield defer.Deferred.fromCoroutine(
-            self._store_message(spool_path, trace_id, commit)
-        )
-        _log.info(
-            "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
-            message_id=message_id,
-            size=prepared.size,
-            blobs=len(prepared.pieces),
-            count=len(placed),
-            trace_id=trace_id,
-        )
-        return placed
+        async def run():
+            (placed, message_id), prepared = await self._store_message(
+                spool_path, trace_id, commit, disposable, finish
+            )
+            _log.info(
+                "stored message {message_id} ({size} bytes, {blobs} blobs) for {count} placements",
+                message_id=message_id,
+                size=prepared.size,
+                blobs=len(prepared.pieces),
+                count=len(placed),
+                trace_id=trace_id,
+            )
+            return placed
 
-    async def _store_message(self, spool_path, trace_id, commit):
+        return defer.Deferred.fromCoroutine(run())
+
+    async def _store_message(self, spool_path, trace_id, commit, disposable=False, finish=None):
         """Parse and split the spool file, store its blobs and run ``commit(prepared, parsed,
         generations)`` (a Deferred of the metadata transaction); store and commit again while
-        garbage collection gets in the way. Return ``(commit's result, prepared)``."""
-        # Parsing never fails (see _parse_safely); its part offsets decide the split.
-        parsed = await self._thread(_parse_safely, spool_path)
+        garbage collection gets in the way. Return ``(commit's result, prepared)``.
+
+        Per message: one thread hop reads the spool once (structure, hash, split); the lease
+        and the commit are group-committed with other deliveries (``db.run_grouped``); the
+        blob store puts with the hash it is given instead of reading the file again.
+        """
         try:
-            prepared = await self._thread(
-                layoutmod.prepare,
+            parsed, prepared = await self._thread(
+                _prepare_spool,
                 spool_path,
-                parsed.parts,
                 self.attachment_dedup_threshold,
                 os.path.dirname(os.path.abspath(spool_path)),
+                finish,
             )
         except OSError as e:
             raise StorageUnavailable(f"spool: {e}") from e
         try:
             for attempt, delay in enumerate((*DELIVERY_RETRY_DELAYS, None), 1):
                 try:
-                    generations = await self._store_blobs(prepared)
+                    generations = await self._store_blobs(prepared, disposable)
                     result = await commit(prepared, parsed, generations)
                     return result, prepared
                 except (_LeaseLost, _BlobBusy) as e:
@@ -128,14 +141,16 @@ class MessagesMixin(StoreBase):
                         ) from None
                     await task.deferLater(self._reactor, delay, lambda: None)
         finally:
-            await self._thread(prepared.remove_temporary)
+            if any(piece.temporary for piece in prepared.pieces):
+                await self._thread(prepared.remove_temporary)
 
-    async def _store_blobs(self, prepared) -> dict[str, str]:
+    async def _store_blobs(self, prepared, disposable=False) -> dict[str, str]:
         """Lease every blob of the message, then put it; return the leased row generations.
 
         The lease (a ``blobs`` row touched before the put) is what keeps garbage collection
         away from a blob between its put and the commit that references it: see
-        docs/storage.md for the argument.
+        docs/storage.md for the argument. ``disposable``: the whole-message file may be
+        taken by the blob store (split pieces are the store's own temporary files, always).
         """
         pieces = sorted(prepared.pieces, key=lambda p: p.key)
 
@@ -143,24 +158,27 @@ class MessagesMixin(StoreBase):
             now = now_ns()
             generations = {}
             for piece in pieces:
-                await txn.execute(
+                row = await txn.execute_one(
                     "INSERT INTO blobs (blob_key, size_bytes, refcount, created_at, updated_at, "
                     "generation) VALUES (?, ?, 0, ?, ?, ?) "
                     "ON CONFLICT (blob_key) DO UPDATE SET updated_at = ? "
-                    "WHERE blobs.refcount >= 0",
+                    "WHERE blobs.refcount >= 0 RETURNING generation",
                     (piece.key, piece.size, now, now, new_id(), now),
                 )
-                row = await txn.execute_one(
-                    "SELECT generation, refcount FROM blobs WHERE blob_key = ?", (piece.key,)
-                )
-                if row["refcount"] < 0:
+                if row is None:
+                    # The row exists with refcount < 0: garbage collection claimed it.
                     raise _BlobBusy(piece.key)
                 generations[piece.key] = row["generation"]
             return generations
 
-        generations = await self.db.run("lease_blobs", lease)
+        generations = await self._run_grouped("lease_blobs", lease)
         for piece in prepared.pieces:
-            ref = await self.blobs.put_file(piece.path)
+            ref = await self.blobs.put_file(
+                piece.path,
+                sha256=piece.key,
+                size=piece.size,
+                link=piece.temporary or disposable,
+            )
             if ref.key != piece.key:
                 raise StorageUnavailable(f"blob store named {piece.key} {ref.key}")
         if self.before_commit is not None:
@@ -198,7 +216,7 @@ class MessagesMixin(StoreBase):
                 await self._record_received(txn, received, placed, message_id, trace_id)
             return placed, message_id
 
-        d = self._run("deliver", txn_fn)
+        d = self._run_grouped("deliver", txn_fn)
 
         def unknown(failure):
             failure.trap(KeyError)
@@ -323,11 +341,9 @@ class MessagesMixin(StoreBase):
 
     async def _place_message(self, txn, message_id, delivery, size, internal, now, announce=True):
         """Place the message in ``delivery``'s folder (quota already charged): take a UID and a
-        MODSEQ, insert the row, announce it unless told not to. Return the ``MailboxMessage``."""
-        folder = await self._get_folder(txn, delivery.mailbox_id, delivery.folder)
-        if folder is None:
-            raise KeyError(f"no folder {delivery.folder!r} in {delivery.mailbox_id}")
-        uid, modseq = await self._allocate_uid(txn, folder.id)
+        MODSEQ, insert the row, announce it unless told not to. Return the ``MailboxMessage``
+        (built from what was inserted: nothing is read back)."""
+        folder_id, uid, modseq = await self._take_uid(txn, delivery.mailbox_id, delivery.folder)
         columns, keywords = _flag_columns(delivery.flags)
         row_id = new_id()
         await txn.execute(
@@ -340,7 +356,7 @@ class MessagesMixin(StoreBase):
                 row_id,
                 delivery.mailbox_id,
                 message_id,
-                folder.id,
+                folder_id,
                 uid,
                 modseq,
                 delivery.original_rcpt,
@@ -359,10 +375,25 @@ class MessagesMixin(StoreBase):
                 now,
             ),
         )
-        row = await txn.execute_one(
-            f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (row_id,)
+        mm = MailboxMessage(
+            id=row_id,
+            mailbox_id=delivery.mailbox_id,
+            message_id=message_id,
+            folder_id=folder_id,
+            uid=uid,
+            modseq=modseq,
+            original_rcpt=delivery.original_rcpt,
+            base_rcpt=delivery.base_rcpt,
+            plus_tag=delivery.plus_tag,
+            resolved_route_id=delivery.route_id,
+            keywords=tuple(keywords),
+            internal_date=internal,
+            size_bytes=size,
+            created_at=now,
+            updated_at=now,
+            deleted_at=None,
+            **columns,
         )
-        mm = _mailbox_message(row)
         if announce:
             await self._announce(
                 txn,
@@ -370,6 +401,24 @@ class MessagesMixin(StoreBase):
                 {"type": "exists", "folder_id": mm.folder_id, "uid": mm.uid, "id": mm.id},
             )
         return mm
+
+    @staticmethod
+    async def _take_uid(txn, mailbox_id, name) -> tuple[str, int, int]:
+        """Take the next UID and MODSEQ of the mailbox's folder ``name`` in one statement (the
+        UPDATE locks the folder row, RETURNING reads what it wrote); fire with ``(folder id,
+        uid, modseq)``. ``KeyError`` if there is no such folder."""
+        if name.upper() == "INBOX":
+            where, params = "mailbox_id = ? AND UPPER(name) = 'INBOX'", (mailbox_id,)
+        else:
+            where, params = "mailbox_id = ? AND name = ?", (mailbox_id, name)
+        row = await txn.execute_one(
+            "UPDATE folders SET uid_next = uid_next + 1, highest_modseq = highest_modseq + 1, "
+            f"updated_at = ? WHERE {where} RETURNING id, uid_next, highest_modseq",
+            (now_ns(), *params),
+        )
+        if row is None:
+            raise KeyError(f"no folder {name!r} in {mailbox_id}")
+        return row["id"], row["uid_next"] - 1, row["highest_modseq"]
 
     def list_folder_messages(self, folder_id):
         async def txn_fn(txn):

@@ -227,6 +227,7 @@ class RulesMixin(StoreBase):
         """
         from_addresses = list(parsed.from_addresses or ())
         notes: list = []
+        acted = False
         for rule in await self._rules_for(txn, mm, delivery, from_addresses):
             if not isinstance(rule.conditions, dict) or not conditions_match(
                 rule.conditions, delivery, from_addresses, parsed.subject
@@ -234,7 +235,10 @@ class RulesMixin(StoreBase):
                 continue
             for action in rule.actions:
                 if isinstance(action, dict):
+                    acted = True
                     await self._rule_action(txn, mm.id, action, rule, size, notes)
+        if not acted:
+            return mm, notes
         row = await txn.execute_one(
             f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.id = ?", (mm.id,)
         )

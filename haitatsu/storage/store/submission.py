@@ -35,6 +35,7 @@ class SubmissionMixin(StoreBase):
         trace_id,
         per_hour=0,
         per_day=0,
+        disposable=False,
     ):
         """Store the finished message at ``spool_path`` for sending, in one transaction: the
         message row; its copy in the sender's Sent folder, flagged ``\\Seen`` and charged to the
@@ -49,7 +50,8 @@ class SubmissionMixin(StoreBase):
         mailbox queued ``per_hour`` jobs in the last hour or ``per_day`` in the last day
         (0: no limit; counted after the mailbox row is locked, so concurrent submissions from
         one mailbox cannot both slip under it), ``StorageUnavailable`` otherwise; in each case
-        nothing is visible.
+        nothing is visible. ``disposable`` as for ``deliver``: the caller only removes the
+        file afterwards, so the blob store may take it instead of a copy.
         """
         local_deliveries = list(local_deliveries)
         remote_recipients = list(remote_recipients)
@@ -69,7 +71,9 @@ class SubmissionMixin(StoreBase):
             )
 
         async def run():
-            submitted, prepared = await self._store_message(spool_path, trace_id, commit)
+            submitted, prepared = await self._store_message(
+                spool_path, trace_id, commit, disposable
+            )
             _log.info(
                 "stored submitted message {message_id} ({size} bytes) from {mailbox_id}: "
                 "{local} local, job {job_id}",
@@ -167,4 +171,4 @@ class SubmissionMixin(StoreBase):
                 requeued=tuple(requeued),
             )
 
-        return self._run("submit", txn_fn)
+        return self._run_grouped("submit", txn_fn)
