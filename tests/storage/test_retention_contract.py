@@ -3,6 +3,7 @@ a per-folder horizon, and purging messages an outbound job once sent (API.md 5.7
 
 from __future__ import annotations
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from haitatsu.storage.records import now_ns
@@ -174,6 +175,36 @@ class RetentionContractMixin:
         view = await store.get_message_view(live.id)
         self.assertIsNotNone(view)
         self.assertEqual(await store.purge_message(pending_id), False)
+
+    async def test_two_purges_at_once_drop_each_reference_once(self):
+        store = await self.make()
+        mailbox = await store.create_mailbox("twice@example.com")
+        (first,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        (second,) = await deliver_bytes(store, MESSAGE, mailbox.id)
+        info = await store.get_message_view(first.id)
+        await store.soft_delete_message(first.id)
+
+        async def refcount():
+            async def txn_fn(txn):
+                row = await txn.execute_one(
+                    "SELECT b.refcount FROM blobs b JOIN messages m ON m.blob_key = b.blob_key "
+                    "WHERE m.id = ?",
+                    (second.message_id,),
+                )
+                return row["refcount"]
+
+            return await store.db.run("test_refcount", txn_fn, readonly=True)
+
+        # The same bytes twice: one blob, two references.
+        self.assertEqual(info[1].blob_key, (await store.get_message_view(second.id))[1].blob_key)
+        before = await refcount()
+        self.assertEqual(before, 2)
+        results = await defer.gatherResults(
+            [store.purge_message(first.message_id), store.purge_message(first.message_id)]
+        )
+        self.assertEqual(sorted(results), [False, True])
+        self.assertEqual(await refcount(), 1)
+        self.assertIsNotNone(await store.get_message_view(second.id))
 
 
 class SQLiteRetentionTests(RetentionContractMixin, unittest.TestCase):

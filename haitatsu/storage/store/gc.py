@@ -36,7 +36,18 @@ class GarbageMixin(StoreBase):
     async def _purge(self, txn, message_id, deleted_before=None, created_before=None) -> bool:
         """``purge_message`` in the caller's transaction; with ``deleted_before`` only when
         every placement was soft-deleted before it, with ``created_before`` only a message
-        stored before it."""
+        stored before it.
+
+        The message row is read (and on PostgreSQL locked) first: of two nodes purging the
+        same message at once, the second finds it gone and changes nothing, so no blob loses
+        a reference twice."""
+        row = await txn.execute_one(
+            "SELECT blob_key, size_bytes, layout, created_at FROM messages WHERE id = ?"
+            + txn.for_update,
+            (message_id,),
+        )
+        if row is None or (created_before is not None and row["created_at"] >= created_before):
+            return False
         placements = await txn.execute_one(
             "SELECT COUNT(*) AS n, "
             "COALESCE(SUM(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), 0) AS live, "
@@ -49,12 +60,6 @@ class GarbageMixin(StoreBase):
             not placements["n"] or placements["last_deleted"] >= deleted_before
         ):
             return False
-        row = await txn.execute_one(
-            "SELECT blob_key, size_bytes, layout, created_at FROM messages WHERE id = ?",
-            (message_id,),
-        )
-        if row is None or (created_before is not None and row["created_at"] >= created_before):
-            return False
         pending = await txn.execute_one(
             "SELECT id FROM outbound_jobs WHERE message_id = ? "
             "AND status NOT IN ('sent', 'failed') LIMIT 1",
@@ -65,8 +70,15 @@ class GarbageMixin(StoreBase):
         await txn.execute(
             "UPDATE outbound_jobs SET message_id = NULL WHERE message_id = ?", (message_id,)
         )
-        await txn.execute("DELETE FROM mailbox_messages WHERE message_id = ?", (message_id,))
+        # Only soft-deleted placements: one restored meanwhile (PostgreSQL re-reads the row)
+        # stays, and the foreign key then refuses to delete its message (Conflict).
+        await txn.execute(
+            "DELETE FROM mailbox_messages WHERE message_id = ? AND deleted_at IS NOT NULL",
+            (message_id,),
+        )
         await txn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        if txn.rowcount == 0:
+            return False
         now = now_ns()
         for key in _message_blob_keys(row["blob_key"], row["layout"]):
             await txn.execute(
@@ -118,10 +130,11 @@ class GarbageMixin(StoreBase):
                 if row["message_id"] in seen:
                     continue
                 seen.add(row["message_id"])
-                if await self._run("purge_expired_message", purge, row["message_id"]):
-                    report["purged"] += 1
-                else:
-                    report["kept"] += 1
+                try:
+                    purged = await self._run("purge_expired_message", purge, row["message_id"])
+                except Conflict:  # restored (or queued) while we looked: it stays
+                    purged = False
+                report["purged" if purged else "kept"] += 1
             if len(rows) < batch:
                 break
             after = (rows[-1]["deleted_at"], rows[-1]["id"])
