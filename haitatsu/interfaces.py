@@ -267,6 +267,12 @@ class IMailStore(Interface):
     def get_messages(folder_id, uids):
         """Fire with ``[(MailboxMessage, MessageInfo)]`` for the given UIDs, ordered by UID."""
 
+    def message_summaries(folder_id, uids, fields=()):
+        """Fire with a ``MessageSummary`` (UID, MODSEQ, flags, internal date, size, and the
+        message ``fields`` named: envelope, body, bodystructure, header_size, subject,
+        text_body_extract, html_body_extract, blob_key, layout) for each live placement
+        among ``uids``, ordered by UID: IMAP's bulk FETCH and SEARCH."""
+
     def get_message_view(mailbox_message_id):
         """Fire with ``(MailboxMessage, MessageInfo)`` or None (soft-deleted rows are None)."""
 

@@ -43,7 +43,7 @@ from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.extensions import ExtensionsMixin
-from haitatsu.imap.search import BadCharset, Candidate, compile_search
+from haitatsu.imap.search import BadCharset, Candidate, MessageText, compile_search
 from haitatsu.imap.wire import (
     Atom,
     IMAPSyntaxError,
@@ -262,6 +262,8 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
     MAX_COMMAND_LITERAL = 64 * 1024
     MAX_COMMAND_BYTES = 1024 * 1024
     FETCH_BATCH = 250
+    #: Messages per ``message_summaries`` read (FETCH of row and metadata items, SEARCH).
+    SUMMARY_BATCH = 5000
     SEARCH_TEXT_BYTES = 2 * 1024 * 1024
     _INPUT_HIGH_WATER = 1024 * 1024
 
@@ -1401,35 +1403,55 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     async def _search(self, program, need_info=False) -> list[Candidate]:
         """The view's messages the program matches, in sequence order, with ``info`` loaded
-        when the program (or ``need_info``: SORT, THREAD) asks for it."""
+        when the program (or ``need_info``: SORT, THREAD) asks for it: the whole
+        ``MessageInfo``, or light rows with the few fields the keys read."""
         view = self.view
         found = []
-        loads = program.needs_info or program.needs_text or need_info
+        full = program.needs_info or need_info
+        fields = () if full else tuple(sorted(program.fields))
+        loads = full or bool(fields)
+        size = self.FETCH_BATCH if program.needs_text else self.SUMMARY_BATCH
         uids = list(view.uids)
-        for start in range(0, len(uids), self.FETCH_BATCH):
-            batch = uids[start : start + self.FETCH_BATCH]
+        for start in range(0, len(uids), size):
+            batch = uids[start : start + size]
             infos = {}
-            if loads:
+            if full:
                 pairs = await self.store.get_messages(view.folder.id, batch)
                 infos = {mm.uid: info for mm, info in pairs}
+            elif fields:
+                rows = await self.store.message_summaries(view.folder.id, batch, fields)
+                infos = {row.uid: row for row in rows}
             if view is not self.view:
                 return []
-            for u in batch:
-                if (loads and u not in infos) or u not in view.by_uid:
-                    continue
-                candidate = Candidate(seq=view.seq(u), row=view.row(u), info=infos.get(u))
-                if program.needs_text:
-                    candidate.text = await self._message_text(infos[u])
-                if program.predicate(candidate):
-                    found.append(candidate)
+            candidates = [
+                Candidate(seq=view.seq(u), row=view.row(u), info=infos.get(u))
+                for u in batch
+                if (not loads or u in infos) and u in view.by_uid
+            ]
+            if program.needs_text:
+                await self._load_texts(candidates)
+            found.extend(c for c in candidates if program.predicate(c))
         return found
 
-    async def _message_text(self, info) -> str:
-        data = await self.store.read_message(info, info.header_size, self.SEARCH_TEXT_BYTES)
-        text = data.decode("utf-8", "replace")
-        return " ".join(
-            (info.text_body_extract or "", info.html_body_extract or "", text)
-        ).casefold()
+    #: Message bodies read at once for BODY/TEXT (each at most ``SEARCH_TEXT_BYTES``).
+    SEARCH_TEXT_READS = 16
+
+    async def _load_texts(self, candidates):
+        """Set each candidate's ``text``: its extracts and the first ``SEARCH_TEXT_BYTES`` of
+        its body, read ``SEARCH_TEXT_READS`` at a time."""
+        step = self.SEARCH_TEXT_READS
+        for start in range(0, len(candidates), step):
+            chunk = candidates[start : start + step]
+            bodies = await defer.gatherResults(
+                [
+                    self.store.read_message(c.info, c.info.header_size, self.SEARCH_TEXT_BYTES)
+                    for c in chunk
+                ],
+                consumeErrors=True,
+            )
+            for c, raw in zip(chunk, bodies, strict=True):
+                extracts = (c.info.text_body_extract or "", c.info.html_body_extract or "")
+                c.text = MessageText(" ".join(extracts), raw)
 
     # -- FETCH ---------------------------------------------------------------------------------
 
@@ -1464,6 +1486,10 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 self.sendUntaggedResponse(b"VANISHED (EARLIER) " + format_uid_set(gone))
         if changed_since is not None:
             uids = [u for u in uids if u in view.by_uid and view.row(u).modseq > changed_since]
+        if all(isinstance(i, str) for i in items):
+            await self._fetch_summaries(view, uids, items)
+            self.sendPositiveResponse(tag, b"FETCH completed")
+            return
         needs_info = any(not isinstance(i, str) or i in fetchmod.INFO_ITEMS for i in items)
         sets_seen = not view.readonly and any(fetchmod.sets_seen(i) for i in items)
         for start in range(0, len(uids), self.FETCH_BATCH):
@@ -1487,6 +1513,31 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 row = view.row(mm.uid)
                 await self._send_fetch(view.seq(row.uid), row, info, items, row.uid in seen_now)
         self.sendPositiveResponse(tag, b"FETCH completed")
+
+    async def _fetch_summaries(self, view, uids, items):
+        """FETCH of items answered from metadata alone (flags, UID, dates, sizes, ENVELOPE,
+        BODY, BODYSTRUCTURE): light rows read ``SUMMARY_BATCH`` at a time, one write per
+        batch. A message another session expunged, which this view still has, is answered
+        from the view when only its row is asked for, and left out otherwise."""
+        fields = fetchmod.summary_fields(items)
+        for start in range(0, len(uids), self.SUMMARY_BATCH):
+            batch = uids[start : start + self.SUMMARY_BATCH]
+            rows = await self.store.message_summaries(view.folder.id, batch, fields)
+            if view is not self.view:
+                return
+            by_uid = {row.uid: row for row in rows}
+            lines = []
+            for u in batch:
+                row = by_uid.get(u)
+                if u not in view.by_uid:
+                    continue
+                if row is None:
+                    if fields:
+                        continue
+                    row = view.row(u)
+                parts = b" ".join([self._simple_item(item, row, row) for item in items])
+                lines.append(b"* %d FETCH (%s)\r\n" % (view.seq(u), parts))
+            self.transport.writeSequence(lines)
 
     def _fetch_modifiers(self, modifiers, uid):
         """``(CHANGEDSINCE n [VANISHED])`` (RFC 7162 3.1.4, 3.2.6): VANISHED only in UID

@@ -349,6 +349,12 @@ class PostgresTransaction(BaseTransaction):
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    async def execute_values(self, sql: str, params=()) -> list[tuple]:
+        cursor = self._cursor
+        await cursor.execute(self.engine.convert_sql(sql), tuple(params))
+        self.rowcount = cursor.rowcount
+        return cursor.fetchall() if cursor.description is not None else []
+
 
 class _Attempt:
     committing = False

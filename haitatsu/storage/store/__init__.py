@@ -8,12 +8,13 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
-(MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
-resolution and send-as), ``rules`` (run at delivery), ``labels``, ``message_ops``,
-``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
-(send-as and storing outgoing mail) and ``dkim`` (signing keys); ``events`` (the event log and
-webhook outbox) and ``senderrules``. A new concern gets a module and a mixin of its own.
+``folders``, ``messages``, ``summaries`` (light rows for IMAP's bulk FETCH and SEARCH), ``sync``
+(CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch`` (MULTIAPPEND), ``outbound`` (the queue's
+rows) and ``gc``; for the REST API ``routes`` (with RCPT resolution and send-as), ``rules`` (run
+at delivery), ``labels``, ``message_ops``, ``folder_ops`` and ``audit``; ``bounces`` (VERP
+bounces received); ``submission`` (send-as and storing outgoing mail) and ``dkim`` (signing
+keys); ``events`` (the event log and webhook outbox) and ``senderrules``. A new concern gets a
+module and a mixin of its own.
 """
 
 from zope.interface import implementer
@@ -53,6 +54,7 @@ from haitatsu.storage.store.routes import InvalidRoute, RoutesMixin
 from haitatsu.storage.store.rules import RulesMixin
 from haitatsu.storage.store.senderrules import SenderRulesMixin
 from haitatsu.storage.store.submission import SubmissionMixin
+from haitatsu.storage.store.summaries import SummariesMixin
 from haitatsu.storage.store.sync import SyncMixin
 
 
@@ -61,6 +63,7 @@ class MailStore(
     AccountsMixin,
     FoldersMixin,
     MessagesMixin,
+    SummariesMixin,
     SyncMixin,
     BatchMixin,
     OutboundMixin,

@@ -1,0 +1,100 @@
+"""Light rows for IMAP's bulk commands: ``FETCH 1:* (FLAGS ENVELOPE)`` and SEARCH over a whole
+folder read, per message, a few columns, not the whole message row.
+
+``get_messages`` builds a ``MailboxMessage`` and a full ``MessageInfo`` per message (headers,
+address lists, text extracts, part offsets: several JSON documents each); on a folder of
+100,000 messages that costs seconds. ``message_summaries`` selects only the placement's flag
+columns and the message fields asked for, and returns tuples.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer
+
+from haitatsu.storage.records import FLAG_COLUMNS, MessageSummary
+from haitatsu.storage.store.base import StoreBase
+
+#: The message fields ``message_summaries`` can add, with the column each comes from.
+SUMMARY_FIELDS = {
+    "envelope": "m.envelope",
+    "body": "m.body",
+    "bodystructure": "m.bodystructure",
+    "header_size": "m.header_size",
+    "subject": "m.subject",
+    "text_body_extract": "m.text_body_extract",
+    "html_body_extract": "m.html_body_extract",
+    "blob_key": "m.blob_key",
+    "layout": "m.layout",
+}
+_JSON_FIELDS = frozenset({"layout"})
+_ROW_COLUMNS = "mm.uid, mm.modseq, mm.internal_date, mm.size_bytes, mm.keywords, " + ", ".join(
+    f"mm.{column}" for column in FLAG_COLUMNS.values()
+)
+_SYSTEM_FLAGS = tuple(FLAG_COLUMNS.items())
+#: Where the message fields start in a row of ``_ROW_COLUMNS`` and the fields.
+_FIRST_FIELD = 5 + len(FLAG_COLUMNS)
+#: A UID range is read whole (and filtered) when at least this share of it is wanted.
+_DENSE = 0.25
+
+
+class SummariesMixin(StoreBase):
+    def message_summaries(self, folder_id, uids, fields=()):
+        """Fire with a ``MessageSummary`` for each live placement of ``folder_id`` among
+        ``uids``, in UID order, carrying the message ``fields`` asked for (names of
+        ``SUMMARY_FIELDS``); UIDs that are not there are left out."""
+        uids = sorted(set(int(u) for u in uids))
+        fields = tuple(fields)
+        unknown = set(fields) - set(SUMMARY_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown summary fields: {sorted(unknown)}")
+        columns = _ROW_COLUMNS
+        join = ""
+        if fields:
+            columns += ", " + ", ".join(f"{SUMMARY_FIELDS[f]} AS f_{f}" for f in fields)
+            join = " JOIN messages m ON m.id = mm.message_id"
+        select = (
+            f"SELECT {columns} FROM mailbox_messages mm{join} WHERE mm.folder_id = ? "
+            "AND mm.deleted_at IS NULL AND "
+        )
+        wanted = set(uids)
+        json_fields = [f for f in fields if f in _JSON_FIELDS]
+
+        async def txn_fn(txn):
+            flag_cache: dict = {}
+            out = []
+            if len(uids) >= _DENSE * (uids[-1] - uids[0] + 1):
+                rows = await txn.execute_values(
+                    select + "mm.uid >= ? AND mm.uid <= ? ORDER BY mm.uid",
+                    (folder_id, uids[0], uids[-1]),
+                )
+                if len(uids) != uids[-1] - uids[0] + 1:
+                    rows = [r for r in rows if r[0] in wanted]
+            else:
+                rows = []
+                for start in range(0, len(uids), 500):
+                    clause, params = txn.in_clause("mm.uid", uids[start : start + 500])
+                    rows += await txn.execute_values(
+                        select + clause + " ORDER BY mm.uid", (folder_id, *params)
+                    )
+            for r in rows:
+                key = r[4:_FIRST_FIELD]
+                flags = flag_cache.get(key)
+                if flags is None:
+                    system = tuple(
+                        f for (f, _), on in zip(_SYSTEM_FLAGS, key[1:], strict=True) if on
+                    )
+                    flags = flag_cache[key] = system + tuple(json.loads(key[0] or "[]"))
+                if fields:
+                    extra = dict(zip(fields, r[_FIRST_FIELD:], strict=True))
+                    for f in json_fields:
+                        extra[f] = json.loads(extra[f]) if extra[f] else None
+                    out.append(MessageSummary(r[0], r[1], flags, r[2], r[3], **extra))
+                else:
+                    out.append(MessageSummary(r[0], r[1], flags, r[2], r[3]))
+            return out
+
+        if not uids:
+            return defer.succeed([])
+        return self._run("message_summaries", txn_fn, readonly=True)
