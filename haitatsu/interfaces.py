@@ -270,7 +270,7 @@ class IMailStore(Interface):
     def message_summaries(folder_id, uids, fields=()):
         """Fire with a ``MessageSummary`` (UID, MODSEQ, flags, internal date, size, and the
         message ``fields`` named: envelope, body, bodystructure, header_size, subject,
-        text_body_extract, html_body_extract, blob_key, layout) for each live placement
+        text_body_extract, html_body_extract, blob_key, layout, parts) for each live placement
         among ``uids``, ordered by UID: IMAP's bulk FETCH and SEARCH."""
 
     def get_message_view(mailbox_message_id):
@@ -291,6 +291,11 @@ class IMailStore(Interface):
     def read_message(info, start=0, length=None):
         """Fire with ``length`` bytes (to the end if None) of the message from ``start``: for
         small ranges (headers, MIME headers, search text)."""
+
+    def read_message_ranges(requests):
+        """Fire with, for each ``(info, [(start, length), ...])`` of ``requests``, the bytes
+        of the message ``info`` (``MessageInfo`` or ``MessageSummary``) at each range: what
+        SEARCH BODY/TEXT read, many messages at once."""
 
     def purge_message(message_id):
         """Delete a message row and its placements for good when none is live any more, and

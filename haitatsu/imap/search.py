@@ -71,7 +71,36 @@ class MessageText:
 
 
 #: The stored fields BODY needs besides the body bytes (``IMailStore.message_summaries``).
-TEXT_FIELDS = ("text_body_extract", "html_body_extract", "header_size", "blob_key", "layout")
+TEXT_FIELDS = (
+    "text_body_extract",
+    "html_body_extract",
+    "header_size",
+    "blob_key",
+    "layout",
+    "parts",
+)
+
+
+def text_ranges(info, limit: int) -> list[tuple[int, int]]:
+    """Where BODY and TEXT look in a message's bytes, at most ``limit`` of them: the bodies
+    of its ``text/*`` parts (nested messages' included), as stored (the decoded extracts are
+    searched too). Attachments of other types are not searched, as Dovecot does not. A message
+    with no typed parts (stored unparsed) is searched whole."""
+    leaves = [p for p in (info.parts or {}).values() if "type" in p]
+    if not leaves:
+        size = max(info.size_bytes - info.header_size, 0)
+        return [(info.header_size, min(size, limit))] if size else []
+    ranges = []
+    for part in sorted(leaves, key=lambda p: p["body_start"]):
+        if not part["type"].startswith("text/"):
+            continue
+        length = min(part["end"] - part["body_start"], limit)
+        if length > 0:
+            ranges.append((part["body_start"], length))
+            limit -= length
+        if limit <= 0:
+            break
+    return ranges
 
 
 @attrs.define

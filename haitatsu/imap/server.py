@@ -43,7 +43,13 @@ from haitatsu.auth.throttle import LoginThrottle, ThrottledPortal
 from haitatsu.imap import fetch as fetchmod
 from haitatsu.imap.account import IMAPRealm
 from haitatsu.imap.extensions import ExtensionsMixin
-from haitatsu.imap.search import BadCharset, Candidate, MessageText, compile_search
+from haitatsu.imap.search import (
+    BadCharset,
+    Candidate,
+    MessageText,
+    compile_search,
+    text_ranges,
+)
 from haitatsu.imap.wire import (
     Atom,
     IMAPSyntaxError,
@@ -1433,25 +1439,27 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             found.extend(c for c in candidates if program.predicate(c))
         return found
 
-    #: Message bodies read at once for BODY/TEXT (each at most ``SEARCH_TEXT_BYTES``).
-    SEARCH_TEXT_READS = 16
+    #: Body bytes read at once for BODY/TEXT (each message at most ``SEARCH_TEXT_BYTES``).
+    SEARCH_TEXT_CHUNK = 16 * 1024 * 1024
 
     async def _load_texts(self, candidates):
-        """Set each candidate's ``text``: its extracts and the first ``SEARCH_TEXT_BYTES`` of
-        its body, read ``SEARCH_TEXT_READS`` at a time."""
-        step = self.SEARCH_TEXT_READS
-        for start in range(0, len(candidates), step):
-            chunk = candidates[start : start + step]
-            bodies = await defer.gatherResults(
-                [
-                    self.store.read_message(c.info, c.info.header_size, self.SEARCH_TEXT_BYTES)
-                    for c in chunk
-                ],
-                consumeErrors=True,
-            )
-            for c, raw in zip(chunk, bodies, strict=True):
-                extracts = (c.info.text_body_extract or "", c.info.html_body_extract or "")
-                c.text = MessageText(" ".join(extracts), raw)
+        """Set each candidate's ``text``: its extracts and up to ``SEARCH_TEXT_BYTES`` of its
+        text parts (``search.text_ranges``), read in chunks of about ``SEARCH_TEXT_CHUNK``."""
+        chunk, size = [], 0
+        for c in [*candidates, None]:
+            if c is not None:
+                ranges = text_ranges(c.info, self.SEARCH_TEXT_BYTES)
+                chunk.append((c, ranges))
+                size += sum(length for _, length in ranges)
+                if size < self.SEARCH_TEXT_CHUNK:
+                    continue
+            if not chunk:
+                break
+            pieces = await self.store.read_message_ranges([(c.info, ranges) for c, ranges in chunk])
+            for (done, _), parts in zip(chunk, pieces, strict=True):
+                extracts = (done.info.text_body_extract or "", done.info.html_body_extract or "")
+                done.text = MessageText(" ".join(extracts), b"\n".join(parts))
+            chunk, size = [], 0
 
     # -- FETCH ---------------------------------------------------------------------------------
 

@@ -331,6 +331,7 @@ class MessageSummary(NamedTuple):
     html_body_extract: str | None = None
     blob_key: str = ""
     layout: list | None = None
+    parts: dict | None = None
 
     @property
     def read(self) -> bool:

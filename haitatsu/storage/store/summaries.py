@@ -27,14 +27,17 @@ SUMMARY_FIELDS = {
     "html_body_extract": "m.html_body_extract",
     "blob_key": "m.blob_key",
     "layout": "m.layout",
+    "parts": "m.parts",
 }
-_JSON_FIELDS = frozenset({"layout"})
+_JSON_FIELDS = frozenset({"layout", "parts"})
 _ROW_COLUMNS = "mm.uid, mm.modseq, mm.internal_date, mm.size_bytes, mm.keywords, " + ", ".join(
     f"mm.{column}" for column in FLAG_COLUMNS.values()
 )
 _SYSTEM_FLAGS = tuple(FLAG_COLUMNS.items())
 #: Where the message fields start in a row of ``_ROW_COLUMNS`` and the fields.
 _FIRST_FIELD = 5 + len(FLAG_COLUMNS)
+#: Reads ``read_message_ranges`` runs at once where it cannot read in one thread call.
+_CONCURRENT_READS = 16
 #: A UID range is read whole (and filtered) when at least this share of it is wanted.
 _DENSE = 0.25
 
@@ -98,3 +101,40 @@ class SummariesMixin(StoreBase):
         if not uids:
             return defer.succeed([])
         return self._run("message_summaries", txn_fn, readonly=True)
+
+    def read_message_ranges(self, requests):
+        """Fire with, for each ``(info, ranges)`` of ``requests``, the bytes of the message at
+        each ``(start, length)`` of ``ranges`` (a list of bytes per request, in order).
+        ``info`` is a ``MessageInfo`` or a ``MessageSummary`` with ``blob_key`` and
+        ``layout``. On a blob directory every range of a single-blob message is read in one
+        thread call; other reads run concurrently, ``_CONCURRENT_READS`` at a time."""
+        return defer.Deferred.fromCoroutine(self._read_message_ranges(list(requests)))
+
+    async def _read_message_ranges(self, requests):
+        out = [[None] * len(ranges) for _, ranges in requests]
+        read_many = getattr(self.blobs, "read_many", None)
+        if read_many is not None:
+            where, wanted = [], []
+            for n, (info, ranges) in enumerate(requests):
+                if not info.layout:
+                    for k, (start, length) in enumerate(ranges):
+                        where.append((n, k))
+                        wanted.append((info.blob_key, start, length))
+            if wanted:
+                for (n, k), data in zip(where, await read_many(wanted), strict=True):
+                    out[n][k] = data
+        rest = [
+            (n, k, info, start, length)
+            for n, (info, ranges) in enumerate(requests)
+            for k, (start, length) in enumerate(ranges)
+            if out[n][k] is None
+        ]
+        for first in range(0, len(rest), _CONCURRENT_READS):
+            chunk = rest[first : first + _CONCURRENT_READS]
+            datas = await defer.gatherResults(
+                [self.read_message(info, start, length) for _, _, info, start, length in chunk],
+                consumeErrors=True,
+            )
+            for (n, k, *_), data in zip(chunk, datas, strict=True):
+                out[n][k] = data
+        return out
