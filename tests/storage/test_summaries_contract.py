@@ -4,6 +4,8 @@ leave out what is not a live placement of the folder."""
 
 from __future__ import annotations
 
+import base64
+
 from twisted.internet import defer
 from twisted.trial import unittest
 
@@ -117,6 +119,36 @@ class SummariesContractMixin:
         # Another folder's UIDs are its own.
         moved = await store.message_summaries(archive.id, [1], ("subject",))
         self.assertEqual([(s.uid, s.subject) for s in moved], [(1, "Grüße")])
+
+    @d
+    async def test_read_message_ranges_reads_what_read_message_reads(self):
+        store, mailbox, inbox = await self.setup_inbox(2)
+        store.attachment_dedup_threshold = 1024
+        attachment = base64.encodebytes(bytes(range(256)) * 40).replace(b"\n", b"\r\n")
+        split = (
+            b"From: c@example.org\r\nSubject: split\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n--x\r\n'
+            b"Content-Type: text/plain\r\n\r\nbefore\r\n--x\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+            b"\r\n" + attachment + b"--x\r\nContent-Type: text/plain\r\n\r\nafter\r\n--x--\r\n"
+        )
+        await deliver_bytes(store, split, mailbox.id)
+        summaries = await store.message_summaries(inbox.id, [1, 2, 3], ("blob_key", "layout"))
+        self.assertTrue(summaries[2].layout)
+        requests = [
+            (summaries[0], [(0, 10), (20, 5)]),
+            (summaries[1], []),
+            (summaries[2], [(0, 30), (len(split) - 40, 100), (500, 3000)]),
+        ]
+        answer = await store.read_message_ranges(requests)
+        expected = [
+            [await store.read_message(info, start, length) for start, length in ranges]
+            for info, ranges in requests
+        ]
+        self.assertEqual(answer, expected)
+        self.assertEqual(answer[2][0], split[:30])
+        self.assertEqual(answer[2][1], split[-40:])
+        self.assertEqual(answer[2][2], split[500:3500])
 
 
 class SQLiteSummariesContractTests(SummariesContractMixin, unittest.TestCase):
