@@ -267,6 +267,10 @@ class IMailStore(Interface):
     def get_messages(folder_id, uids):
         """Fire with ``[(MailboxMessage, MessageInfo)]`` for the given UIDs, ordered by UID."""
 
+    def folder_summaries(folder_id):
+        """Fire with a ``MessageSummary`` (UID, MODSEQ, flags, internal date, size) for every
+        live placement of the folder, ordered by UID: an IMAP session's view after SELECT."""
+
     def message_summaries(folder_id, uids, fields=()):
         """Fire with a ``MessageSummary`` (UID, MODSEQ, flags, internal date, size, and the
         message ``fields`` named: envelope, body, bodystructure, header_size, subject,

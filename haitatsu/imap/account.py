@@ -75,7 +75,7 @@ class Account:
         folder = await self.get_folder(name)
         if folder is None:
             return None
-        rows = await self.store.list_folder_messages(folder.id)
+        rows = await self.store.folder_summaries(folder.id)
         return FolderView(
             folder=folder, readonly=not rw, rows=list(rows), highest_modseq=folder.highest_modseq
         )
@@ -224,7 +224,7 @@ class FolderView:
 
     folder: object
     readonly: bool
-    rows: list = attrs.field(factory=list)  # MailboxMessage, sorted by uid
+    rows: list = attrs.field(factory=list)  # MessageSummary (or MailboxMessage), sorted by uid
     #: The folder's HIGHESTMODSEQ as far as this session has told its client (RFC 7162): read
     #: before the rows of each refresh, so it never covers a change not yet reported.
     highest_modseq: int = 0

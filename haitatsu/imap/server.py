@@ -1524,27 +1524,35 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
 
     async def _fetch_summaries(self, view, uids, items):
         """FETCH of items answered from metadata alone (flags, UID, dates, sizes, ENVELOPE,
-        BODY, BODYSTRUCTURE): light rows read ``SUMMARY_BATCH`` at a time, one write per
-        batch. A message another session expunged, which this view still has, is answered
-        from the view when only its row is asked for, and left out otherwise."""
+        BODY, BODYSTRUCTURE), one write per ``SUMMARY_BATCH`` messages. Row items come from
+        the view, as the session knows them; message fields from light rows
+        (``store.message_summaries``), which leave out a message another session expunged."""
         fields = fetchmod.summary_fields(items)
+        flag_lists: dict = {}
+
+        def item_bytes(item, row):
+            if item == "FLAGS":
+                flags = row.flags
+                cached = flag_lists.get(flags)
+                if cached is None:
+                    cached = flag_lists[flags] = b"FLAGS " + _flag_list(flags)
+                return cached
+            return self._simple_item(item, row, row)
+
         for start in range(0, len(uids), self.SUMMARY_BATCH):
             batch = uids[start : start + self.SUMMARY_BATCH]
-            rows = await self.store.message_summaries(view.folder.id, batch, fields)
-            if view is not self.view:
-                return
-            by_uid = {row.uid: row for row in rows}
-            lines = []
-            for u in batch:
-                row = by_uid.get(u)
-                if u not in view.by_uid:
-                    continue
-                if row is None:
-                    if fields:
-                        continue
-                    row = view.row(u)
-                parts = b" ".join([self._simple_item(item, row, row) for item in items])
-                lines.append(b"* %d FETCH (%s)\r\n" % (view.seq(u), parts))
+            if fields:
+                rows = await self.store.message_summaries(view.folder.id, batch, fields)
+                if view is not self.view:
+                    return
+                rows = [row for row in rows if row.uid in view.by_uid]
+            else:
+                rows = [view.row(u) for u in batch if u in view.by_uid]
+            lines = [
+                b"* %d FETCH (%s)\r\n"
+                % (view.seq(row.uid), b" ".join([item_bytes(item, row) for item in items]))
+                for row in rows
+            ]
             self.transport.writeSequence(lines)
 
     def _fetch_modifiers(self, modifiers, uid):

@@ -59,6 +59,11 @@ class SQLiteEngine:
     def convert_sql(self, sql: str) -> str:
         return sql
 
+    def index_hint(self, index: str) -> str:
+        """`` INDEXED BY index`` after a table name: where SQLite's planner would pick the
+        primary key's index over a covering one (``store/summaries.py``)."""
+        return f" INDEXED BY {index}"
+
     def in_clause(self, column: str, values) -> tuple[str, list]:
         values = list(values)
         if not values:
@@ -128,6 +133,10 @@ class BaseTransaction:
 
     def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
         return self.engine.search_clause(message_alias, terms)
+
+    def index_hint(self, index: str) -> str:
+        """The engine's way to name the index a join reads ("" where there is none)."""
+        return self.engine.index_hint(index)
 
     def call_after_commit(self, fn, *args):
         self._after_commit.append((fn, args))

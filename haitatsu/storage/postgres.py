@@ -135,6 +135,10 @@ class PostgresEngine:
     def convert_sql(self, sql: str) -> str:
         return convert_placeholders(sql)
 
+    def index_hint(self, index: str) -> str:
+        """PostgreSQL's planner chooses indexes itself."""
+        return ""
+
     def in_clause(self, column: str, values) -> tuple[str, list]:
         values = list(values)
         if not values:

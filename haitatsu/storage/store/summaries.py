@@ -36,6 +36,8 @@ _ROW_COLUMNS = "mm.uid, mm.modseq, mm.internal_date, mm.size_bytes, mm.keywords,
 _SYSTEM_FLAGS = tuple(FLAG_COLUMNS.items())
 #: Where the message fields start in a row of ``_ROW_COLUMNS`` and the fields.
 _FIRST_FIELD = 5 + len(FLAG_COLUMNS)
+#: The defaults of ``MessageSummary``'s optional fields, in order.
+_DEFAULTS = tuple(MessageSummary._field_defaults[f] for f in MessageSummary._fields[5:])
 #: Reads ``read_message_ranges`` runs at once where it cannot read in one thread call.
 _CONCURRENT_READS = 16
 #: A UID range is read whole (and filtered) when at least this share of it is wanted.
@@ -52,21 +54,10 @@ class SummariesMixin(StoreBase):
         unknown = set(fields) - set(SUMMARY_FIELDS)
         if unknown:
             raise ValueError(f"unknown summary fields: {sorted(unknown)}")
-        columns = _ROW_COLUMNS
-        join = ""
-        if fields:
-            columns += ", " + ", ".join(f"{SUMMARY_FIELDS[f]} AS f_{f}" for f in fields)
-            join = " JOIN messages m ON m.id = mm.message_id"
-        select = (
-            f"SELECT {columns} FROM mailbox_messages mm{join} WHERE mm.folder_id = ? "
-            "AND mm.deleted_at IS NULL AND "
-        )
         wanted = set(uids)
-        json_fields = [f for f in fields if f in _JSON_FIELDS]
 
         async def txn_fn(txn):
-            flag_cache: dict = {}
-            out = []
+            select = _select(txn, fields)
             if len(uids) >= _DENSE * (uids[-1] - uids[0] + 1):
                 rows = await txn.execute_values(
                     select + "mm.uid >= ? AND mm.uid <= ? ORDER BY mm.uid",
@@ -81,26 +72,25 @@ class SummariesMixin(StoreBase):
                     rows += await txn.execute_values(
                         select + clause + " ORDER BY mm.uid", (folder_id, *params)
                     )
-            for r in rows:
-                key = r[4:_FIRST_FIELD]
-                flags = flag_cache.get(key)
-                if flags is None:
-                    system = tuple(
-                        f for (f, _), on in zip(_SYSTEM_FLAGS, key[1:], strict=True) if on
-                    )
-                    flags = flag_cache[key] = system + tuple(json.loads(key[0] or "[]"))
-                if fields:
-                    extra = dict(zip(fields, r[_FIRST_FIELD:], strict=True))
-                    for f in json_fields:
-                        extra[f] = json.loads(extra[f]) if extra[f] else None
-                    out.append(MessageSummary(r[0], r[1], flags, r[2], r[3], **extra))
-                else:
-                    out.append(MessageSummary(r[0], r[1], flags, r[2], r[3]))
-            return out
+            return _summaries(rows, fields)
 
         if not uids:
             return defer.succeed([])
         return self._run("message_summaries", txn_fn, readonly=True)
+
+    def folder_summaries(self, folder_id):
+        """Fire with a ``MessageSummary`` (no message fields) for every live placement of the
+        folder, in UID order: what a session's view of a selected folder holds."""
+
+        async def txn_fn(txn):
+            rows = await txn.execute_values(
+                f"SELECT {_ROW_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                "AND mm.deleted_at IS NULL ORDER BY mm.uid",
+                (folder_id,),
+            )
+            return _summaries(rows, ())
+
+        return self._run("folder_summaries", txn_fn, readonly=True)
 
     def read_message_ranges(self, requests):
         """Fire with, for each ``(info, ranges)`` of ``requests``, the bytes of the message at
@@ -138,3 +128,44 @@ class SummariesMixin(StoreBase):
             for (n, k, *_), data in zip(chunk, datas, strict=True):
                 out[n][k] = data
         return out
+
+
+#: Fields a covering index on ``messages`` holds (migration 017, SQLite).
+_SUBJECT_INDEX = frozenset({"subject"})
+
+
+def _select(txn, fields) -> str:
+    """The start of the SELECT for ``fields``, up to the UID condition."""
+    columns = _ROW_COLUMNS
+    join = ""
+    if fields:
+        columns += ", " + ", ".join(SUMMARY_FIELDS[f] for f in fields)
+        hint = txn.index_hint("messages_id_subject") if set(fields) <= _SUBJECT_INDEX else ""
+        join = f" JOIN messages m{hint} ON m.id = mm.message_id"
+    return (
+        f"SELECT {columns} FROM mailbox_messages mm{join} WHERE mm.folder_id = ? "
+        "AND mm.deleted_at IS NULL AND "
+    )
+
+
+def _summaries(rows, fields) -> list[MessageSummary]:
+    """Rows of ``_ROW_COLUMNS`` (then ``fields``) as ``MessageSummary`` values; the flags of
+    rows with the same flag columns are one shared tuple."""
+    flag_cache: dict = {}
+    positions = [MessageSummary._fields.index(f) for f in fields]
+    json_positions = [p for p, f in zip(positions, fields, strict=True) if f in _JSON_FIELDS]
+    new = tuple.__new__
+    out = []
+    for r in rows:
+        key = r[4:_FIRST_FIELD]
+        flags = flag_cache.get(key)
+        if flags is None:
+            system = tuple(f for (f, _), on in zip(_SYSTEM_FLAGS, key[1:], strict=True) if on)
+            flags = flag_cache[key] = system + tuple(json.loads(key[0] or "[]"))
+        values = [r[0], r[1], flags, r[2], r[3], *_DEFAULTS]
+        for position, value in zip(positions, r[_FIRST_FIELD:], strict=True):
+            values[position] = value
+        for position in json_positions:
+            values[position] = json.loads(values[position]) if values[position] else None
+        out.append(new(MessageSummary, values))
+    return out
