@@ -150,10 +150,39 @@ class SummariesContractMixin:
         self.assertEqual(answer[2][1], split[-40:])
         self.assertEqual(answer[2][2], split[500:3500])
 
+    @d
+    async def test_folder_summaries_are_the_live_rows(self):
+        store, mailbox, inbox = await self.setup_inbox(5)
+        await store.store_flags(inbox.id, [4], ["\\Seen", "$Label"], "+")
+        await store.delete_messages(inbox.id, [2], to_trash=False)
+        summaries = await store.folder_summaries(inbox.id)
+        rows = await store.list_folder_messages(inbox.id)
+        self.assertEqual(
+            [(s.uid, s.modseq, s.flags, s.internal_date, s.size_bytes) for s in summaries],
+            [(r.uid, r.modseq, r.flags, r.internal_date, r.size_bytes) for r in rows],
+        )
+        self.assertEqual([s.uid for s in summaries], [1, 3, 4, 5])
+        self.assertEqual(await store.folder_summaries("no-such-folder"), [])
+
 
 class SQLiteSummariesContractTests(SummariesContractMixin, unittest.TestCase):
     async def make(self):
         return await make_store(self)
+
+    @d
+    async def test_subjects_are_read_from_the_covering_index(self):
+        store = await self.make()
+
+        async def plan(txn):
+            hint = txn.index_hint("messages_id_subject")
+            return await txn.execute(
+                "EXPLAIN QUERY PLAN SELECT mm.uid, m.subject FROM mailbox_messages mm "
+                f"JOIN messages m{hint} ON m.id = mm.message_id WHERE mm.folder_id = ?",
+                ("x",),
+            )
+
+        details = " ".join(row["detail"] for row in await store.db.run("plan", plan))
+        self.assertIn("COVERING INDEX messages_id_subject", details)
 
 
 class PostgresSummariesContractTests(SummariesContractMixin, unittest.TestCase):
