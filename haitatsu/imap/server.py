@@ -1183,8 +1183,7 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
             view = self.view
             return [u for u in self.saved_uids if u in view.by_uid]
         ranges = parse_sequence_set(bytes(token))
-        uids = self.view.uids
-        return [uids[i] for i in resolve_sequence_set(ranges, uids, uid)]
+        return self.view.uids_at(resolve_sequence_set(ranges, self.view.uids, uid))
 
     # -- EXPUNGE ------------------------------------------------------------------------------
 
