@@ -50,6 +50,7 @@ from mailcorpus import BODY_WORD, SUBJECT_WORD, Corpus  # noqa: E402
 from peers import (  # noqa: E402
     Dovecot,
     Haitatsu,
+    cpu_seconds,
     ensure_debian_packages,
     memory_kib,
     remove,
@@ -179,6 +180,9 @@ class HaitatsuTarget:
         rss, pss = memory_kib([self.peer.proc.pid])
         return rss, pss, 1
 
+    def cpu(self) -> float:
+        return cpu_seconds([self.peer.proc.pid])
+
     def stop(self):
         self.peer.stop()
 
@@ -208,6 +212,9 @@ class DovecotTarget:
         pids = self.peer.pids()
         rss, pss = memory_kib(pids)
         return rss, pss, len(pids)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.peer.pids())
 
     def stop(self):
         self.peer.stop()
@@ -340,9 +347,12 @@ def run_commands(targets, args) -> dict:
         for t in targets:  # warm-up
             clients[t.name].command(line, keep=keep)
         times = {t.name: [] for t in targets}
+        cpus = {t.name: [] for t in targets}
         for _ in range(args.runs):
             for t in targets:
+                cpu = t.cpu()
                 elapsed, untagged, received, kept = clients[t.name].command(line, keep=keep)
+                cpus[t.name].append(t.cpu() - cpu)
                 times[t.name].append(elapsed)
                 checks.setdefault(label, {})[t.name] = (
                     len(kept[0].split()) - 2 if kept else untagged,
@@ -350,8 +360,10 @@ def run_commands(targets, args) -> dict:
                 )
         for t in targets:
             results[t.name][label] = statistics.median(times[t.name])
+            results[t.name][label + " (server CPU)"] = statistics.median(cpus[t.name])
         shown = "  ".join(
-            f"{t.name} {results[t.name][label]:.3f} s ({checks[label][t.name][0]} "
+            f"{t.name} {results[t.name][label]:.3f} s, CPU "
+            f"{results[t.name][label + ' (server CPU)']:.2f} s ({checks[label][t.name][0]} "
             f"{'found' if keep else 'responses'}, {checks[label][t.name][1] / 1e6:.1f} MB)"
             for t in targets
         )

@@ -351,6 +351,19 @@ def process_tree(root: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids) -> float:
+    """User plus system CPU time of ``pids`` so far, in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_kib(pids) -> tuple[int, int]:
     """``(RSS, PSS)`` summed over ``pids`` in KiB. PSS divides each shared page among the
     processes mapping it, so it is the fair total for a server of many processes."""
