@@ -289,6 +289,16 @@ class FolderView:
             out.extend(self.view_rows.uids_slice(start, prev + 1))
         return out
 
+    def rows_for(self, uids) -> tuple[int, list] | None:
+        """``(first sequence number, rows)`` when ``uids`` (ascending) are a run of
+        consecutive messages of the view, else None: a bulk read without a lookup per UID."""
+        if not uids:
+            return None
+        p = self.view_rows.position(uids[0])
+        if p < 0 or self.view_rows.uids_slice(p, p + len(uids)) != list(uids):
+            return None
+        return p + 1, self.view_rows.rows_slice(p, p + len(uids))
+
     def first_unseen(self) -> int | None:
         for i, row in enumerate(self.rows):
             if "\\Seen" not in row.flags:

@@ -1416,22 +1416,22 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
         fields = () if full else tuple(sorted(program.fields))
         loads = full or bool(fields)
         size = self.FETCH_BATCH if program.needs_text else self.SUMMARY_BATCH
-        uids = list(view.uids)
-        for start in range(0, len(uids), size):
-            batch = uids[start : start + size]
+        for start in range(0, view.exists, size):
+            batch = view.view_rows.uids_slice(start, start + size)
+            rows = view.view_rows.rows_slice(start, start + size)
             infos = {}
             if full:
                 pairs = await self.store.get_messages(view.folder.id, batch)
                 infos = {mm.uid: info for mm, info in pairs}
             elif fields:
-                rows = await self.store.message_summaries(view.folder.id, batch, fields)
-                infos = {row.uid: row for row in rows}
+                summaries = await self.store.message_summaries(view.folder.id, batch, fields)
+                infos = {summary.uid: summary for summary in summaries}
             if view is not self.view:
                 return []
             candidates = [
-                Candidate(seq=view.seq(u), row=view.row(u), info=infos.get(u))
-                for u in batch
-                if (not loads or u in infos) and u in view.by_uid
+                Candidate(seq=start + k + 1, row=row, info=infos.get(row.uid))
+                for k, row in enumerate(rows)
+                if not loads or row.uid in infos
             ]
             if program.needs_text:
                 await self._load_texts(candidates)
@@ -1545,12 +1545,18 @@ class IMAPServer(ExtensionsMixin, imap4.IMAP4Server):
                 if view is not self.view:
                     return
                 rows = [row for row in rows if row.uid in view.by_uid]
+                seqs = [view.seq(row.uid) for row in rows]
             else:
-                rows = [view.row(u) for u in batch if u in view.by_uid]
+                run = view.rows_for(batch)
+                if run is not None:
+                    first, rows = run
+                    seqs = range(first, first + len(rows))
+                else:
+                    rows = [view.row(u) for u in batch if u in view.by_uid]
+                    seqs = [view.seq(row.uid) for row in rows]
             lines = [
-                b"* %d FETCH (%s)\r\n"
-                % (view.seq(row.uid), b" ".join([item_bytes(item, row) for item in items]))
-                for row in rows
+                b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item_bytes(item, row) for item in items]))
+                for seq, row in zip(seqs, rows, strict=True)
             ]
             self.transport.writeSequence(lines)
 

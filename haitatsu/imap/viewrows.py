@@ -140,6 +140,23 @@ class ViewRows:
             return self._shared.uids[start:stop]
         return [self.uid_at(p) for p in range(start, min(stop, len(self)))]
 
+    def rows_slice(self, start: int, stop: int) -> list:
+        """The rows at view positions ``start`` to ``stop`` (exclusive)."""
+        stop = min(stop, len(self))
+        n = self._shared_count()
+        if self._removed and start < n:
+            return [self.row_at(p) for p in range(start, stop)]
+        out = []
+        if start < n:
+            end = min(stop, n)
+            out = self._shared.rows[start:end]
+            for i, row in self._changed.items():
+                if start <= i < end:
+                    out[i - start] = row
+        if stop > n:
+            out.extend(self._added[max(start, n) - n : stop - n])
+        return out
+
     # -- changing -----------------------------------------------------------------------------
 
     def replace(self, p: int, row) -> None:

@@ -38,6 +38,12 @@ def check(testcase, view: FolderView, model: list):
     if uids:
         testcase.assertEqual(view.uids[-1], uids[-1])
         testcase.assertEqual(view.uids[2:7], uids[2:7])
+        testcase.assertEqual(view.view_rows.rows_slice(1, 6), model[1:6])
+        testcase.assertEqual(view.view_rows.rows_slice(0, len(model) + 5), model)
+        testcase.assertEqual(view.rows_for(uids[1:4]), (2, model[1:4]))
+        if len(uids) > 3:
+            testcase.assertIsNone(view.rows_for([uids[0], uids[2]]))
+    testcase.assertIsNone(view.rows_for([]))
     for seq, row in enumerate(model, 1):
         testcase.assertEqual(view.seq(row.uid), seq)
         testcase.assertIn(row.uid, view.by_uid)
