@@ -513,12 +513,12 @@ def report(results: dict, names: list[str]) -> None:
                 labels.append(label)
     peer = "dovecot" if "dovecot" in names else None
     ours = [n for n in names if n != "dovecot"]
-    header = f"{'':32}" + "".join(f"{n:>14}" for n in names)
+    header = f"{'':42}" + "".join(f"{n:>14}" for n in names)
     if peer:
         header += "".join(f"{n + '/dovecot':>22}" for n in ours)
     print(header)
     for label in labels:
-        row = f"{label:32}"
+        row = f"{label:42}"
         for name in names:
             value = results.get(name, {}).get(label)
             row += f"{value:>14.3f}" if isinstance(value, float) else f"{value!s:>14}"
