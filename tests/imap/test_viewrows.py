@@ -90,10 +90,10 @@ class ViewRowsTests(unittest.SynchronousTestCase):
                     model += added
                 check(self, view, model)
 
-    def test_refresh_reports_what_changed(self):
+    def test_a_delta_reports_what_changed(self):
         rows = [Row(1, 1), Row(2, 2), Row(3, 3)]
         view = FolderView(folder=None, readonly=False, rows=rows)
-        update = view.refresh([Row(1, 1), Row(3, 5, ("\\Flagged",)), Row(4, 6)])
+        update = view.apply_delta([Row(3, 5, ("\\Flagged",)), Row(4, 6)], [2])
         self.assertEqual((update.expunged, update.vanished), ([2], [2]))
         self.assertEqual(update.flags, [(2, Row(3, 5, ("\\Flagged",)))])
         self.assertEqual(update.exists, 3)
