@@ -226,6 +226,161 @@ class MinimalSMTP:
         return len(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else 0
 
 
+class Dovecot:
+    """A Dovecot 2.3 IMAP server (Debian ``dovecot-imapd``) started by root with its own config
+    file: plaintext IMAP on 127.0.0.1:<port>, one passwd-file user whose mail is a maildir
+    under the temporary directory, owned by ``nobody``; no SSL, log to a file."""
+
+    name = "dovecot"
+    user = "box@bench.test"
+    password = "bench-password"
+
+    def __init__(self, workdir: str):
+        self.workdir = os.path.abspath(workdir)
+        self.port = free_port()
+        self.config = os.path.join(self.workdir, "dovecot.conf")
+        self.maildir = os.path.join(self.workdir, "mail", "box")
+        self.proc = None
+
+    def configure(self) -> None:
+        ensure_debian_packages("dovecot-imapd")
+        if os.geteuid() != 0:
+            raise SystemExit("the Dovecot peer is started by root (it drops to nobody)")
+        nobody = pwd.getpwnam("nobody")
+        # mkdtemp makes 0700 directories: the mail processes run as nobody.
+        os.chmod(self.workdir, 0o755)
+        for sub in ("run", "state", "home", "mail", "mail/box"):
+            os.makedirs(os.path.join(self.workdir, sub), exist_ok=True)
+        for sub in ("home", "mail", "mail/box"):
+            os.chown(os.path.join(self.workdir, sub), nobody.pw_uid, nobody.pw_gid)
+        passwd = os.path.join(self.workdir, "passwd")
+        with open(passwd, "w") as f:
+            f.write(f"{self.user}:{{PLAIN}}{self.password}::::::\n")
+        w = self.workdir
+        with open(self.config, "w") as f:
+            f.write(
+                f"""
+base_dir = {w}/run
+state_dir = {w}/state
+instance_name = dovecot-bench-{self.port}
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+log_path = {w}/dovecot.log
+info_log_path = {w}/dovecot.log
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = {nobody.pw_uid}
+first_valid_gid = {nobody.pw_gid}
+mail_max_userip_connections = 10000
+default_process_limit = 5000
+default_client_limit = 20000
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={nobody.pw_uid} gid={nobody.pw_gid} home={w}/home mail=maildir:{self.maildir}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {self.port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service imap {{
+  process_limit = 5000
+}}
+"""
+            )
+
+    def start(self) -> None:
+        if not os.path.exists(self.config):
+            self.configure()
+        self.log = open(os.path.join(self.workdir, "dovecot.stderr"), "wb")
+        self.proc = subprocess.Popen(
+            ["dovecot", "-F", "-c", self.config], stdout=self.log, stderr=subprocess.STDOUT
+        )
+        try:
+            wait_for_port(self.port)
+        except RuntimeError:
+            self.stop()
+            log = os.path.join(self.workdir, "dovecot.log")
+            shown = open(log).read()[-2000:] if os.path.exists(log) else ""
+            raise RuntimeError("dovecot did not start: " + shown) from None
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+            self.proc = None
+
+    def pids(self) -> list[int]:
+        """The master and every process below it (login, auth, imap, ...)."""
+        return process_tree(self.proc.pid) if self.proc else []
+
+
+def process_tree(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_seconds(pids) -> float:
+    """User plus system CPU time of ``pids`` so far, in seconds."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pids) -> tuple[int, int]:
+    """``(RSS, PSS)`` summed over ``pids`` in KiB. PSS divides each shared page among the
+    processes mapping it, so it is the fair total for a server of many processes."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except OSError:
+            continue
+    return rss, pss
+
+
 class Haitatsu:
     """``twistd -n haitatsu`` from this checkout with a temporary config and data directory."""
 
@@ -239,6 +394,7 @@ class Haitatsu:
         extra_config: str = "",
         label: str = "haitatsu",
         submission: bool = False,
+        imap: bool = False,
     ):
         self.workdir = os.path.abspath(workdir)
         self.domain = domain
@@ -248,6 +404,8 @@ class Haitatsu:
         self.http_port = free_port()
         #: A plaintext submission listener (TLS is off in the benchmark), when asked for.
         self.submission_port = free_port() if submission else None
+        #: A plaintext IMAP listener (TLS is off in the benchmark), when asked for.
+        self.imap_port = free_port() if imap else None
         self.proc = None
         self.mailbox_id = None
 
@@ -257,6 +415,7 @@ class Haitatsu:
         config = os.path.join(self.workdir, "haitatsu.pkl")
         os.makedirs(self.workdir, exist_ok=True)
         submission = f"127.0.0.1:{self.submission_port}" if self.submission_port else ""
+        imap = f"127.0.0.1:{self.imap_port}" if self.imap_port else ""
         with open(config, "w") as f:
             f.write(
                 f"""
@@ -267,7 +426,7 @@ server {{
   data_dir = "data"
 }}
 smtp {{ inbound_addr = "127.0.0.1:{self.port}" }}
-imap {{ addr = "" }}
+imap {{ addr = "{imap}" max_connections_per_ip = 0 }}  // 2,000 IDLE sessions from 127.0.0.1
 submission {{ starttls_addr = "{submission}" tls_addr = "" }}
 tls {{ mode = "off" }}
 api {{ service_token = "{self.token}" }}
@@ -285,14 +444,40 @@ logging {{ level = "warn" }}
     def start(self) -> None:
         """Start the server, and create the benchmark mailbox unless ``mailbox_id`` is set
         (a mailbox loaded before the start)."""
-        config = self.write_config()
+        self.config_path = self.write_config()
+        self._spawn()
+        if self.mailbox_id is not None:
+            return
+        status, body = self.http(
+            "POST", "/api/v1/mailboxes", {"primary_address": f"box@{self.domain}"}
+        )
+        if status != 201:
+            raise RuntimeError(f"cannot create the mailbox: {status} {body!r}")
+        self.mailbox_id = json.loads(body)["data"]["id"]
+
+    def restart(self) -> None:
+        """Stop and start the process again on the same data (a fresh process)."""
+        self.stop()
+        self._spawn()
+
+    def env(self) -> dict:
         env = dict(os.environ, PYTHONPATH=ROOT)
         env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
-        self.log = open(os.path.join(self.workdir, "twistd.log"), "wb")
+        return env
+
+    def _spawn(self) -> None:
+        self.log = open(os.path.join(self.workdir, "twistd.log"), "ab")
         self.proc = subprocess.Popen(
-            [os.path.join(VENV_BIN, "twistd"), "--pidfile=", "-n", "haitatsu", "--config", config],
+            [
+                os.path.join(VENV_BIN, "twistd"),
+                "--pidfile=",
+                "-n",
+                "haitatsu",
+                "--config",
+                self.config_path,
+            ],
             cwd=self.workdir,
-            env=env,
+            env=self.env(),
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -308,27 +493,20 @@ logging {{ level = "warn" }}
             time.sleep(0.2)
         else:
             raise RuntimeError("haitatsu did not become ready")
-        if self.mailbox_id is not None:
-            return
-        status, body = self.http(
-            "POST", "/api/v1/mailboxes", {"primary_address": f"box@{self.domain}"}
-        )
-        if status != 201:
-            raise RuntimeError(f"cannot create the mailbox: {status} {body!r}")
-        self.mailbox_id = json.loads(body)["data"]["id"]
 
-    def app_password(self) -> str:
-        """A new ``smtp`` app password for the benchmark mailbox, and a DKIM key for its domain
-        (submission signs every message): what the submission benchmark needs."""
-        status, body = self.http(
-            "POST", "/api/v1/dkim", {"domain": self.domain, "selector": "bench"}
-        )
-        if status != 201:
-            raise RuntimeError(f"cannot create a DKIM key: {status} {body!r}")
+    def app_password(self, scopes=("smtp",), dkim: bool = True) -> str:
+        """A new app password for the benchmark mailbox with ``scopes``, and (``dkim``) a DKIM
+        key for its domain (submission signs every message)."""
+        if dkim:
+            status, body = self.http(
+                "POST", "/api/v1/dkim", {"domain": self.domain, "selector": "bench"}
+            )
+            if status != 201:
+                raise RuntimeError(f"cannot create a DKIM key: {status} {body!r}")
         status, body = self.http(
             "POST",
             f"/api/v1/mailboxes/{self.mailbox_id}/passwords",
-            {"name": "bench", "scopes": ["smtp"]},
+            {"name": "bench", "scopes": list(scopes)},
         )
         if status != 201:
             raise RuntimeError(f"cannot create an app password: {status} {body!r}")
@@ -351,8 +529,10 @@ logging {{ level = "warn" }}
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
         if self.proc:
             self.log.close()
+            self.proc = None
 
     def stored_bytes(self) -> int:
         """What the mailbox holds (``used_bytes``): the benchmark checks nothing was lost."""

@@ -365,6 +365,16 @@ class IMailStore(Interface):
     def get_messages(folder_id, uids):
         """Fire with ``[(MailboxMessage, MessageInfo)]`` for the given UIDs, ordered by UID."""
 
+    def folder_summaries(folder_id):
+        """Fire with a ``MessageSummary`` (UID, MODSEQ, flags, internal date, size) for every
+        live placement of the folder, ordered by UID: an IMAP session's view after SELECT."""
+
+    def message_summaries(folder_id, uids, fields=()):
+        """Fire with a ``MessageSummary`` (UID, MODSEQ, flags, internal date, size, and the
+        message ``fields`` named: envelope, body, bodystructure, header_size, subject,
+        text_body_extract, html_body_extract, blob_key, layout, parts) for each live placement
+        among ``uids``, ordered by UID: IMAP's bulk FETCH and SEARCH."""
+
     def get_message_view(mailbox_message_id):
         """Fire with ``(MailboxMessage, MessageInfo)`` or None (soft-deleted rows are None)."""
 
@@ -383,6 +393,11 @@ class IMailStore(Interface):
     def read_message(info, start=0, length=None):
         """Fire with ``length`` bytes (to the end if None) of the message from ``start``: for
         small ranges (headers, MIME headers, search text)."""
+
+    def read_message_ranges(requests):
+        """Fire with, for each ``(info, [(start, length), ...])`` of ``requests``, the bytes
+        of the message ``info`` (``MessageInfo`` or ``MessageSummary``) at each range: what
+        SEARCH BODY/TEXT read, many messages at once."""
 
     def purge_message(message_id):
         """Delete a message row and its placements for good when none is live any more and no

@@ -8,7 +8,6 @@ changes when the session reports it (EXISTS, EXPUNGE, FETCH FLAGS).
 
 from __future__ import annotations
 
-import bisect
 import re
 
 import attrs
@@ -17,7 +16,15 @@ from twisted.internet import defer
 from twisted.mail import imap4
 from zope.interface import implementer
 
-from haitatsu.imap.labels import ViewStore
+from haitatsu.imap.labels import ViewStore, is_label_folder
+from haitatsu.imap.viewrows import (
+    RowsByUid,
+    RowSequence,
+    SharedRows,
+    SharedRowsCache,
+    UidSequence,
+    ViewRows,
+)
 from haitatsu.imap.wire import decode_mailbox
 
 
@@ -27,12 +34,15 @@ class IMAPRealm:
 
     def __init__(self, store):
         self._store = store
+        #: Folder reads shared by the sessions of this listener (``viewrows``).
+        self.shared_rows = SharedRowsCache()
 
     def requestAvatar(self, avatarId, mind, *interfaces):
         if imap4.IAccount not in interfaces:
             raise NotImplementedError("IMAPRealm only provides IAccount")
         mailbox_id = avatarId.decode("ascii") if isinstance(avatarId, bytes) else avatarId
-        return imap4.IAccount, Account(ViewStore(self._store), mailbox_id), lambda: None
+        account = Account(ViewStore(self._store), mailbox_id, self.shared_rows)
+        return imap4.IAccount, account, lambda: None
 
 
 @attrs.frozen
@@ -53,9 +63,10 @@ class Account:
 
     delimiter = "/"
 
-    def __init__(self, store, mailbox_id: str):
+    def __init__(self, store, mailbox_id: str, shared_rows: SharedRowsCache | None = None):
         self.store = store
         self.mailbox_id = mailbox_id
+        self.shared_rows = shared_rows if shared_rows is not None else SharedRowsCache()
 
     # -- what the server uses ----------------------------------------------------------
 
@@ -77,9 +88,15 @@ class Account:
         folder = await self.get_folder(name)
         if folder is None:
             return None
-        rows = await self.store.list_folder_messages(folder.id)
+        # A label view has no MODSEQ to tell one state of it from another: never shared.
+        label = is_label_folder(folder)
+        shared = None if label else self.shared_rows.get(folder)
+        if shared is None:
+            shared = SharedRows(await self.store.folder_summaries(folder.id))
+            if not label:
+                self.shared_rows.put(folder, shared)
         return FolderView(
-            folder=folder, readonly=not rw, rows=list(rows), highest_modseq=folder.highest_modseq
+            folder=folder, readonly=not rw, rows=shared, highest_modseq=folder.highest_modseq
         )
 
     def listMailboxes(self, ref, wildcard):
@@ -224,34 +241,70 @@ class Update:
 
 @attrs.define
 class FolderView:
-    """A session's snapshot of its selected folder, kept in UID order."""
+    """A session's snapshot of its selected folder, kept in UID order.
+
+    The rows are a ``viewrows.ViewRows``: a read shared with the other sessions that selected
+    the folder in the same state, plus this session's own changes. ``rows``, ``uids`` and
+    ``by_uid`` read them as a sequence of rows, a sequence of UIDs and a mapping by UID; they
+    change only through ``update_rows``, ``replace_row``, ``append_rows`` and ``remove``."""
 
     folder: object
     readonly: bool
-    rows: list = attrs.field(factory=list)  # MailboxMessage, sorted by uid
+    #: The rows to start from: a ``SharedRows`` (from ``Account.select``) or rows in any order.
+    rows: object = attrs.field(factory=list)
     #: The folder's HIGHESTMODSEQ as far as this session has told its client (RFC 7162): read
     #: before the rows of each refresh, so it never covers a change not yet reported.
     highest_modseq: int = 0
-    uids: list[int] = attrs.field(init=False)
-    by_uid: dict = attrs.field(init=False)
+    uids: UidSequence = attrs.field(init=False)
+    by_uid: RowsByUid = attrs.field(init=False)
+    view_rows: ViewRows = attrs.field(init=False)
 
     def __attrs_post_init__(self):
-        self.rows = sorted(self.rows, key=lambda r: r.uid)
-        self.uids = [r.uid for r in self.rows]
-        self.by_uid = {r.uid: r for r in self.rows}
+        shared = self.rows
+        if not isinstance(shared, SharedRows):
+            shared = SharedRows(sorted(shared, key=lambda r: r.uid))
+        self.view_rows = ViewRows(shared)
+        self.rows = RowSequence(self.view_rows)
+        self.uids = UidSequence(self.view_rows)
+        self.by_uid = RowsByUid(self.view_rows)
 
     @property
     def exists(self) -> int:
-        return len(self.uids)
+        return len(self.view_rows)
 
     def seq(self, uid: int) -> int:
-        i = bisect.bisect_left(self.uids, uid)
-        if i < len(self.uids) and self.uids[i] == uid:
-            return i + 1
-        raise KeyError(uid)
+        p = self.view_rows.position(uid)
+        if p < 0:
+            raise KeyError(uid)
+        return p + 1
 
     def row(self, uid: int):
         return self.by_uid[uid]
+
+    def uids_at(self, indexes) -> list[int]:
+        """The UIDs at the (ascending) 0-based ``indexes``, a slice per run of them."""
+        out: list[int] = []
+        start = prev = None
+        for i in indexes:
+            if prev is not None and i == prev + 1:
+                prev = i
+                continue
+            if start is not None:
+                out.extend(self.view_rows.uids_slice(start, prev + 1))
+            start = prev = i
+        if start is not None:
+            out.extend(self.view_rows.uids_slice(start, prev + 1))
+        return out
+
+    def rows_for(self, uids) -> tuple[int, list] | None:
+        """``(first sequence number, rows)`` when ``uids`` (ascending) are a run of
+        consecutive messages of the view, else None: a bulk read without a lookup per UID."""
+        if not uids:
+            return None
+        p = self.view_rows.position(uids[0])
+        if p < 0 or self.view_rows.uids_slice(p, p + len(uids)) != list(uids):
+            return None
+        return p + 1, self.view_rows.rows_slice(p, p + len(uids))
 
     def first_unseen(self) -> int | None:
         for i, row in enumerate(self.rows):
@@ -261,21 +314,28 @@ class FolderView:
 
     def keywords(self) -> list[str]:
         seen: dict[str, None] = {}
-        for row in self.rows:
-            for k in row.keywords:
-                seen.setdefault(k, None)
-        return list(seen)
+        for flags in {row.flags for row in self.rows}:
+            for flag in flags:
+                if not flag.startswith("\\"):
+                    seen.setdefault(flag, None)
+        return sorted(seen)
+
+    def replace_row(self, row) -> int | None:
+        """Put a newer row of a message the view has in place; return its sequence number
+        (None when the view does not have it)."""
+        p = self.view_rows.position(row.uid)
+        if p < 0:
+            return None
+        self.view_rows.replace(p, row)
+        return p + 1
+
+    def append_rows(self, rows) -> None:
+        """Add new messages (rows sorted by UID, above every UID the view has) at the end."""
+        self.view_rows.append(rows)
 
     def update_rows(self, changed) -> list[int]:
         """Take in rows the session itself changed (STORE, \\Seen); return their UIDs."""
-        uids = []
-        for row in changed:
-            if row.uid in self.by_uid:
-                i = bisect.bisect_left(self.uids, row.uid)
-                self.rows[i] = row
-                self.by_uid[row.uid] = row
-                uids.append(row.uid)
-        return uids
+        return [row.uid for row in changed if self.replace_row(row) is not None]
 
     def remove(self, uids) -> list[int]:
         """Drop expunged UIDs; return the EXPUNGE sequence numbers in reporting order.
@@ -284,12 +344,10 @@ class FolderView:
         """
         seqs = []
         for uid in sorted(set(uids), reverse=True):
-            i = bisect.bisect_left(self.uids, uid)
-            if i < len(self.uids) and self.uids[i] == uid:
-                seqs.append(i + 1)
-                del self.uids[i]
-                del self.rows[i]
-                del self.by_uid[uid]
+            p = self.view_rows.position(uid)
+            if p >= 0:
+                seqs.append(p + 1)
+                self.view_rows.delete(p)
         return seqs
 
     def apply_delta(self, changed, vanished) -> Update:
@@ -317,14 +375,12 @@ class FolderView:
                     added.append(new)
                 continue
             if new.flags != old.flags or new.modseq != old.modseq:
-                i = bisect.bisect_left(self.uids, new.uid)
-                self.rows[i] = new
-                self.by_uid[new.uid] = new
-                update.flags.append((i + 1, new))
+                seq = self.replace_row(new)
+                # A label view is NOMODSEQ: a new MODSEQ alone is nothing to tell its client.
+                if new.flags != old.flags or not getattr(self.folder, "nomodseq", False):
+                    update.flags.append((seq, new))
         if added:
             added.sort(key=lambda r: r.uid)
-            self.rows.extend(added)
-            self.uids.extend(r.uid for r in added)
-            self.by_uid.update((r.uid, r) for r in added)
+            self.append_rows(added)
             update.exists = len(self.uids)
         return update

@@ -20,6 +20,23 @@ ROW_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
 #: Items answered from the stored MessageInfo strings.
 INFO_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})
 
+#: The stored message fields each metadata item is answered from (``message_summaries``).
+_ITEM_FIELDS = {
+    "ENVELOPE": ("envelope",),
+    "BODY": ("body", "header_size"),
+    "BODYSTRUCTURE": ("bodystructure", "header_size"),
+}
+
+
+def summary_fields(items) -> tuple[str, ...]:
+    """The message fields a FETCH of row and metadata items (no sections) needs."""
+    fields: dict[str, None] = {}
+    for item in items:
+        for field in _ITEM_FIELDS.get(item, ()):
+            fields.setdefault(field, None)
+    return tuple(fields)
+
+
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),

@@ -223,6 +223,18 @@ class ViewStore:
             return self._store.list_folder_messages(folder_id)
         return self._store.list_label_messages(label_id)
 
+    def folder_summaries(self, folder_id):
+        label_id = label_id_of(folder_id)
+        if label_id is None:
+            return self._store.folder_summaries(folder_id)
+        return self._store.label_folder_summaries(label_id)
+
+    def message_summaries(self, folder_id, uids, fields=()):
+        label_id = label_id_of(folder_id)
+        if label_id is None:
+            return self._store.message_summaries(folder_id, uids, fields)
+        return self._store.label_summaries(label_id, uids, fields)
+
     def get_messages(self, folder_id, uids):
         label_id = label_id_of(folder_id)
         if label_id is None:
@@ -272,7 +284,7 @@ class ViewStore:
         label = await self._store.get_label(label_id)
         if label is None:
             return FolderDelta(None)
-        rows = await self._store.list_label_messages(label_id)
+        rows = await self._store.label_folder_summaries(label_id)
         present = {row.uid for row in rows}
         gone = tuple(uid for uid in known_uids if uid not in present)
         return FolderDelta(LabelFolder(label), tuple(rows), gone)

@@ -39,15 +39,80 @@ class Candidate:
 
     seq: int
     row: object  # MailboxMessage
-    info: object = None  # MessageInfo, when needs_info
-    text: str | None = None  # body text, when needs_text
+    info: object = None  # MessageInfo when needs_info, else a MessageSummary with the fields
+    text: MessageText | None = None  # when needs_text
+
+
+class MessageText:
+    """What BODY and TEXT look in: a message's stored text extracts and the first bytes of its
+    body, casefolded. Matching is lazy: the extracts first, then, for an ASCII search string,
+    the raw bytes lowercased (an ASCII match there is a match of the decoded text, and in an
+    all-ASCII body a miss is a miss); only otherwise is the body decoded and casefolded."""
+
+    __slots__ = ("_extracts", "_raw", "_lowered", "_decoded")
+
+    def __init__(self, extracts: str, raw: bytes):
+        self._extracts = extracts.casefold()
+        self._raw = raw
+        self._lowered = None
+        self._decoded = None
+
+    def __contains__(self, needle: str) -> bool:
+        if needle in self._extracts:
+            return True
+        if needle.isascii():
+            if self._lowered is None:
+                self._lowered = self._raw.lower()
+            if needle.encode("ascii") in self._lowered:
+                return True
+            if self._raw.isascii():
+                return False
+        if self._decoded is None:
+            self._decoded = self._raw.decode("utf-8", "replace").casefold()
+        return needle in self._decoded
+
+
+#: The stored fields BODY needs besides the body bytes (``IMailStore.message_summaries``).
+TEXT_FIELDS = (
+    "text_body_extract",
+    "html_body_extract",
+    "header_size",
+    "blob_key",
+    "layout",
+    "parts",
+)
+
+
+def text_ranges(info, limit: int) -> list[tuple[int, int]]:
+    """Where BODY and TEXT look in a message's bytes, at most ``limit`` of them: the bodies
+    of its ``text/*`` parts (nested messages' included), as stored (the decoded extracts are
+    searched too). Attachments of other types are not searched, as Dovecot does not. A message
+    with no typed parts (stored unparsed) is searched whole."""
+    leaves = [p for p in (info.parts or {}).values() if "type" in p]
+    if not leaves:
+        size = max(info.size_bytes - info.header_size, 0)
+        return [(info.header_size, min(size, limit))] if size else []
+    ranges = []
+    for part in sorted(leaves, key=lambda p: p["body_start"]):
+        if not part["type"].startswith("text/"):
+            continue
+        length = min(part["end"] - part["body_start"], limit)
+        if length > 0:
+            ranges.append((part["body_start"], length))
+            limit -= length
+        if limit <= 0:
+            break
+    return ranges
 
 
 @attrs.define
 class SearchProgram:
     predicate: Callable[[Candidate], bool]
+    #: Some key needs the whole ``MessageInfo`` (headers, address lists, ...).
     needs_info: bool = False
     needs_text: bool = False
+    #: Message fields the keys need when ``needs_info`` is not set: read as light rows.
+    fields: set = attrs.Factory(set)
     #: The keys include MODSEQ (RFC 7162 3.1.5): the answer reports the highest MODSEQ matched.
     uses_modseq: bool = False
 
@@ -187,7 +252,8 @@ class _Parser:
             field, needle = _ADDRESS_KEYS[name], self.string()
             return lambda c: needle in _address_text(c.info, field)
         if name == "SUBJECT":
-            self.program.needs_info = True
+            # The Subject field as stored (decoded); MessageInfo adds every Subject header.
+            self.program.fields.add("subject")
             needle = self.string()
             return lambda c: needle in _subject_text(c.info)
         if name == "HEADER":
@@ -196,10 +262,12 @@ class _Parser:
             return lambda c: _header_matches(c.info, field, needle)
         if name == "BODY":
             self.program.needs_text = True
+            self.program.fields.update(TEXT_FIELDS)
             needle = self.string()
             return lambda c: needle in (c.text or "")
         if name == "TEXT":
             self.program.needs_info = self.program.needs_text = True
+            self.program.fields.update(TEXT_FIELDS)
             needle = self.string()
             return lambda c: needle in (c.text or "") or needle in _all_headers_text(c.info)
         if name in ("OLDER", "YOUNGER"):

@@ -48,7 +48,13 @@ from haitatsu.imap.extensions import ExtensionsMixin
 from haitatsu.imap.fanout import ChangeFanout
 from haitatsu.imap.labels import ViewStore, is_label_folder, selected_change
 from haitatsu.imap.qresync import vanished_earlier
-from haitatsu.imap.search import BadCharset, Candidate, compile_search
+from haitatsu.imap.search import (
+    BadCharset,
+    Candidate,
+    MessageText,
+    compile_search,
+    text_ranges,
+)
 from haitatsu.imap.special_use import SpecialUseMixin, parse_create_params
 from haitatsu.imap.utf8 import UTF8Mixin
 from haitatsu.imap.wire import (
@@ -250,6 +256,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
     MAX_COMMAND_LITERAL = 64 * 1024
     MAX_COMMAND_BYTES = 1024 * 1024
     FETCH_BATCH = 250
+    #: Messages per ``message_summaries`` read (FETCH of row and metadata items, SEARCH).
+    SUMMARY_BATCH = 5000
     SEARCH_TEXT_BYTES = 2 * 1024 * 1024
     _INPUT_HIGH_WATER = 1024 * 1024
 
@@ -1274,8 +1282,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             view = self.view
             return [u for u in self.saved_uids if u in view.by_uid]
         ranges = parse_sequence_set(bytes(token))
-        uids = self.view.uids
-        return [uids[i] for i in resolve_sequence_set(ranges, uids, uid)]
+        return self.view.uids_at(resolve_sequence_set(ranges, self.view.uids, uid))
 
     # -- EXPUNGE ------------------------------------------------------------------------------
 
@@ -1501,35 +1508,57 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
     async def _search(self, program, need_info=False) -> list[Candidate]:
         """The view's messages the program matches, in sequence order, with ``info`` loaded
-        when the program (or ``need_info``: SORT, THREAD) asks for it."""
+        when the program (or ``need_info``: SORT, THREAD) asks for it: the whole
+        ``MessageInfo``, or light rows with the few fields the keys read."""
         view = self.view
         found = []
-        loads = program.needs_info or program.needs_text or need_info
-        uids = list(view.uids)
-        for start in range(0, len(uids), self.FETCH_BATCH):
-            batch = uids[start : start + self.FETCH_BATCH]
+        full = program.needs_info or need_info
+        fields = () if full else tuple(sorted(program.fields))
+        loads = full or bool(fields)
+        size = self.FETCH_BATCH if program.needs_text else self.SUMMARY_BATCH
+        for start in range(0, view.exists, size):
+            batch = view.view_rows.uids_slice(start, start + size)
+            rows = view.view_rows.rows_slice(start, start + size)
             infos = {}
-            if loads:
+            if full:
                 pairs = await self.store.get_messages(view.folder.id, batch)
                 infos = {mm.uid: info for mm, info in pairs}
+            elif fields:
+                summaries = await self.store.message_summaries(view.folder.id, batch, fields)
+                infos = {summary.uid: summary for summary in summaries}
             if view is not self.view:
                 return []
-            for u in batch:
-                if (loads and u not in infos) or u not in view.by_uid:
-                    continue
-                candidate = Candidate(seq=view.seq(u), row=view.row(u), info=infos.get(u))
-                if program.needs_text:
-                    candidate.text = await self._message_text(infos[u])
-                if program.predicate(candidate):
-                    found.append(candidate)
+            candidates = [
+                Candidate(seq=start + k + 1, row=row, info=infos.get(row.uid))
+                for k, row in enumerate(rows)
+                if not loads or row.uid in infos
+            ]
+            if program.needs_text:
+                await self._load_texts(candidates)
+            found.extend(c for c in candidates if program.predicate(c))
         return found
 
-    async def _message_text(self, info) -> str:
-        data = await self.store.read_message(info, info.header_size, self.SEARCH_TEXT_BYTES)
-        text = data.decode("utf-8", "replace")
-        return " ".join(
-            (info.text_body_extract or "", info.html_body_extract or "", text)
-        ).casefold()
+    #: Body bytes read at once for BODY/TEXT (each message at most ``SEARCH_TEXT_BYTES``).
+    SEARCH_TEXT_CHUNK = 16 * 1024 * 1024
+
+    async def _load_texts(self, candidates):
+        """Set each candidate's ``text``: its extracts and up to ``SEARCH_TEXT_BYTES`` of its
+        text parts (``search.text_ranges``), read in chunks of about ``SEARCH_TEXT_CHUNK``."""
+        chunk, size = [], 0
+        for c in [*candidates, None]:
+            if c is not None:
+                ranges = text_ranges(c.info, self.SEARCH_TEXT_BYTES)
+                chunk.append((c, ranges))
+                size += sum(length for _, length in ranges)
+                if size < self.SEARCH_TEXT_CHUNK:
+                    continue
+            if not chunk:
+                break
+            pieces = await self.store.read_message_ranges([(c.info, ranges) for c, ranges in chunk])
+            for (done, _), parts in zip(chunk, pieces, strict=True):
+                extracts = (done.info.text_body_extract or "", done.info.html_body_extract or "")
+                done.text = MessageText(" ".join(extracts), b"\n".join(parts))
+            chunk, size = [], 0
 
     # -- FETCH ---------------------------------------------------------------------------------
 
@@ -1560,6 +1589,10 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 self.sendUntaggedResponse(b"VANISHED (EARLIER) " + gone)
         if changed_since is not None:
             uids = [u for u in uids if u in view.by_uid and view.row(u).modseq > changed_since]
+        if all(isinstance(i, str) for i in items):
+            await self._fetch_summaries(view, uids, items)
+            self.sendPositiveResponse(tag, b"FETCH completed")
+            return
         needs_info = any(not isinstance(i, str) or i in fetchmod.INFO_ITEMS for i in items)
         sets_seen = not view.readonly and any(fetchmod.sets_seen(i) for i in items)
         for start in range(0, len(uids), self.FETCH_BATCH):
@@ -1584,6 +1617,45 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 row = view.row(mm.uid)
                 await self._send_fetch(view.seq(row.uid), row, info, items, row.uid in seen_now)
         self.sendPositiveResponse(tag, b"FETCH completed")
+
+    async def _fetch_summaries(self, view, uids, items):
+        """FETCH of items answered from metadata alone (flags, UID, dates, sizes, ENVELOPE,
+        BODY, BODYSTRUCTURE), one write per ``SUMMARY_BATCH`` messages. Row items come from
+        the view, as the session knows them; message fields from light rows
+        (``store.message_summaries``), which leave out a message another session expunged."""
+        fields = fetchmod.summary_fields(items)
+        flag_lists: dict = {}
+
+        def item_bytes(item, row):
+            if item == "FLAGS":
+                flags = row.flags
+                cached = flag_lists.get(flags)
+                if cached is None:
+                    cached = flag_lists[flags] = b"FLAGS " + _flag_list(flags)
+                return cached
+            return self._simple_item(item, row, row)
+
+        for start in range(0, len(uids), self.SUMMARY_BATCH):
+            batch = uids[start : start + self.SUMMARY_BATCH]
+            if fields:
+                rows = await self.store.message_summaries(view.folder.id, batch, fields)
+                if view is not self.view:
+                    return
+                rows = [row for row in rows if row.uid in view.by_uid]
+                seqs = [view.seq(row.uid) for row in rows]
+            else:
+                run = view.rows_for(batch)
+                if run is not None:
+                    first, rows = run
+                    seqs = range(first, first + len(rows))
+                else:
+                    rows = [view.row(u) for u in batch if u in view.by_uid]
+                    seqs = [view.seq(row.uid) for row in rows]
+            lines = [
+                b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item_bytes(item, row) for item in items]))
+                for seq, row in zip(seqs, rows, strict=True)
+            ]
+            self.transport.writeSequence(lines)
 
     def _fetch_modifiers(self, modifiers, uid):
         """``(CHANGEDSINCE n [VANISHED])`` (RFC 7162 3.1.4, 3.2.6): VANISHED only in UID

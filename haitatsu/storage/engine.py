@@ -68,6 +68,11 @@ class SQLiteEngine:
     def convert_sql(self, sql: str) -> str:
         return sql
 
+    def index_hint(self, index: str) -> str:
+        """`` INDEXED BY index`` after a table name: where SQLite's planner would pick the
+        primary key's index over a covering one (``store/summaries.py``)."""
+        return f" INDEXED BY {index}"
+
     def in_clause(self, column: str, values) -> tuple[str, list]:
         values = list(values)
         if not values:
@@ -115,6 +120,11 @@ class BaseTransaction:
     async def execute(self, sql: str, params=()) -> list[dict]:
         raise NotImplementedError
 
+    async def execute_values(self, sql: str, params=()) -> list[tuple]:
+        """Rows as tuples in the order of the SELECT's columns: for reads of many rows, where
+        building a dict per row is what costs."""
+        raise NotImplementedError
+
     async def execute_one(self, sql: str, params=()) -> dict | None:
         rows = await self.execute(sql, params)
         return rows[0] if rows else None
@@ -135,6 +145,10 @@ class BaseTransaction:
 
     def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
         return self.engine.search_clause(message_alias, terms)
+
+    def index_hint(self, index: str) -> str:
+        """The engine's way to name the index a join reads ("" where there is none)."""
+        return self.engine.index_hint(index)
 
     def call_after_commit(self, fn, *args):
         self._after_commit.append((fn, args))
@@ -163,6 +177,17 @@ class Transaction(BaseTransaction):
     async def execute(self, sql: str, params=()) -> list[dict]:
         rows, self.rowcount = _execute(self._conn, self.engine.convert_sql(sql), tuple(params))
         return rows
+
+    async def execute_values(self, sql: str, params=()) -> list[tuple]:
+        cursor = self._conn.cursor()
+        cursor.row_factory = None
+        try:
+            cursor.execute(self.engine.convert_sql(sql), tuple(params))
+            rows = cursor.fetchall() if cursor.description else []
+            self.rowcount = cursor.rowcount
+            return rows
+        finally:
+            cursor.close()
 
 
 def _drive(coro):

@@ -136,6 +136,10 @@ class PostgresEngine:
     def convert_sql(self, sql: str) -> str:
         return convert_placeholders(sql)
 
+    def index_hint(self, index: str) -> str:
+        """PostgreSQL's planner chooses indexes itself."""
+        return ""
+
     def in_clause(self, column: str, values) -> tuple[str, list]:
         values = list(values)
         if not values:
@@ -349,6 +353,12 @@ class PostgresTransaction(BaseTransaction):
             return []
         names = [column[0] for column in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    async def execute_values(self, sql: str, params=()) -> list[tuple]:
+        cursor = self._cursor
+        await cursor.execute(self.engine.convert_sql(sql), tuple(params))
+        self.rowcount = cursor.rowcount
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 async def _send_notifications(cursor, notifications):

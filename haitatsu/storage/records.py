@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import functools
 import time
+from typing import NamedTuple
 
 import attrs
 
@@ -315,9 +316,49 @@ class MessageInfo:
         received; for a message stored as a skeleton plus parts, ``blob_key`` names the skeleton.
         Read through ``IMailStore.open_message``/``read_message``, never the blob store directly.
         """
-        if not self.layout:
-            return [(self.blob_key, 0, self.size_bytes)]
-        return [(key, offset, length) for key, offset, length in self.layout]
+        return message_segments(self.blob_key, self.size_bytes, self.layout)
+
+
+def message_segments(blob_key: str, size_bytes: int, layout) -> list[tuple[str, int, int]]:
+    """``(blob_key, offset, length)`` triples whose concatenation is the message."""
+    if not layout:
+        return [(blob_key, 0, size_bytes)]
+    return [(key, offset, length) for key, offset, length in layout]
+
+
+class MessageSummary(NamedTuple):
+    """A placement as IMAP's bulk commands read it (``IMailStore.message_summaries``): UID,
+    MODSEQ, flags, internal date and size, plus the message fields the command asked for
+    (None when not asked). A tuple, because FETCH 1:* makes one per message."""
+
+    uid: int
+    modseq: int
+    flags: tuple[str, ...]
+    internal_date: int
+    size_bytes: int
+    envelope: str | None = None
+    body: str | None = None
+    bodystructure: str | None = None
+    header_size: int = 0
+    subject: str | None = None
+    text_body_extract: str | None = None
+    html_body_extract: str | None = None
+    blob_key: str = ""
+    layout: list | None = None
+    parts: dict | None = None
+
+    @property
+    def read(self) -> bool:
+        return "\\Seen" in self.flags
+
+    @property
+    def keywords(self) -> tuple[str, ...]:
+        return tuple(f for f in self.flags if not f.startswith("\\"))
+
+    @property
+    def segments(self) -> list[tuple[str, int, int]]:
+        """As ``MessageInfo.segments`` (needs ``blob_key`` and ``layout`` asked for)."""
+        return message_segments(self.blob_key, self.size_bytes, self.layout)
 
 
 @attrs.frozen

@@ -66,5 +66,5 @@ class PostgresIMAPTests(IMAPTestCase):
         await idler.wait_for(rb"\* 383 EXISTS\r\n")
         idler.send(b"DONE\r\n")
         await idler.wait_for(rb"^i OK")
-        self.assertEqual(idler.protocol.view.uids, watcher.protocol.view.uids)
+        self.assertEqual(list(idler.protocol.view.uids), list(watcher.protocol.view.uids))
         self.assertEqual(idler.protocol.view.row(100).flags, watcher.protocol.view.row(100).flags)

@@ -8,8 +8,9 @@ to reference, is in docs/storage.md.
 
 The store is one class, ``MailStore``, written in parts: ``base`` (lifecycle, transactions,
 announcements, UID allocation), ``accounts`` (mailboxes, app passwords, throttling, quotas),
-``folders``, ``messages``, ``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch``
-(MULTIAPPEND), ``outbound`` (the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
+``folders``, ``messages``, ``summaries`` (light rows for IMAP's bulk FETCH and SEARCH),
+``sync`` (CONDSTORE/QRESYNC: changes since a MODSEQ), ``batch`` (MULTIAPPEND), ``outbound``
+(the queue's rows) and ``gc``; for the REST API ``routes`` (with RCPT
 resolution and send-as), ``rules`` (run at delivery), ``labels`` (and ``label_views``: a label
 as IMAP's ``Labels/<name>`` folder), ``message_ops``,
 ``folder_ops`` and ``audit``; ``bounces`` (VERP bounces received); ``submission``
@@ -64,6 +65,7 @@ from haitatsu.storage.store.rules import RulesMixin
 from haitatsu.storage.store.senderrules import SenderRulesMixin
 from haitatsu.storage.store.sieve import NoSuchScript, ScriptIsActive, SieveMixin
 from haitatsu.storage.store.submission import SubmissionMixin
+from haitatsu.storage.store.summaries import SummariesMixin
 from haitatsu.storage.store.sync import SyncMixin
 
 
@@ -72,6 +74,7 @@ class MailStore(
     AccountsMixin,
     FoldersMixin,
     MessagesMixin,
+    SummariesMixin,
     SyncMixin,
     BatchMixin,
     OutboundMixin,

@@ -1,0 +1,3 @@
+-- Nothing on PostgreSQL: large columns are stored out of line (TOAST), so reading a message's
+-- subject does not read its headers or text extracts, and a B-tree over subjects would refuse
+-- subjects longer than about 2.7 KB. (SQLite: 017_imap_subject_index.sqlite.sql.)

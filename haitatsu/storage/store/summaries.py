@@ -1,0 +1,195 @@
+"""Light rows for IMAP's bulk commands: ``FETCH 1:* (FLAGS ENVELOPE)`` and SEARCH over a whole
+folder read, per message, a few columns, not the whole message row.
+
+``get_messages`` builds a ``MailboxMessage`` and a full ``MessageInfo`` per message (headers,
+address lists, text extracts, part offsets: several JSON documents each); on a folder of
+100,000 messages that costs seconds. ``message_summaries`` selects only the placement's flag
+columns and the message fields asked for, and returns tuples.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer
+
+from haitatsu.storage.records import FLAG_COLUMNS, MessageSummary
+from haitatsu.storage.store.base import StoreBase
+
+#: The message fields ``message_summaries`` can add, with the column each comes from.
+SUMMARY_FIELDS = {
+    "envelope": "m.envelope",
+    "body": "m.body",
+    "bodystructure": "m.bodystructure",
+    "header_size": "m.header_size",
+    "subject": "m.subject",
+    "text_body_extract": "m.text_body_extract",
+    "html_body_extract": "m.html_body_extract",
+    "blob_key": "m.blob_key",
+    "layout": "m.layout",
+    "parts": "m.parts",
+}
+_JSON_FIELDS = frozenset({"layout", "parts"})
+_ROW_COLUMNS = "mm.uid, mm.modseq, mm.internal_date, mm.size_bytes, mm.keywords, " + ", ".join(
+    f"mm.{column}" for column in FLAG_COLUMNS.values()
+)
+_SYSTEM_FLAGS = tuple(FLAG_COLUMNS.items())
+#: Where the message fields start in a row of ``_ROW_COLUMNS`` and the fields.
+_FIRST_FIELD = 5 + len(FLAG_COLUMNS)
+#: The defaults of ``MessageSummary``'s optional fields, in order.
+_DEFAULTS = tuple(MessageSummary._field_defaults[f] for f in MessageSummary._fields[5:])
+#: Reads ``read_message_ranges`` runs at once where it cannot read in one thread call.
+_CONCURRENT_READS = 16
+#: A UID range is read whole (and filtered) when at least this share of it is wanted.
+_DENSE = 0.25
+
+
+class SummariesMixin(StoreBase):
+    def label_summaries(self, label_id, uids, fields=()):
+        """``message_summaries`` for a label view (IMAP's ``Labels/<name>``): UIDs are the
+        label's link UIDs."""
+        return self.message_summaries(label_id, uids, fields, label=True)
+
+    def label_folder_summaries(self, label_id):
+        """``folder_summaries`` for a label view, by link UID."""
+
+        async def txn_fn(txn):
+            rows = await txn.execute_values(
+                _select(txn, (), label=True) + "1 = 1 ORDER BY ml.uid", (label_id,)
+            )
+            return _summaries(rows, ())
+
+        return self._run("label_folder_summaries", txn_fn, readonly=True)
+
+    def message_summaries(self, folder_id, uids, fields=(), label=False):
+        """Fire with a ``MessageSummary`` for each live placement of ``folder_id`` among
+        ``uids``, in UID order, carrying the message ``fields`` asked for (names of
+        ``SUMMARY_FIELDS``); UIDs that are not there are left out."""
+        uids = sorted(set(int(u) for u in uids))
+        fields = tuple(fields)
+        unknown = set(fields) - set(SUMMARY_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown summary fields: {sorted(unknown)}")
+        wanted = set(uids)
+
+        async def txn_fn(txn):
+            select = _select(txn, fields, label)
+            uid = "ml.uid" if label else "mm.uid"
+            if len(uids) >= _DENSE * (uids[-1] - uids[0] + 1):
+                rows = await txn.execute_values(
+                    select + f"{uid} >= ? AND {uid} <= ? ORDER BY {uid}",
+                    (folder_id, uids[0], uids[-1]),
+                )
+                if len(uids) != uids[-1] - uids[0] + 1:
+                    rows = [r for r in rows if r[0] in wanted]
+            else:
+                rows = []
+                for start in range(0, len(uids), 500):
+                    clause, params = txn.in_clause(uid, uids[start : start + 500])
+                    rows += await txn.execute_values(
+                        select + clause + f" ORDER BY {uid}", (folder_id, *params)
+                    )
+            return _summaries(rows, fields)
+
+        if not uids:
+            return defer.succeed([])
+        return self._run("message_summaries", txn_fn, readonly=True)
+
+    def folder_summaries(self, folder_id):
+        """Fire with a ``MessageSummary`` (no message fields) for every live placement of the
+        folder, in UID order: what a session's view of a selected folder holds."""
+
+        async def txn_fn(txn):
+            rows = await txn.execute_values(
+                f"SELECT {_ROW_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                "AND mm.deleted_at IS NULL ORDER BY mm.uid",
+                (folder_id,),
+            )
+            return _summaries(rows, ())
+
+        return self._run("folder_summaries", txn_fn, readonly=True)
+
+    def read_message_ranges(self, requests):
+        """Fire with, for each ``(info, ranges)`` of ``requests``, the bytes of the message at
+        each ``(start, length)`` of ``ranges`` (a list of bytes per request, in order).
+        ``info`` is a ``MessageInfo`` or a ``MessageSummary`` with ``blob_key`` and
+        ``layout``. On a blob directory every range of a single-blob message is read in one
+        thread call; other reads run concurrently, ``_CONCURRENT_READS`` at a time."""
+        return defer.Deferred.fromCoroutine(self._read_message_ranges(list(requests)))
+
+    async def _read_message_ranges(self, requests):
+        out = [[None] * len(ranges) for _, ranges in requests]
+        read_many = getattr(self.blobs, "read_many", None)
+        if read_many is not None:
+            where, wanted = [], []
+            for n, (info, ranges) in enumerate(requests):
+                if not info.layout:
+                    for k, (start, length) in enumerate(ranges):
+                        where.append((n, k))
+                        wanted.append((info.blob_key, start, length))
+            if wanted:
+                for (n, k), data in zip(where, await read_many(wanted), strict=True):
+                    out[n][k] = data
+        rest = [
+            (n, k, info, start, length)
+            for n, (info, ranges) in enumerate(requests)
+            for k, (start, length) in enumerate(ranges)
+            if out[n][k] is None
+        ]
+        for first in range(0, len(rest), _CONCURRENT_READS):
+            chunk = rest[first : first + _CONCURRENT_READS]
+            datas = await defer.gatherResults(
+                [self.read_message(info, start, length) for _, _, info, start, length in chunk],
+                consumeErrors=True,
+            )
+            for (n, k, *_), data in zip(chunk, datas, strict=True):
+                out[n][k] = data
+        return out
+
+
+#: Fields a covering index on ``messages`` holds (migration 017, SQLite).
+_SUBJECT_INDEX = frozenset({"subject"})
+
+
+def _select(txn, fields, label=False) -> str:
+    """The start of the SELECT for ``fields``, up to the UID condition. ``label``: the rows of
+    a label view (``?`` is the label id, and the UID is the link's: ``ml.uid``)."""
+    columns = _ROW_COLUMNS
+    join = ""
+    if fields:
+        columns += ", " + ", ".join(SUMMARY_FIELDS[f] for f in fields)
+        hint = txn.index_hint("messages_id_subject") if set(fields) <= _SUBJECT_INDEX else ""
+        join = f" JOIN messages m{hint} ON m.id = mm.message_id"
+    if label:
+        return (
+            f"SELECT {columns.replace('mm.uid', 'ml.uid', 1)} FROM message_labels ml "
+            f"JOIN mailbox_messages mm ON mm.id = ml.mailbox_message_id{join} "
+            "WHERE ml.label_id = ? AND mm.deleted_at IS NULL AND "
+        )
+    return (
+        f"SELECT {columns} FROM mailbox_messages mm{join} WHERE mm.folder_id = ? "
+        "AND mm.deleted_at IS NULL AND "
+    )
+
+
+def _summaries(rows, fields) -> list[MessageSummary]:
+    """Rows of ``_ROW_COLUMNS`` (then ``fields``) as ``MessageSummary`` values; the flags of
+    rows with the same flag columns are one shared tuple."""
+    flag_cache: dict = {}
+    positions = [MessageSummary._fields.index(f) for f in fields]
+    json_positions = [p for p, f in zip(positions, fields, strict=True) if f in _JSON_FIELDS]
+    new = tuple.__new__
+    out = []
+    for r in rows:
+        key = r[4:_FIRST_FIELD]
+        flags = flag_cache.get(key)
+        if flags is None:
+            system = tuple(f for (f, _), on in zip(_SYSTEM_FLAGS, key[1:], strict=True) if on)
+            flags = flag_cache[key] = system + tuple(json.loads(key[0] or "[]"))
+        values = [r[0], r[1], flags, r[2], r[3], *_DEFAULTS]
+        for position, value in zip(positions, r[_FIRST_FIELD:], strict=True):
+            values[position] = value
+        for position in json_positions:
+            values[position] = json.loads(values[position]) if values[position] else None
+        out.append(new(MessageSummary, values))
+    return out
