@@ -14,6 +14,8 @@ once).
 
 from __future__ import annotations
 
+import os
+
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError
@@ -138,3 +140,42 @@ class PollingService(Service):
                 continue
             await self._sleep(delay)
             delay = min(delay * 2, self.max_poll)
+
+
+class LeasedWorkers(PollingService):
+    """A ``PollingService`` whose loops claim rows with a lease: the outbound queue and the job
+    workers. ``reactor`` runs threads and connections; ``clock`` (the reactor unless given) is
+    the time of claims, leases and polls; ``node`` names the lease owner (default
+    ``server.instance_name``); work in transit is spooled under ``spool_dir`` (made at start)."""
+
+    #: How long a claim holds before another node may take the work over.
+    DEFAULT_LEASE_SECONDS = 300
+
+    def __init__(
+        self,
+        store,
+        get_config,
+        reactor,
+        spool_dir: str,
+        clock=None,
+        node: str | None = None,
+        lease_seconds: float | None = None,
+    ):
+        self.store = store
+        self.get_config = get_config
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.node = node or get_config().server.instance_name
+        self.lease_seconds = self.DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds
+        self.spool_dir = os.path.abspath(spool_dir)
+
+    def startService(self):
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        super().startService()
+
+    def stop_grace(self) -> float:
+        """Work in hand may finish for up to ``server.shutdown_timeout_seconds`` (10 s if 0)."""
+        return self.get_config().server.shutdown_timeout_seconds or 10
+
+    def now_ns(self) -> int:
+        return int(self.clock.seconds() * 1_000_000_000)

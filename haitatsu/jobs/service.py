@@ -36,13 +36,13 @@ from haitatsu.jobs import exporter, spool
 from haitatsu.jobs.common import SourceError
 from haitatsu.jobs.importer import Importer, open_source
 from haitatsu.metrics import METRICS
-from haitatsu.polling import PollingService
+from haitatsu.polling import LeasedWorkers
 from haitatsu.storage.store.importing import ImportTargetGone
 from haitatsu.storage.store.jobs import JOB_KINDS, JOBS_CHANNEL, JobLeaseLost
 
 MIN_POLL = 0.25
 MAX_POLL = 30.0
-DEFAULT_LEASE_SECONDS = 300
+DEFAULT_LEASE_SECONDS = LeasedWorkers.DEFAULT_LEASE_SECONDS
 #: Claims of one job before it fails (a job that keeps killing its node must not loop forever).
 MAX_ATTEMPTS = 5
 #: Pause before a job that met unavailable storage is due again, doubled with each attempt
@@ -58,7 +58,7 @@ class JobFailed(Exception):
     """The job cannot be done; the text goes to ``last_error``."""
 
 
-class JobWorker(PollingService):
+class JobWorker(LeasedWorkers):
     """The export and import workers of one node.
 
     ``reactor`` runs threads and connections; ``clock`` (the reactor unless given) is the time
@@ -73,24 +73,6 @@ class JobWorker(PollingService):
     max_poll = MAX_POLL
     _log = Logger()
 
-    def __init__(
-        self,
-        store,
-        get_config,
-        reactor,
-        spool_dir: str,
-        clock=None,
-        node: str | None = None,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    ):
-        self.store = store
-        self.get_config = get_config
-        self.reactor = reactor
-        self.clock = clock if clock is not None else reactor
-        self.node = node or get_config().server.instance_name
-        self.lease_seconds = lease_seconds
-        self.spool_dir = os.path.abspath(spool_dir)
-
     # -- loops ------------------------------------------------------------------------------
 
     def lanes(self):
@@ -98,7 +80,6 @@ class JobWorker(PollingService):
         return [kind for kind in JOB_KINDS for _ in range(loops)]
 
     def startService(self):
-        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
         super().startService()
         self._log.info(
             "job workers started: {loops} per kind on {node}",
@@ -106,15 +87,7 @@ class JobWorker(PollingService):
             node=self.node,
         )
 
-    def stop_grace(self) -> float:
-        """A job in progress is handed back after the message in hand (within
-        ``server.shutdown_timeout_seconds``, else cut off: its lease then runs out)."""
-        return self.get_config().server.shutdown_timeout_seconds or 10
-
     # -- one job ----------------------------------------------------------------------------
-
-    def now_ns(self) -> int:
-        return int(self.clock.seconds() * 1_000_000_000)
 
     def _thread(self, fn, *args):
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), fn, *args)

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 
 from haitatsu.interfaces import OverQuota
 from haitatsu.metrics import METRICS
-from haitatsu.polling import PollingService
+from haitatsu.polling import LeasedWorkers
 from haitatsu.queue.dsn import build_dsn
 from haitatsu.queue.relay import RelayResult, deliver_via_relay, session_error
 from haitatsu.storage.records import Delivery
@@ -31,7 +31,7 @@ from haitatsu.storage.store.outbound import OUTBOUND_CHANNEL
 
 MIN_POLL = 0.25
 MAX_POLL = 30.0
-DEFAULT_LEASE_SECONDS = 300
+DEFAULT_LEASE_SECONDS = LeasedWorkers.DEFAULT_LEASE_SECONDS
 DEFAULT_MAX_ATTEMPTS = 30
 DEFAULT_MAX_RETRY_MINUTES = 240
 #: The original header block kept in a bounce is cut here.
@@ -54,7 +54,7 @@ def retry_window_seconds(max_attempts: int, max_retry_minutes: int) -> float:
     return sum(retry_delay_seconds(n, max_retry_minutes) for n in range(1, attempts))
 
 
-class OutboundQueue(PollingService):
+class OutboundQueue(LeasedWorkers):
     """The queue workers of one node.
 
     ``reactor`` makes connections and runs threads; ``clock`` (the reactor unless given) is the
@@ -69,23 +69,8 @@ class OutboundQueue(PollingService):
     max_poll = MAX_POLL
     _log = Logger()
 
-    def __init__(
-        self,
-        store,
-        get_config,
-        reactor,
-        spool_dir: str,
-        clock=None,
-        node: str | None = None,
-        lease_seconds: float = DEFAULT_LEASE_SECONDS,
-    ):
-        self.store = store
-        self.get_config = get_config
-        self.reactor = reactor
-        self.clock = clock if clock is not None else reactor
-        self.node = node or get_config().server.instance_name
-        self.lease_seconds = lease_seconds
-        self.spool_dir = os.path.abspath(spool_dir)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         #: How each route delivers: ``async def (job, config, started) -> RelayResult``.
         self.routes = {"relay": self._deliver_relay}
         self._clients: dict[str, object] = {}
@@ -97,7 +82,6 @@ class OutboundQueue(PollingService):
         return [None] * max(1, self.get_config().workers.concurrency)
 
     def startService(self):
-        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
         super().startService()
         self._log.info(
             "outbound queue started: {loops} workers on {node}",
@@ -105,19 +89,11 @@ class OutboundQueue(PollingService):
             node=self.node,
         )
 
-    def stop_grace(self) -> float:
-        """Deliveries in flight may finish for up to ``server.shutdown_timeout_seconds``;
-        then they are dropped (their jobs are retried)."""
-        return self.get_config().server.shutdown_timeout_seconds or 10
-
     def stop_overdue(self):
         for client in list(self._clients.values()):
             client.abort()
 
     # -- one job ----------------------------------------------------------------------------
-
-    def now_ns(self) -> int:
-        return int(self.clock.seconds() * 1_000_000_000)
 
     async def run_once(self, lane=None) -> bool:
         """Claim one due job and deliver it; False when nothing was due (or no relay is
