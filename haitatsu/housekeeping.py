@@ -1,11 +1,13 @@
 """Housekeeping: periodic background work on the store (DESIGN.md service tree).
 
-Today that is blob garbage collection, and hourly: the removal of expired exports, the purge
-of messages soft-deleted long ago (API.md 5.7) and the pruning of old QRESYNC vanished UIDs
-(docs/storage.md "Retention"). Each job is a named background task: it logs when it starts,
-what it did and its own failures, and a failure never stops the schedule (the next run tries
-again). Runs of one job never overlap, and stopping the service lets a run in progress end at
-its next blob (message, folder) instead of cutting it mid-transaction.
+Today that is blob garbage collection, and hourly: the removal of expired exports, the soft
+deletion of messages left in Trash, the purge of messages soft-deleted long ago (API.md 5.7) and
+the pruning of old QRESYNC vanished UIDs (docs/storage.md "Retention"), with the periods of the
+``retention`` config block, read at each run (a reload applies from the next one). Each job is a
+named background task: it logs when it starts, what it did and its own failures, and a failure
+never stops the schedule (the next run tries again). Runs of one job never overlap, and stopping
+the service lets a run in progress end at its next blob (message, folder) instead of cutting it
+mid-transaction.
 """
 
 from __future__ import annotations
@@ -14,13 +16,11 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from haitatsu.config.model import RetentionConfig
+
 DAY = 86400
-#: How long a UID that left a folder is remembered for QRESYNC (RFC 7162). A client that last
-#: synchronised before that is told every UID it may know of that is gone (an over-report).
-VANISHED_RETENTION_SECONDS = 30 * DAY
-#: API.md 5.7: a message is purged once every placement was soft-deleted this long ago ...
-PURGE_AFTER_DELETE_SECONDS = 30 * DAY
-#: ... and it was stored at least this long ago.
+#: API.md 5.7: a message is purged once every placement was soft-deleted ``deleted_days`` ago
+#: (``retention`` config block) and it was stored at least this long ago.
 PURGE_MIN_AGE_SECONDS = DAY
 
 
@@ -61,10 +61,12 @@ class BackgroundTask:
 class Housekeeping(Service):
     """Runs blob garbage collection every ``gc_interval`` seconds (0 = never), keeping
     unreferenced blobs for ``gc_grace`` seconds; every ``expiry_interval`` seconds (hourly)
-    removes expired exports, purges messages whose placements were all soft-deleted
-    ``purge_after_delete`` seconds ago (and no outbound job still has to send them), and
-    prunes vanished UIDs older than ``vanished_retention`` seconds. The first runs come one
-    interval after start, when the store has long been opened."""
+    removes expired exports, soft-deletes the messages of Trash untouched for
+    ``trash_days``, purges messages whose placements were all soft-deleted ``deleted_days``
+    ago (and no outbound job still has to send them), and prunes vanished UIDs older than
+    ``vanished_days``. The periods come from ``retention``, a callable that returns the
+    current ``RetentionConfig`` (the defaults when None). The first runs come one interval
+    after start, when the store has long been opened."""
 
     name = "housekeeping"
 
@@ -75,20 +77,17 @@ class Housekeeping(Service):
         gc_interval: float,
         gc_grace: float,
         expiry_interval: float = 3600,
-        vanished_retention: float = VANISHED_RETENTION_SECONDS,
-        purge_after_delete: float = PURGE_AFTER_DELETE_SECONDS,
-        purge_min_age: float = PURGE_MIN_AGE_SECONDS,
+        retention=None,
     ):
         self.store = store
         self.clock = clock
         self.gc_interval = gc_interval
         self.gc_grace = gc_grace
         self.expiry_interval = expiry_interval
-        self.vanished_retention = vanished_retention
-        self.purge_after_delete = purge_after_delete
-        self.purge_min_age = purge_min_age
+        self.retention = retention or RetentionConfig
         self.garbage_collection = BackgroundTask("blob garbage collection", self._collect)
         self.export_expiry = BackgroundTask("expired exports", self._expire_exports)
+        self.trash_expiry = BackgroundTask("trash expiry", self._expire_trash)
         self.message_purge = BackgroundTask("message purge", self._purge_messages)
         self.vanished_pruning = BackgroundTask("vanished UID pruning", self._prune_vanished)
         self._loop: task.LoopingCall | None = None
@@ -111,23 +110,28 @@ class Housekeeping(Service):
     def _ago(self, seconds: float) -> int:
         return int((self.clock.seconds() - seconds) * 1e9)
 
+    def _expire_trash(self):
+        return self.store.expire_trash(
+            self._ago(self.retention().trash_days * DAY), should_continue=lambda: self.running
+        )
+
     def _purge_messages(self):
         return self.store.purge_expired_messages(
-            self._ago(self.purge_after_delete),
-            self._ago(self.purge_min_age),
+            self._ago(self.retention().deleted_days * DAY),
+            self._ago(PURGE_MIN_AGE_SECONDS),
             should_continue=lambda: self.running,
         )
 
     def _prune_vanished(self):
         return self.store.prune_vanished(
-            self._ago(self.vanished_retention), should_continue=lambda: self.running
+            self._ago(self.retention().vanished_days * DAY), should_continue=lambda: self.running
         )
 
     def _hourly(self):
         return defer.DeferredList([t.run() for t in self._hourly_tasks()])
 
     def _hourly_tasks(self):
-        return (self.export_expiry, self.message_purge, self.vanished_pruning)
+        return (self.trash_expiry, self.export_expiry, self.message_purge, self.vanished_pruning)
 
     def startService(self):
         super().startService()

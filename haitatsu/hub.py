@@ -53,6 +53,7 @@ class HaitatsuService(MultiService):
             reactor,
             gc_interval=config.storage.blob_gc_interval_seconds,
             gc_grace=config.storage.blob_gc_grace_seconds,
+            retention=lambda: self.get_config().retention,
         )
         self.housekeeping.setServiceParent(self)
         # None when tls.mode is off. Built here, before the reactor runs and before twistd drops

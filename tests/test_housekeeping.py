@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
+from twisted.web.server import Site
 
+from haitatsu.config.model import RetentionConfig
 from haitatsu.housekeeping import Housekeeping
 from haitatsu.interfaces import StorageUnavailable
+from haitatsu.storage.records import now_ns
+from tests.api.client import APIClient
+from tests.api.test_stream import SSEClient
+from tests.imap.helpers import SIMPLE, IMAPTestCase
 from tests.storage.test_store_contract import MESSAGE
-from tests.support import deliver_bytes, make_store
+from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
 
 
 class HousekeepingTests(unittest.TestCase):
@@ -103,8 +112,6 @@ class HourlyRetentionTests(unittest.TestCase):
     vanished UIDs older than 30 days (QRESYNC), each as its own named task."""
 
     async def test_hourly_purge_and_pruning(self):
-        import time
-
         store = await make_store(self)
         clock = task.Clock()
         clock.advance(time.time())
@@ -139,9 +146,7 @@ class HourlyRetentionTests(unittest.TestCase):
         service.startService()
         self.addCleanup(service.stopService)
         clock.advance(3600)
-        for t in (service.message_purge, service.vanished_pruning, service.export_expiry):
-            if t.running is not None:
-                await t.running
+        await wait_hourly(service)
         self.assertFalse(await store.purge_message(old.message_id))  # already gone
         # The recent deletion stays for 30 days, the live message for ever.
         self.assertIsNotNone(await store.get_message_view(kept.id))
@@ -156,3 +161,187 @@ class HourlyRetentionTests(unittest.TestCase):
             )
 
         self.assertEqual((await store.db.run("test_count", count, readonly=True))["n"], 1)
+
+
+async def hourly_pass(testcase, store, retention=None, later=0.0):
+    """Start a Housekeeping on ``store`` whose clock reads now + ``later`` seconds, let one
+    hourly pass run to its end, and return the service (stopped when the test ends)."""
+    clock = task.Clock()
+    clock.advance(time.time() + later)
+    service = Housekeeping(store, clock, gc_interval=0, gc_grace=0, retention=retention)
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    clock.advance(service.expiry_interval)
+    await wait_hourly(service)
+    return service
+
+
+async def wait_hourly(service):
+    for t in service._hourly_tasks():
+        if t.running is not None:
+            await t.running
+
+
+async def age_in_trash(store, mailbox_message_id, days):
+    """Make a row look last changed ``days`` ago."""
+
+    async def backdate(txn):
+        await txn.execute(
+            "UPDATE mailbox_messages SET updated_at = ? WHERE id = ?",
+            (now_ns() - int(days * 86400 * 1e9), mailbox_message_id),
+        )
+
+    await store.db.run("test_backdate_trash", backdate)
+
+
+class TrashExpiryMixin:
+    """API.md 5.7: the hourly pass soft-deletes messages whose Trash row was last updated more
+    than ``retention.trash_days`` (30) ago, with every effect of ``DELETE ...?force=true``:
+    the quota released, an expunge for IMAP sessions, the event stream and QRESYNC."""
+
+    async def setUp(self):
+        await self._setUp()
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.rest = APIClient(self.store)
+        self.trash = await self.store.get_folder(self.mailbox.id, "Trash")
+
+    async def to_trash(self, count):
+        """Deliver ``count`` messages and DELETE each through REST (to Trash); their ids."""
+        ids = []
+        for _ in range(count):
+            placed = await self.deliver(SIMPLE)
+            answer = await self.rest.delete(f"/api/v1/messages/{placed.id}")
+            self.assertEqual(answer.status, 200)
+            ids.append(placed.id)
+        return ids
+
+    async def trash_ids(self):
+        answer = await self.rest.get(
+            f"/api/v1/mailboxes/{self.mailbox.id}/messages?folder_id={self.trash.id}"
+        )
+        return [m["mailbox_message"]["id"] for m in answer.json["data"]]
+
+    async def used_bytes(self):
+        answer = await self.rest.get(f"/api/v1/mailboxes/{self.mailbox.id}")
+        return answer.json["data"].get("used_bytes", 0)
+
+    async def stream(self):
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Site(self.rest.api.resource())
+        )
+        self.addCleanup(port.stopListening)
+        client = SSEClient(f"/api/v1/mailboxes/{self.mailbox.id}/stream")
+        factory = Factory()
+        factory.buildProtocol = lambda addr: client
+        await TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(factory)
+        self.addCleanup(lambda: client.transport.loseConnection())
+        await client.wait(lambda: client.head is not None)
+        return client
+
+    async def test_old_trash_is_soft_deleted_and_everyone_hears_it(self):
+        old, recent = await self.to_trash(2)
+        await age_in_trash(self.store, old, 31)
+        size = len(SIMPLE)
+        self.assertEqual(await self.used_bytes(), 2 * size)  # Trash still counts
+        before = (await self.store.get_folder_by_id(self.trash.id)).highest_modseq
+        session = await self.selected(b"Trash")
+        stream = await self.stream()
+
+        service = await hourly_pass(self, self.store)
+
+        # REST: gone from Trash, its size out of the quota (as recompute-usage agrees), the
+        # row itself soft-deleted (restore brings it back, as after DELETE ?force=true).
+        self.assertEqual(await self.trash_ids(), [recent])
+        self.assertEqual(await self.used_bytes(), size)
+        recomputed = await self.rest.post(f"/api/v1/mailboxes/{self.mailbox.id}/recompute-usage")
+        self.assertEqual(recomputed.json["data"]["used_bytes"], size)
+        self.assertEqual((await self.rest.get(f"/api/v1/messages/{old}")).status, 404)
+        # The event stream and the IMAP session that has Trash selected hear the expunge.
+        expunged = await stream.next_event("message.expunged")
+        self.assertEqual(
+            (expunged["data"]["id"], expunged["data"]["folder_id"], expunged["data"]["uid"]),
+            (old, self.trash.id, 1),
+        )
+        await changes_settled(self.store)
+        self.assertEqual(
+            await session.command(b"n NOOP"), b"* 1 EXPUNGE\r\nn OK NOOP completed\r\n"
+        )
+        # QRESYNC: UID 1 left Trash after the MODSEQ a client last saw.
+        report = await self.store.vanished_report(self.trash.id, before)
+        self.assertEqual(report.uids, (1,))
+        finished = [
+            e
+            for e in self.events
+            if e.get("task") == "trash expiry" and e.get("result") is not None
+        ]
+        self.assertEqual(finished[-1]["result"], {"folders": 1, "messages": 1})
+        self.assertIsNone(service.trash_expiry.running)
+
+        # deleted_days later the purge takes the soft-deleted message for good.
+        restored = await self.rest.post(f"/api/v1/messages/{recent}/restore")
+        self.assertEqual(restored.status, 200)
+        await hourly_pass(self, self.store, later=31 * 86400)
+        message_id = await self.message_id(old)
+        self.assertIsNone(message_id)
+
+    async def message_id(self, mailbox_message_id):
+        async def read(txn):
+            return await txn.execute_one(
+                "SELECT message_id FROM mailbox_messages WHERE id = ?", (mailbox_message_id,)
+            )
+
+        row = await self.store.db.run("test_read", read, readonly=True)
+        return None if row is None else row["message_id"]
+
+    async def test_nothing_younger_than_the_period_and_nothing_outside_trash(self):
+        [in_trash] = await self.to_trash(1)
+        live = await self.deliver(SIMPLE)
+        await age_in_trash(self.store, in_trash, 29)
+        await age_in_trash(self.store, live.id, 400)  # an old INBOX message stays
+        await hourly_pass(self, self.store)
+        self.assertEqual(await self.trash_ids(), [in_trash])
+        self.assertIsNotNone(await self.store.get_message_entry(live.id))
+        self.assertEqual(await self.used_bytes(), 2 * len(SIMPLE))
+
+    async def test_a_short_period_from_the_retention_config(self):
+        two_days, fresh = await self.to_trash(2)
+        await age_in_trash(self.store, two_days, 2)
+        current = [RetentionConfig()]
+        clock = task.Clock()
+        clock.advance(time.time())
+        service = Housekeeping(
+            self.store, clock, gc_interval=0, gc_grace=0, retention=lambda: current[0]
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        clock.advance(3600)
+        await wait_hourly(service)
+        self.assertEqual(await self.trash_ids(), [fresh, two_days])
+        # A reload to one day applies from the next hourly pass.
+        current[0] = RetentionConfig(trash_days=1)
+        clock.advance(3600)
+        await wait_hourly(service)
+        self.assertEqual(await self.trash_ids(), [fresh])
+
+    async def test_many_in_batches(self):
+        ids = await self.to_trash(5)
+        for mm in ids:
+            await age_in_trash(self.store, mm, 40)
+        report = await self.store.expire_trash(now_ns() - 30 * 86400 * 10**9, batch=2)
+        self.assertEqual(report, {"folders": 1, "messages": 5})
+        self.assertEqual(await self.trash_ids(), [])
+        self.assertEqual(await self.used_bytes(), 0)
+
+
+class SQLiteTrashExpiryTests(TrashExpiryMixin, IMAPTestCase):
+    pass
+
+
+class PostgresTrashExpiryTests(TrashExpiryMixin, IMAPTestCase):
+    skip = PG_SKIP
+    timeout = 120
+
+    async def open_store(self, root):
+        return await make_pg_store(self, root)

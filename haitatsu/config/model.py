@@ -401,6 +401,20 @@ class WorkersConfig:
 
 
 @attrs.frozen
+class RetentionConfig:
+    """Our addition: how long the hourly cleanup (API.md 5.7, docs/storage.md "Retention") keeps
+    what it lets go, in days (at least 1; the defaults are API.md's periods). Hot: each hourly
+    run reads the current values."""
+
+    #: A message in Trash whose row has not changed for this long is soft-deleted.
+    trash_days: int = attrs.field(default=30, validator=_positive)
+    #: A message whose placements were all soft-deleted this long ago is purged.
+    deleted_days: int = attrs.field(default=30, validator=_positive)
+    #: How long a UID that left a folder is remembered for QRESYNC (RFC 7162).
+    vanished_days: int = attrs.field(default=30, validator=_positive)
+
+
+@attrs.frozen
 class ImportsConfig:
     """Our addition: where ``maildir`` and ``mbox`` import jobs may read (docs/api.md
     "Import jobs"). A source ``path`` must resolve inside ``root``; empty (the default) refuses
@@ -618,6 +632,7 @@ class Config:
     api: APIConfig = APIConfig()
     limits: LimitsConfig = LimitsConfig()
     workers: WorkersConfig = WorkersConfig()
+    retention: RetentionConfig = RetentionConfig()
     notifications: NotificationsConfig = NotificationsConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()

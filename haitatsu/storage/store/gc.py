@@ -1,4 +1,5 @@
-"""Purging messages and collecting unreferenced blobs (the safety argument: docs/storage.md)."""
+"""Emptying Trash, purging messages and collecting unreferenced blobs (the safety argument:
+docs/storage.md)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,74 @@ from haitatsu.storage.records import (
 from haitatsu.storage.store.base import StoreBase
 from haitatsu.storage.store.common import (
     _CLAIMED,
+    _MM_COLUMNS,
     CLAIM_TIMEOUT_SECONDS,
+    _folder,
     _log,
+    _mailbox_message,
     _message_blob_keys,
     new_id,
 )
 
 
 class GarbageMixin(StoreBase):
+    def expire_trash(self, updated_before_ns, batch=200, should_continue=None):
+        """API.md 5.7: soft-delete every live message of a Trash folder whose row was last
+        updated before ``updated_before_ns``, as an EXPUNGE in Trash or ``DELETE
+        /messages/:id?force=true`` does (``_remove_placements``): ``deleted_at`` set, the size
+        released from ``used_bytes``, the UIDs remembered for QRESYNC and each one announced
+        as an expunge, so IMAP sessions and event streams hear it. Up to ``batch`` messages of
+        one folder a transaction; fire with ``{"folders", "messages"}``.
+
+        Trash folders are few rows each (their messages leave after the period), so the
+        candidates are read by scanning them rather than through an index of ``updated_at``
+        that every flag change and delivery would have to keep up."""
+        return defer.Deferred.fromCoroutine(
+            self._expire_trash(int(updated_before_ns), batch, should_continue or (lambda: True))
+        )
+
+    async def _expire_trash(self, updated_before, batch, should_continue):
+        async def candidates(txn, after):
+            return await txn.execute(
+                "SELECT f.id FROM folders f WHERE f.special_use = '\\Trash' AND f.id > ? "
+                "AND EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.folder_id = f.id "
+                "AND mm.deleted_at IS NULL AND mm.updated_at < ?) ORDER BY f.id LIMIT ?",
+                (after, updated_before, batch),
+            )
+
+        async def expire(txn, folder_id):
+            row = await txn.execute_one("SELECT * FROM folders WHERE id = ?", (folder_id,))
+            if row is None:
+                return 0
+            # Re-read under the lock: a row moved, flagged or deleted meanwhile is left alone.
+            rows = await txn.execute(
+                f"SELECT {_MM_COLUMNS} FROM mailbox_messages mm WHERE mm.folder_id = ? "
+                "AND mm.deleted_at IS NULL AND mm.updated_at < ? ORDER BY mm.uid LIMIT ?"
+                + txn.for_update,
+                (folder_id, updated_before, batch),
+            )
+            targets = [_mailbox_message(r) for r in rows]
+            await self._remove_placements(txn, _folder(row), targets, to_trash=False)
+            return len(targets)
+
+        report = {"folders": 0, "messages": 0}
+        after = ""
+        while should_continue():
+            folders = await self.db.run("trash_candidates", candidates, after, readonly=True)
+            for row in folders:
+                if not should_continue():
+                    break
+                report["folders"] += 1
+                while should_continue():
+                    done = await self._run("expire_trash", expire, row["id"])
+                    report["messages"] += done
+                    if done < batch:
+                        break
+            if len(folders) < batch:
+                break
+            after = folders[-1]["id"]
+        return report
+
     def purge_message(self, message_id):
         """Delete a message row for good once no live placement references it and no
         outbound job still has to send it: its soft-deleted placements go with it, the
