@@ -14,12 +14,15 @@ from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.web.server import Site
 
+from haitatsu.config.loader import load_config
 from haitatsu.config.model import RetentionConfig
 from haitatsu.housekeeping import Housekeeping
+from haitatsu.hub import HaitatsuService
 from haitatsu.interfaces import StorageUnavailable
 from haitatsu.storage.records import now_ns
 from tests.api.client import APIClient
 from tests.api.test_stream import SSEClient
+from tests.config.test_loader import ConfigFileMixin
 from tests.imap.helpers import SIMPLE, IMAPTestCase
 from tests.storage.test_store_contract import MESSAGE
 from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
@@ -345,3 +348,20 @@ class PostgresTrashExpiryTests(TrashExpiryMixin, IMAPTestCase):
 
     async def open_store(self, root):
         return await make_pg_store(self, root)
+
+
+class HubRetentionTests(ConfigFileMixin, unittest.TestCase):
+    """The hub's housekeeping reads the retention block of the config that is live now."""
+
+    async def test_reload_reaches_housekeeping(self):
+        directory = self.temp_dir()
+        server = f'server {{ data_dir = "{directory}/data" }}\n'
+        path = self.write_config(server + "retention { trash_days = 2 }\n")
+        hub = HaitatsuService(path, load_config(path), reactor)
+        self.assertEqual(hub.housekeeping.retention(), RetentionConfig(trash_days=2))
+        with open(path, "w") as f:
+            f.write(server + "retention { trash_days = 2; vanished_days = 5 }\n")
+        await hub.watcher.reload()
+        self.assertEqual(
+            hub.housekeeping.retention(), RetentionConfig(trash_days=2, vanished_days=5)
+        )

@@ -20,7 +20,7 @@ from haitatsu.config.loader import (
     load_config,
     load_config_async,
 )
-from haitatsu.config.model import Config, ConfigError, restart_keys_changed
+from haitatsu.config.model import Config, ConfigError, RetentionConfig, restart_keys_changed
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "etc" / "haitatsu.pkl"
 
@@ -188,6 +188,18 @@ class ValidationErrorTests(ConfigFileMixin, unittest.SynchronousTestCase):
             "imap.max_connections_per_ip: expected an Int, got a Boolean",
         )
 
+    def test_retention_periods(self):
+        self.assertConfigError("retention { trash_days = 0 }", "retention.trash_days: must be > 0")
+        self.assertConfigError(
+            "retention { deleted_days = -30 }", "retention.deleted_days: must be > 0"
+        )
+        self.assertConfigError(
+            'retention { vanished_days = "a month" }',
+            "retention.vanished_days: expected an Int, got a String",
+        )
+        self.assertConfigError("retention { trash_days = 1.5 }", "retention.trash_days")
+        self.assertConfigError("retention = 30", "retention: expected a block")
+
     def test_block_not_an_object(self):
         self.assertConfigError("limits = 5", "limits: expected a block")
 
@@ -304,6 +316,18 @@ class PathTests(ConfigFileMixin, unittest.SynchronousTestCase):
 
         self.assertEqual(build_store(load_config(path), reactor).attachment_dedup_threshold, 0)
 
+    def test_retention_block(self):
+        path = self.write_config("retention { trash_days = 7; vanished_days = 90 }")
+        retention = load_config(path).retention
+        self.assertEqual(
+            (retention.trash_days, retention.deleted_days, retention.vanished_days), (7, 30, 90)
+        )
+        # The defaults are API.md 5.7's periods.
+        defaults = load_config(self.write_config("")).retention
+        self.assertEqual(
+            (defaults.trash_days, defaults.deleted_days, defaults.vanished_days), (30, 30, 30)
+        )
+
     def test_absolute_paths_kept(self):
         path = self.write_config(
             """
@@ -355,6 +379,7 @@ class ExampleConfigTests(ConfigFileMixin, unittest.SynchronousTestCase):
         self.assertEqual(config.server.instance_name, "haitatsu-dev")
         self.assertEqual(config.max_message_size, 52428800)
         self.assertEqual(config.limits.default_outbound_per_day, 2000)
+        self.assertEqual(config.retention, RetentionConfig())
         data_dir = os.path.normpath(os.path.join(directory, "..", "data"))
         self.assertEqual(config.sqlite_path, os.path.join(data_dir, "haitatsu.db"))
         self.assertEqual(config.blob_dir, os.path.join(data_dir, "blobs"))
@@ -427,6 +452,16 @@ class SchemaTests(ConfigFileMixin, unittest.SynchronousTestCase):
     def test_unknown_key_is_an_error(self):
         self.assertConfigError(
             self.amending("limits { no_such_limit = 1 }"), "Cannot find property `no_such_limit`"
+        )
+
+    def test_retention_is_typed(self):
+        self.assertConfigError(
+            self.amending("retention { trash_days = 0 }"),
+            "Type constraint `this >= 1` violated",
+            "trash_days",
+        )
+        self.assertConfigError(
+            self.amending("retention { forever = true }"), "Cannot find property `forever`"
         )
 
     def test_choice(self):

@@ -79,6 +79,18 @@ class ReloadTests(WatcherTestCase):
         self.assertEqual(self.watcher.current.api.service_token, "new-token")
         self.assertEqual(self.calls, [(old, new)])
 
+    async def test_retention_is_hot(self):
+        """The retention periods change on reload; housekeeping reads them at each run."""
+        self.rewrite(config_text() + "retention { trash_days = 2; deleted_days = 3 }\n")
+        new = await self.watcher.reload()
+        self.assertEqual((new.retention.trash_days, new.retention.deleted_days), (2, 3))
+        self.assertIs(self.watcher.current, new)
+        self.rewrite(config_text() + "retention { trash_days = 0 }\n")
+        with self.assertRaises(ReloadError) as caught:
+            await self.watcher.reload()
+        self.assertIn("retention.trash_days: must be > 0", str(caught.exception))
+        self.assertIs(self.watcher.current, new)
+
     async def test_restart_only_change_refused(self):
         """Changing restart-only keys is refused with the key list; nothing changes."""
         old = self.watcher.current
