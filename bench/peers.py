@@ -63,6 +63,26 @@ def ensure_debian_packages(*packages: str) -> None:
     )
 
 
+class ChildProcess:
+    """A server run as one child process (``self.proc``) writing to ``self.log``; ``stop()``
+    asks it to end (SIGTERM), kills it after ``stop_grace`` seconds, and closes the log."""
+
+    proc: subprocess.Popen | None = None
+    stop_grace = 30
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(self.stop_grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+            self.proc = None
+
+
 class Postfix:
     """A Postfix instance: SMTP on 127.0.0.1:<port>, mail for ``domain`` into a maildir."""
 
@@ -185,7 +205,7 @@ def _dedupe_services(lines):
         yield line
 
 
-class MinimalSMTP:
+class MinimalSMTP(ChildProcess):
     """``bench/minimal_smtp.py``: Twisted's ESMTP writing and fsyncing each message to a file,
     nothing else; the ceiling of an SMTP server on our stack."""
 
@@ -212,26 +232,17 @@ class MinimalSMTP:
         )
         wait_for_port(self.port)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.proc:
-            self.log.close()
-
     def delivered(self) -> int:
         return len(os.listdir(self.maildir)) if os.path.isdir(self.maildir) else 0
 
 
-class Dovecot:
+class Dovecot(ChildProcess):
     """A Dovecot 2.3 IMAP server (Debian ``dovecot-imapd``) started by root with its own config
     file: plaintext IMAP on 127.0.0.1:<port>, one passwd-file user whose mail is a maildir
     under the temporary directory, owned by ``nobody``; no SSL, log to a file."""
 
     name = "dovecot"
+    stop_grace = 60
     user = "box@bench.test"
     password = "bench-password"
 
@@ -315,18 +326,6 @@ service imap {{
             shown = open(log).read()[-2000:] if os.path.exists(log) else ""
             raise RuntimeError("dovecot did not start: " + shown) from None
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.log.close()
-            self.proc = None
-
     def pids(self) -> list[int]:
         """The master and every process below it (login, auth, imap, ...)."""
         return process_tree(self.proc.pid) if self.proc else []
@@ -381,7 +380,7 @@ def memory_kib(pids) -> tuple[int, int]:
     return rss, pss
 
 
-class Haitatsu:
+class Haitatsu(ChildProcess):
     """``twistd -n haitatsu`` from this checkout with a temporary config and data directory."""
 
     name = "haitatsu"
@@ -522,18 +521,6 @@ logging {{ level = "warn" }}
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read()
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc:
-            self.log.close()
-            self.proc = None
-
     def stored_bytes(self) -> int:
         """What the mailbox holds (``used_bytes``): the benchmark checks nothing was lost."""
         status, body = self.http("GET", f"/api/v1/mailboxes/{self.mailbox_id}")
@@ -600,7 +587,7 @@ s3 {{
 """
 
 
-class NameServer:
+class NameServer(ChildProcess):
     """An authoritative DNS server on 127.0.0.1 (``twistd -n dns`` from Twisted, no recursion)
     serving ``zones`` (Python zone syntax, as ``twisted.names.authority.PySourceAuthority``
     reads), so filters that look things up (SPF, DMARC, DKIM keys) get quick answers instead
@@ -639,13 +626,3 @@ class NameServer:
 
     def haitatsu_config(self) -> str:
         return f'dns {{ nameservers = new Listing {{ "127.0.0.1:{self.port}" }} }}\n'
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        if self.proc:
-            self.log.close()
