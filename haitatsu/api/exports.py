@@ -19,9 +19,6 @@ from haitatsu.api.conventions import (
     RouteTable,
     data,
     omit_zero,
-    page_of,
-    page_response,
-    query,
     timestamp,
 )
 from haitatsu.storage.records import now_ns
@@ -73,21 +70,15 @@ async def create_export(api, request, mailbox_id):
     return data(request, export_json(job), 201)
 
 
-@routes.route(
-    "GET",
+list_exports = routes.list_route(
     "/api/v1/exports",
-    failure="export_list_failed",
+    "list_exports",
+    "export_list_failed",
+    lambda api, **kw: api.store.list_jobs("export", **kw),
+    export_json,
+    filters=("mailbox_id",),
     spec=schemas.list_operation("Export jobs", "ExportJob", filters=("mailbox_id",)),
 )
-async def list_exports(api, request):
-    page = page_of(request)
-    rows = await api.store.list_jobs(
-        "export",
-        mailbox_id=query(request, "mailbox_id") or None,
-        limit=page.limit + 1,
-        before=page.before,
-    )
-    return page_response(request, rows, page, export_json)
 
 
 async def _get(api, export_id):
@@ -97,17 +88,18 @@ async def _get(api, export_id):
     return job
 
 
-@routes.route(
-    "GET",
+get_export = routes.get_route(
     "/api/v1/exports/<export_id>",
-    failure="export_not_found",
+    "get_export",
+    "export_not_found",
+    _get,
+    export_json,
+    not_found=("export_not_found", "Export not found"),
     spec={
         "summary": "An export job",
         "responses": {"200": schemas.data_response("The job", schemas.ref("ExportJob"))},
     },
 )
-async def get_export(api, request, export_id):
-    return data(request, export_json(await _get(api, export_id)))
 
 
 @routes.route(

@@ -16,9 +16,6 @@ from haitatsu.api.conventions import (
     RouteTable,
     data,
     omit_zero,
-    page_of,
-    page_response,
-    query,
     read_object,
     timestamp,
 )
@@ -70,34 +67,25 @@ async def create_import(api, request, mailbox_id):
     return data(request, import_json(job), 201)
 
 
-@routes.route(
-    "GET",
+list_imports = routes.list_route(
     "/api/v1/imports",
-    failure="import_list_failed",
+    "list_imports",
+    "import_list_failed",
+    lambda api, **kw: api.store.list_jobs("import", **kw),
+    import_json,
+    filters=("mailbox_id",),
     spec=schemas.list_operation("Import jobs", "ImportJob", filters=("mailbox_id",)),
 )
-async def list_imports(api, request):
-    page = page_of(request)
-    rows = await api.store.list_jobs(
-        "import",
-        mailbox_id=query(request, "mailbox_id") or None,
-        limit=page.limit + 1,
-        before=page.before,
-    )
-    return page_response(request, rows, page, import_json)
 
-
-@routes.route(
-    "GET",
+get_import = routes.get_route(
     "/api/v1/imports/<import_id>",
-    failure="import_not_found",
+    "get_import",
+    "import_not_found",
+    lambda api, import_id: api.store.get_job("import", import_id),
+    import_json,
+    not_found=("import_not_found", "Import not found"),
     spec={
         "summary": "An import job",
         "responses": {"200": schemas.data_response("The job", schemas.ref("ImportJob"))},
     },
 )
-async def get_import(api, request, import_id):
-    job = await api.store.get_job("import", import_id)
-    if job is None:
-        raise APIError(404, "import_not_found", "Import not found")
-    return data(request, import_json(job))

@@ -10,9 +10,6 @@ from haitatsu.api.conventions import (
     APIError,
     RouteTable,
     data,
-    page_of,
-    page_response,
-    query,
     read_object,
     timestamp,
 )
@@ -85,21 +82,15 @@ def validate(body: dict) -> dict:
     return fields
 
 
-@routes.route(
-    "GET",
+list_rules = routes.list_route(
     "/api/v1/rules/sender",
-    failure="sender_rule_list_failed",
+    "list_rules",
+    "sender_rule_list_failed",
+    lambda api, **kw: api.store.list_sender_rules(**kw),
+    rule_json,
+    filters=("scope", "kind"),
     spec=schemas.list_operation("Sender rules", "SenderRule", filters=("scope", "kind")),
 )
-async def list_rules(api, request):
-    page = page_of(request)
-    rules = await api.store.list_sender_rules(
-        scope=query(request, "scope") or None,
-        kind=query(request, "kind") or None,
-        limit=page.limit + 1,
-        before=page.before,
-    )
-    return page_response(request, rules, page, rule_json)
 
 
 @routes.route(
