@@ -97,58 +97,85 @@ async def _mailbox(api, mailbox_id):
     return mailbox
 
 
+def _script_not_found() -> APIError:
+    return APIError(404, "sieve_script_not_found", "Sieve script not found")
+
+
 def _name(name: str) -> str:
     if not valid_script_name(name):
         raise APIError(400, "invalid_sieve_script_name", "Invalid Sieve script name")
     return name
 
 
-@routes.route(
+def _mailbox_route(
+    method, path, failure, summary, responses, body=None, parameters=None, check_body_first=False
+):
+    """Register ``handler(api, request, mailbox_id, ...)`` for ``/api/v1/mailboxes/<mailbox_id>``
+    + ``path``: the mailbox must exist (404 ``mailbox_not_found``; checked by the handler
+    itself, after the body, with ``check_body_first``) and a missing script is 404
+    ``sieve_script_not_found``."""
+    spec = {"summary": summary, "responses": responses}
+    if body is not None:
+        spec["requestBody"] = body
+    if parameters is not None:
+        spec["parameters"] = parameters
+
+    def register(handler):
+        async def checked(api, request, mailbox_id, **params):
+            if not check_body_first:
+                await _mailbox(api, mailbox_id)
+            try:
+                return await handler(api, request, mailbox_id, **params)
+            except NoSuchScript:
+                raise _script_not_found() from None
+
+        checked.__name__ = checked.__qualname__ = handler.__name__
+        checked.__doc__ = handler.__doc__
+        path_ = "/api/v1/mailboxes/<mailbox_id>" + path
+        return routes.route(method, path_, failure=failure, spec=spec)(checked)
+
+    return register
+
+
+@_mailbox_route(
     "GET",
-    "/api/v1/mailboxes/<mailbox_id>/sieve",
-    failure="sieve_script_list_failed",
-    spec={
-        "summary": "The mailbox's Sieve scripts",
-        "parameters": PAGINATION_PARAMETERS,
-        "responses": {"200": _LIST},
-    },
+    "/sieve",
+    "sieve_script_list_failed",
+    "The mailbox's Sieve scripts",
+    {"200": _LIST},
+    parameters=PAGINATION_PARAMETERS,
 )
 async def list_scripts(api, request, mailbox_id):
     page = page_of(request)
-    await _mailbox(api, mailbox_id)
     scripts = await api.store.list_sieve_scripts(mailbox_id)
     return page_response(request, paginate_in_memory(scripts, page), page, script_json)
 
 
-@routes.route(
+@_mailbox_route(
     "GET",
-    "/api/v1/mailboxes/<mailbox_id>/sieve/<name>",
-    failure="sieve_script_get_failed",
-    spec={
-        "summary": "One Sieve script, with its content",
-        "responses": {"200": data_response("The script", _SCRIPT)},
-    },
+    "/sieve/<name>",
+    "sieve_script_get_failed",
+    "One Sieve script, with its content",
+    {"200": data_response("The script", _SCRIPT)},
 )
 async def get_script(api, request, mailbox_id, name):
-    await _mailbox(api, mailbox_id)
     script = await api.store.get_sieve_script(mailbox_id, name)
     if script is None:
-        raise APIError(404, "sieve_script_not_found", "Sieve script not found")
+        raise _script_not_found()
     return data(request, script_json(script, content=True))
 
 
-@routes.route(
+@_mailbox_route(
     "PUT",
-    "/api/v1/mailboxes/<mailbox_id>/sieve/<name>",
-    failure="sieve_script_put_failed",
-    spec={
-        "summary": "Create or replace a Sieve script (checked first; active: make it active)",
-        "requestBody": _PUT_BODY,
-        "responses": {
-            "200": data_response("The replaced script", _SCRIPT),
-            "201": data_response("The new script", _SCRIPT),
-        },
+    "/sieve/<name>",
+    "sieve_script_put_failed",
+    "Create or replace a Sieve script (checked first; active: make it active)",
+    {
+        "200": data_response("The replaced script", _SCRIPT),
+        "201": data_response("The new script", _SCRIPT),
     },
+    body=_PUT_BODY,
+    check_body_first=True,
 )
 async def put_script(api, request, mailbox_id, name):
     body = read_object(request)
@@ -178,54 +205,40 @@ async def put_script(api, request, mailbox_id, name):
     return data(request, script_json(script, content=True), 201 if created else 200)
 
 
-@routes.route(
+@_mailbox_route(
     "POST",
-    "/api/v1/mailboxes/<mailbox_id>/sieve/<name>/activate",
-    failure="sieve_script_activate_failed",
-    spec={
-        "summary": "Make this the mailbox's active script (any other is deactivated)",
-        "responses": {"200": data_response("The active script", _SCRIPT)},
-    },
+    "/sieve/<name>/activate",
+    "sieve_script_activate_failed",
+    "Make this the mailbox's active script (any other is deactivated)",
+    {"200": data_response("The active script", _SCRIPT)},
 )
 async def activate_script(api, request, mailbox_id, name):
-    await _mailbox(api, mailbox_id)
-    try:
-        script = await api.store.activate_sieve_script(mailbox_id, name)
-    except NoSuchScript:
-        raise APIError(404, "sieve_script_not_found", "Sieve script not found") from None
+    script = await api.store.activate_sieve_script(mailbox_id, name)
     return data(request, script_json(script))
 
 
-@routes.route(
+@_mailbox_route(
     "POST",
-    "/api/v1/mailboxes/<mailbox_id>/sieve/deactivate",
-    failure="sieve_script_deactivate_failed",
-    spec={
-        "summary": "Deactivate the mailbox's active script (mail is then only kept)",
-        "responses": {"200": data_response("Done", ref("Empty"))},
-    },
+    "/sieve/deactivate",
+    "sieve_script_deactivate_failed",
+    "Deactivate the mailbox's active script (mail is then only kept)",
+    {"200": data_response("Done", ref("Empty"))},
 )
 async def deactivate(api, request, mailbox_id):
-    await _mailbox(api, mailbox_id)
     await api.store.activate_sieve_script(mailbox_id, "")
     return data(request, {})
 
 
-@routes.route(
+@_mailbox_route(
     "DELETE",
-    "/api/v1/mailboxes/<mailbox_id>/sieve/<name>",
-    failure="sieve_script_delete_failed",
-    spec={
-        "summary": "Delete a Sieve script (not the active one)",
-        "responses": {"200": data_response("Deleted", ref("Empty"))},
-    },
+    "/sieve/<name>",
+    "sieve_script_delete_failed",
+    "Delete a Sieve script (not the active one)",
+    {"200": data_response("Deleted", ref("Empty"))},
 )
 async def delete_script(api, request, mailbox_id, name):
-    await _mailbox(api, mailbox_id)
     try:
         await api.store.delete_sieve_script(mailbox_id, name)
-    except NoSuchScript:
-        raise APIError(404, "sieve_script_not_found", "Sieve script not found") from None
     except ScriptIsActive:
         raise APIError(
             409, "sieve_script_active", "The active script cannot be deleted; deactivate it first"
@@ -360,32 +373,28 @@ def _bare_address(text: str) -> str:
     return email.utils.parseaddr(text)[1]
 
 
-@routes.route(
+@_mailbox_route(
     "GET",
-    "/api/v1/mailboxes/<mailbox_id>/vacation",
-    failure="vacation_get_failed",
-    spec={
-        "summary": "The mailbox's vacation setting (off when never set)",
-        "responses": {"200": data_response("The setting", _VACATION)},
-    },
+    "/vacation",
+    "vacation_get_failed",
+    "The mailbox's vacation setting (off when never set)",
+    {"200": data_response("The setting", _VACATION)},
 )
 async def get_vacation(api, request, mailbox_id):
     from haitatsu.storage.store.sieve import VacationSetting
 
-    await _mailbox(api, mailbox_id)
     setting = await api.store.get_vacation_setting(mailbox_id)
     return data(request, vacation_json(setting or VacationSetting(mailbox_id)))
 
 
-@routes.route(
+@_mailbox_route(
     "PUT",
-    "/api/v1/mailboxes/<mailbox_id>/vacation",
-    failure="vacation_put_failed",
-    spec={
-        "summary": "Set the mailbox's vacation answer (the vacation filter, RFC 5230 rules)",
-        "requestBody": _VACATION_BODY,
-        "responses": {"200": data_response("The setting", _VACATION)},
-    },
+    "/vacation",
+    "vacation_put_failed",
+    "Set the mailbox's vacation answer (the vacation filter, RFC 5230 rules)",
+    {"200": data_response("The setting", _VACATION)},
+    body=_VACATION_BODY,
+    check_body_first=True,
 )
 async def put_vacation(api, request, mailbox_id):
     setting = _vacation_from(read_object(request), mailbox_id)
@@ -394,16 +403,13 @@ async def put_vacation(api, request, mailbox_id):
     return data(request, vacation_json(stored))
 
 
-@routes.route(
+@_mailbox_route(
     "DELETE",
-    "/api/v1/mailboxes/<mailbox_id>/vacation",
-    failure="vacation_delete_failed",
-    spec={
-        "summary": "Remove the mailbox's vacation setting",
-        "responses": {"200": data_response("Removed", ref("Empty"))},
-    },
+    "/vacation",
+    "vacation_delete_failed",
+    "Remove the mailbox's vacation setting",
+    {"200": data_response("Removed", ref("Empty"))},
 )
 async def delete_vacation(api, request, mailbox_id):
-    await _mailbox(api, mailbox_id)
     await api.store.delete_vacation_setting(mailbox_id)
     return data(request, {})

@@ -83,13 +83,21 @@ class SieveAPITests(unittest.TestCase):
         self.assertEqual(answer.status, 400)
         answer = await self.put("%01bad", {"content": "keep;"})
         self.assertEqual(answer.json["error"]["code"], "invalid_sieve_script_name")
-        for method, path in [
-            ("GET", f"/api/v1/mailboxes/{NOBODY}/sieve"),
-            ("GET", f"{self.base}/none"),
-            ("POST", f"{self.base}/none/activate"),
-            ("DELETE", f"{self.base}/none"),
+        nobody = f"/api/v1/mailboxes/{NOBODY}"
+        for method, path, code in [
+            ("GET", f"{nobody}/sieve", "mailbox_not_found"),
+            ("GET", f"{nobody}/sieve/x", "mailbox_not_found"),
+            ("POST", f"{nobody}/sieve/x/activate", "mailbox_not_found"),
+            ("POST", f"{nobody}/sieve/deactivate", "mailbox_not_found"),
+            ("DELETE", f"{nobody}/sieve/x", "mailbox_not_found"),
+            ("GET", f"{nobody}/vacation", "mailbox_not_found"),
+            ("DELETE", f"{nobody}/vacation", "mailbox_not_found"),
+            ("GET", f"{self.base}/none", "sieve_script_not_found"),
+            ("POST", f"{self.base}/none/activate", "sieve_script_not_found"),
+            ("DELETE", f"{self.base}/none", "sieve_script_not_found"),
         ]:
-            self.assertEqual((await self.client.request(method, path)).status, 404, path)
+            answer = await self.client.request(method, path)
+            self.assertEqual((answer.status, answer.json["error"]["code"]), (404, code), path)
         answer = await self.client.request(
             "PUT", f"/api/v1/mailboxes/{NOBODY}/sieve/x", json_body={"content": "keep;"}
         )
