@@ -9,85 +9,30 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 
 from twisted.internet import threads
 
+from tests.client_tools import FETCHMAIL_SKIP, NearMaildir, client_env, run_fetchmail
 from tests.imap.helpers import ADDRESS, EIGHT_BIT, MULTIPART, SIMPLE
 from tests.imap.test_clients_folders import _Listening
 from tests.imap.test_session import d
 
-FETCHMAIL = shutil.which("fetchmail")
 OFFLINEIMAP = shutil.which("offlineimap")
-
-#: The MDA fetchmail runs per message: stdin to the next numbered file in a directory.
-SAVE_MDA = textwrap.dedent(
-    """
-    import os, sys
-    directory = sys.argv[1]
-    n = len(os.listdir(directory))
-    with open(os.path.join(directory, "%04d.eml" % n), "wb") as f:
-        f.write(sys.stdin.buffer.read())
-    """
-)
-
-
-def _env(home: str) -> dict:
-    return {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": home,
-        "LANG": "C.UTF-8",
-    }
 
 
 class FetchmailIMAPTests(_Listening):
-    skip = None if FETCHMAIL else "fetchmail is not installed (apt-get install -y fetchmail)"
+    skip = FETCHMAIL_SKIP
     timeout = 120
 
     def fetchmail(self, port: int, options: str, name: str) -> tuple[int, list[bytes], str]:
         """Run fetchmail once over IMAP with its own rcfile; return its exit code, the
         messages its MDA wrote (in order), and its output."""
-        work = os.path.join(self.root, name)
-        out = os.path.join(work, "out")
-        os.makedirs(out)
-        mda = os.path.join(work, "save.py")
-        with open(mda, "w") as f:
-            f.write(SAVE_MDA)
-        rcfile = os.path.join(work, "fetchmailrc")
-        with open(rcfile, "w") as f:
-            f.write(
-                "set invisible\nset no bouncemail\n"
-                f"poll 127.0.0.1 service {port} proto IMAP auth password timeout 20\n"
-                f'  user "{ADDRESS}" password "{self.password}" folder INBOX\n'
-                f'  mda "{sys.executable} {mda} {out}"\n'
-                f"  sslproto '' no rewrite no stripcr {options}\n"
-            )
-        os.chmod(rcfile, 0o600)
-        env = dict(_env(work), FETCHMAILHOME=work)
-        result = subprocess.run(
-            [
-                FETCHMAIL,
-                "-f",
-                rcfile,
-                "--nodetach",
-                "--nosyslog",
-                "--pidfile",
-                os.path.join(work, "pid"),
-                "-v",
-            ],
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
-        messages = []
-        for name in sorted(os.listdir(out)):
-            with open(os.path.join(out, name), "rb") as f:
-                messages.append(f.read())
-        return (
-            result.returncode,
-            messages,
-            (result.stdout + result.stderr).decode("utf-8", "replace"),
+        return run_fetchmail(
+            os.path.join(self.root, name),
+            f"127.0.0.1 service {port} proto IMAP auth password timeout 20",
+            f'user "{ADDRESS}" password "{self.password}" folder INBOX',
+            options,
         )
 
     @d
@@ -145,6 +90,7 @@ class OfflineIMAPTests(_Listening):
         self.home = root
         self.maildir = os.path.join(root, "mail")
         os.makedirs(self.maildir)
+        self.near = NearMaildir(self.maildir)
         path = os.path.join(root, "offlineimaprc")
         with open(path, "w") as f:
             f.write(
@@ -183,7 +129,7 @@ class OfflineIMAPTests(_Listening):
     def sync(self, config) -> str:
         result = subprocess.run(
             [OFFLINEIMAP, "-c", config, "-o", "-u", "basic"],
-            env=_env(self.home),
+            env=client_env(self.home),
             capture_output=True,
             timeout=90,
         )
@@ -191,30 +137,6 @@ class OfflineIMAPTests(_Listening):
         if result.returncode != 0 or re.search(r"^ERROR|Traceback", log, re.M):
             raise AssertionError(f"offlineimap failed ({result.returncode}):\n{log[-4000:]}")
         return log
-
-    def near_messages(self, folder) -> dict[str, str]:
-        """Subject -> Maildir flags (the letters after ``:2,``) of the near side's folder."""
-        found = {}
-        for sub in ("cur", "new"):
-            base = os.path.join(self.maildir, folder, sub)
-            for name in os.listdir(base):
-                with open(os.path.join(base, name), "rb") as f:
-                    subject = re.search(rb"^Subject: (.*?)\r?$", f.read(), re.M).group(1)
-                flags = name.split(":2,", 1)[1] if ":2," in name else ""
-                found[subject.decode()] = flags
-        return found
-
-    def set_near_flags(self, folder, subject, flags):
-        for sub in ("cur", "new"):
-            base = os.path.join(self.maildir, folder, sub)
-            for name in os.listdir(base):
-                with open(os.path.join(base, name), "rb") as f:
-                    if b"Subject: " + subject.encode() not in f.read():
-                        continue
-                new = name.split(":2,", 1)[0] + ":2," + flags
-                os.rename(os.path.join(base, name), os.path.join(self.maildir, folder, "cur", new))
-                return
-        raise AssertionError(f"{subject} not in {folder}")
 
     async def far_flags(self, folder_name) -> dict[str, set]:
         folder = await self.store.get_folder(self.mailbox.id, folder_name)
@@ -233,19 +155,17 @@ class OfflineIMAPTests(_Listening):
         config = self.write_config(self.listen())
 
         await threads.deferToThread(self.sync, config)
-        self.assertEqual(self.near_messages("INBOX"), {"one": "", "two": "F"})
-        self.assertEqual(self.near_messages("Projects/Alpha"), {"Report attached": "S"})
+        self.assertEqual(self.near.messages("INBOX"), {"one": "", "two": "F"})
+        self.assertEqual(self.near.messages("Projects/Alpha"), {"Report attached": "S"})
 
         # Near side: a new folder with a message, a new message in INBOX, flags changed.
-        local = os.path.join(self.maildir, "Local")
-        for sub in ("cur", "new", "tmp"):
-            os.makedirs(os.path.join(local, sub))
+        local = self.near.add_folder("Local")
         with open(os.path.join(local, "cur", "1700000000.1.host:2,FS"), "wb") as f:
             f.write(SIMPLE.replace(b"Lunch on Friday", b"local"))
         with open(os.path.join(self.maildir, "INBOX", "new", "1700000001.2.host"), "wb") as f:
             f.write(SIMPLE.replace(b"Lunch on Friday", b"written here"))
-        self.set_near_flags("INBOX", "one", "S")
-        self.set_near_flags("Projects/Alpha", "Report attached", "RS")
+        self.near.set_flags("INBOX", "one", "S")
+        self.near.set_flags("Projects/Alpha", "Report attached", "RS")
         # Far side: flags changed and a message delivered.
         inbox = await self.store.get_folder(self.mailbox.id, "INBOX")
         await self.store.store_flags(inbox.id, [2], ["\\Flagged"], "-")
@@ -262,13 +182,13 @@ class OfflineIMAPTests(_Listening):
         )
         self.assertEqual(await self.far_flags("Local"), {"local": {"\\Seen", "\\Flagged"}})
         self.assertEqual(
-            self.near_messages("INBOX"), {"one": "S", "two": "R", "three": "", "written here": ""}
+            self.near.messages("INBOX"), {"one": "S", "two": "R", "three": "", "written here": ""}
         )
 
         # A third run has nothing to do and changes nothing.
         await threads.deferToThread(self.sync, config)
         self.assertEqual(
-            self.near_messages("INBOX"), {"one": "S", "two": "R", "three": "", "written here": ""}
+            self.near.messages("INBOX"), {"one": "S", "two": "R", "three": "", "written here": ""}
         )
         self.assertEqual(len(await self.far_flags("INBOX")), 4)
         self.assertEqual(len(await self.far_flags("Local")), 1)

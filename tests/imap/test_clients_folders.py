@@ -9,17 +9,16 @@ import shutil
 import textwrap
 
 import imapclient
-from twisted.internet import reactor, threads, utils
+from twisted.internet import threads, utils
 
+from tests.client_tools import NearMaildir, listen
 from tests.imap.helpers import ADDRESS, MULTIPART, SIMPLE, IMAPTestCase
 from tests.imap.test_session import d
 
 
 class _Listening(IMAPTestCase):
     def listen(self) -> int:
-        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        return port.getHost().port
+        return listen(self, self.factory)
 
 
 class IMAPClientFolderTests(_Listening):
@@ -106,6 +105,7 @@ class MbsyncTests(_Listening):
         root = self.mktemp()
         os.makedirs(os.path.join(root, "mail"))
         self.maildir = os.path.join(root, "mail")
+        self.near = NearMaildir(self.maildir)
         path = os.path.join(root, "mbsyncrc")
         with open(path, "w") as f:
             f.write(
@@ -146,30 +146,6 @@ class MbsyncTests(_Listening):
         )
         self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
 
-    def near_messages(self, folder) -> dict[str, str]:
-        """Maildir file contents' first line -> flags (the letters after ``:2,``)."""
-        found = {}
-        for sub in ("cur", "new"):
-            base = os.path.join(self.maildir, folder, sub)
-            for name in os.listdir(base):
-                with open(os.path.join(base, name), "rb") as f:
-                    subject = re.search(rb"^Subject: (.*?)\r?$", f.read(), re.M).group(1)
-                flags = name.split(":2,", 1)[1] if ":2," in name else ""
-                found[subject.decode()] = flags
-        return found
-
-    def set_near_flags(self, folder, subject, flags):
-        for sub in ("cur", "new"):
-            base = os.path.join(self.maildir, folder, sub)
-            for name in os.listdir(base):
-                with open(os.path.join(base, name), "rb") as f:
-                    if b"Subject: " + subject.encode() not in f.read():
-                        continue
-                new = name.split(":2,", 1)[0] + ":2," + flags
-                os.rename(os.path.join(base, name), os.path.join(self.maildir, folder, "cur", new))
-                return
-        raise AssertionError(f"{subject} not in {folder}")
-
     @d
     async def test_two_way_sync_of_a_folder_tree_with_flags(self):
         await self.store.create_folder(self.mailbox.id, "Projects/Alpha")
@@ -179,17 +155,15 @@ class MbsyncTests(_Listening):
         config = self.write_config(self.listen())
 
         await self.sync(config)
-        self.assertEqual(self.near_messages("INBOX"), {"one": "", "two": "F"})
-        self.assertEqual(self.near_messages("Projects/Alpha"), {"Report attached": "S"})
+        self.assertEqual(self.near.messages("INBOX"), {"one": "", "two": "F"})
+        self.assertEqual(self.near.messages("Projects/Alpha"), {"Report attached": "S"})
 
         # Near side: a new folder with a message, and flags changed on the old ones.
-        local = os.path.join(self.maildir, "Local")
-        for sub in ("cur", "new", "tmp"):
-            os.makedirs(os.path.join(local, sub))
+        local = self.near.add_folder("Local")
         with open(os.path.join(local, "cur", "1700000000.1.host:2,FS"), "wb") as f:
             f.write(SIMPLE.replace(b"Lunch on Friday", b"local"))
-        self.set_near_flags("INBOX", "one", "S")
-        self.set_near_flags("Projects/Alpha", "Report attached", "RS")
+        self.near.set_flags("INBOX", "one", "S")
+        self.near.set_flags("Projects/Alpha", "Report attached", "RS")
         # Far side: a flag changed and a message delivered.
         inbox = await self.store.get_folder(self.mailbox.id, "INBOX")
         await self.store.store_flags(inbox.id, [2], ["\\Flagged"], "-")
@@ -206,9 +180,9 @@ class MbsyncTests(_Listening):
         alpha = await self.store.get_folder(self.mailbox.id, "Projects/Alpha")
         [alpha_row] = await self.store.list_folder_messages(alpha.id)
         self.assertEqual(set(alpha_row.flags), {"\\Seen", "\\Answered"})
-        self.assertEqual(self.near_messages("INBOX"), {"one": "S", "two": "R", "three": ""})
+        self.assertEqual(self.near.messages("INBOX"), {"one": "S", "two": "R", "three": ""})
 
         # A third run has nothing to do and changes nothing.
         await self.sync(config)
-        self.assertEqual(self.near_messages("INBOX"), {"one": "S", "two": "R", "three": ""})
+        self.assertEqual(self.near.messages("INBOX"), {"one": "S", "two": "R", "three": ""})
         self.assertEqual(len(await self.store.list_folder_messages(folder.id)), 1)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 import poplib
-import shutil
-import subprocess
-import sys
-import textwrap
 
-from twisted.internet import reactor, threads
+from twisted.internet import threads
 
+from tests.client_tools import FETCHMAIL_SKIP, listen, run_fetchmail
 from tests.pop3.helpers import ADDRESS, DOTS, SIMPLE, POP3TestCase, d
 
 EIGHT_BIT = (
@@ -21,26 +18,10 @@ EIGHT_BIT = (
     "Schöne Grüße!\r\n"
 ).encode()
 
-FETCHMAIL = shutil.which("fetchmail")
-
-#: The MDA fetchmail runs per message: stdin to the next numbered file in a directory.
-SAVE_MDA = textwrap.dedent(
-    """
-    import os, sys
-    directory = sys.argv[1]
-    n = len(os.listdir(directory))
-    with open(os.path.join(directory, "%04d.eml" % n), "wb") as f:
-        f.write(sys.stdin.buffer.read())
-    """
-)
-
 
 class POP3ClientTestCase(POP3TestCase):
     def listen(self) -> int:
-        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        # The sessions' idle timers run on the test clock; nothing is left on the reactor.
-        return port.getHost().port
+        return listen(self, self.factory)
 
     async def inbox_uids(self):
         folder = await self.store.get_folder(self.mailbox.id, "INBOX")
@@ -117,62 +98,20 @@ class PoplibTests(POP3ClientTestCase):
 
 
 class FetchmailTests(POP3ClientTestCase):
-    skip = None if FETCHMAIL else "fetchmail is not installed (apt-get install -y fetchmail)"
+    skip = FETCHMAIL_SKIP
 
     def fetchmail(
         self, port: int, options: str, name: str, server_options: str = ""
     ) -> tuple[int, list[bytes], str]:
         """Run fetchmail once with its own rcfile (the UID file is shared between runs); return
         its exit code, the messages its MDA wrote (in order), and its output."""
-        work = os.path.join(self.root, name)
-        out = os.path.join(work, "out")
-        os.makedirs(out)
-        mda = os.path.join(work, "save.py")
-        with open(mda, "w") as f:
-            f.write(SAVE_MDA)
-        rcfile = os.path.join(work, "fetchmailrc")
-        with open(rcfile, "w") as f:
-            f.write(
-                "set invisible\nset no bouncemail\n"
-                f"poll 127.0.0.1 service {port} proto POP3 auth password timeout 20 "
-                f"{server_options}\n"
-                f'  user "{ADDRESS}" password "{self.password}"\n'
-                f'  mda "{sys.executable} {mda} {out}"\n'
-                f"  sslproto '' no rewrite no stripcr {options}\n"
-            )
-        os.chmod(rcfile, 0o600)
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": work,
-            "FETCHMAILHOME": work,
-            "LANG": "C",
-        }
-        result = subprocess.run(
-            [
-                FETCHMAIL,
-                "-f",
-                rcfile,
-                "--nodetach",
-                "--nosyslog",
-                "--idfile",
-                # shared by the runs of a test: what fetchmail has seen (by UIDL)
-                os.path.join(self.root, "fetchmail.ids"),
-                "--pidfile",
-                os.path.join(work, "pid"),
-                "-v",
-            ],
-            env=env,
-            capture_output=True,
-            timeout=60,
-        )
-        messages = []
-        for name in sorted(os.listdir(out)):
-            with open(os.path.join(out, name), "rb") as f:
-                messages.append(f.read())
-        return (
-            result.returncode,
-            messages,
-            (result.stdout + result.stderr).decode("utf-8", "replace"),
+        return run_fetchmail(
+            os.path.join(self.root, name),
+            f"127.0.0.1 service {port} proto POP3 auth password timeout 20 {server_options}",
+            f'user "{ADDRESS}" password "{self.password}"',
+            options,
+            # shared by the runs of a test: what fetchmail has seen (by UIDL)
+            args=("--idfile", os.path.join(self.root, "fetchmail.ids")),
         )
 
     @d
