@@ -15,7 +15,7 @@ from twisted.internet import threads
 
 from tests.client_tools import FETCHMAIL_SKIP, NearMaildir, client_env, run_fetchmail
 from tests.imap.helpers import ADDRESS, EIGHT_BIT, MULTIPART, SIMPLE
-from tests.imap.test_clients_folders import _Listening
+from tests.imap.test_clients_folders import _Listening, _TwoWaySync
 from tests.imap.test_session import d
 
 OFFLINEIMAP = shutil.which("offlineimap")
@@ -79,7 +79,7 @@ class FetchmailIMAPTests(_Listening):
         self.assertEqual(len(await self.store.list_folder_messages(trash.id)), 4)
 
 
-class OfflineIMAPTests(_Listening):
+class OfflineIMAPTests(_TwoWaySync):
     """offlineimap (Debian's offlineimap3) between haitatsu and a Maildir tree."""
 
     skip = None if OFFLINEIMAP else "offlineimap is not installed (apt-get install -y offlineimap3)"
@@ -146,33 +146,18 @@ class OfflineIMAPTests(_Listening):
             found[info.subject] = set(row.flags)
         return found
 
+    async def sync_once(self, config) -> str:
+        return await threads.deferToThread(self.sync, config)
+
     @d
     async def test_two_way_sync_of_a_folder_tree_with_flags(self):
-        await self.store.create_folder(self.mailbox.id, "Projects/Alpha")
-        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"one"))
-        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"two"), flags=["\\Flagged"])
-        await self.deliver(MULTIPART, folder="Projects/Alpha", flags=["\\Seen"])
-        config = self.write_config(self.listen())
-
-        await threads.deferToThread(self.sync, config)
-        self.assertEqual(self.near.messages("INBOX"), {"one": "", "two": "F"})
-        self.assertEqual(self.near.messages("Projects/Alpha"), {"Report attached": "S"})
-
-        # Near side: a new folder with a message, a new message in INBOX, flags changed.
-        local = self.near.add_folder("Local")
-        with open(os.path.join(local, "cur", "1700000000.1.host:2,FS"), "wb") as f:
-            f.write(SIMPLE.replace(b"Lunch on Friday", b"local"))
+        config = await self.first_sync()
+        await self.change_both_sides()
+        # ... and a new message in the near INBOX.
         with open(os.path.join(self.maildir, "INBOX", "new", "1700000001.2.host"), "wb") as f:
             f.write(SIMPLE.replace(b"Lunch on Friday", b"written here"))
-        self.near.set_flags("INBOX", "one", "S")
-        self.near.set_flags("Projects/Alpha", "Report attached", "RS")
-        # Far side: flags changed and a message delivered.
-        inbox = await self.store.get_folder(self.mailbox.id, "INBOX")
-        await self.store.store_flags(inbox.id, [2], ["\\Flagged"], "-")
-        await self.store.store_flags(inbox.id, [2], ["\\Answered"], "+")
-        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"three"))
 
-        await threads.deferToThread(self.sync, config)
+        await self.sync_once(config)
         self.assertEqual(
             await self.far_flags("INBOX"),
             {"one": {"\\Seen"}, "two": {"\\Answered"}, "three": set(), "written here": set()},
@@ -186,7 +171,7 @@ class OfflineIMAPTests(_Listening):
         )
 
         # A third run has nothing to do and changes nothing.
-        await threads.deferToThread(self.sync, config)
+        await self.sync_once(config)
         self.assertEqual(
             self.near.messages("INBOX"), {"one": "S", "two": "R", "three": "", "written here": ""}
         )

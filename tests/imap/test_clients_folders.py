@@ -21,6 +21,38 @@ class _Listening(IMAPTestCase):
         return listen(self, self.factory)
 
 
+class _TwoWaySync(_Listening):
+    """The scenario of both Maildir synchronizers (mbsync, offlineimap): a folder tree with
+    flags, synchronised, then changed on both sides. A subclass writes its config
+    (``write_config(port)``, setting ``self.near``) and runs one sync (``sync_once``)."""
+
+    async def first_sync(self) -> str:
+        """Three messages in INBOX and Projects/Alpha, one sync; return the config."""
+        await self.store.create_folder(self.mailbox.id, "Projects/Alpha")
+        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"one"))
+        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"two"), flags=["\\Flagged"])
+        await self.deliver(MULTIPART, folder="Projects/Alpha", flags=["\\Seen"])
+        config = self.write_config(self.listen())
+        await self.sync_once(config)
+        self.assertEqual(self.near.messages("INBOX"), {"one": "", "two": "F"})
+        self.assertEqual(self.near.messages("Projects/Alpha"), {"Report attached": "S"})
+        return config
+
+    async def change_both_sides(self):
+        """Near: a new folder Local with a message, flags changed on the old ones. Far: a
+        flag changed and a message ("three") delivered. Return the far INBOX."""
+        local = self.near.add_folder("Local")
+        with open(os.path.join(local, "cur", "1700000000.1.host:2,FS"), "wb") as f:
+            f.write(SIMPLE.replace(b"Lunch on Friday", b"local"))
+        self.near.set_flags("INBOX", "one", "S")
+        self.near.set_flags("Projects/Alpha", "Report attached", "RS")
+        inbox = await self.store.get_folder(self.mailbox.id, "INBOX")
+        await self.store.store_flags(inbox.id, [2], ["\\Flagged"], "-")
+        await self.store.store_flags(inbox.id, [2], ["\\Answered"], "+")
+        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"three"))
+        return inbox
+
+
 class IMAPClientFolderTests(_Listening):
     @d
     async def test_folders_copy_move_with_uidplus_results(self):
@@ -90,7 +122,7 @@ class IMAPClientFolderTests(_Listening):
         self.assertTrue(moved.flagged)
 
 
-class MbsyncTests(_Listening):
+class MbsyncTests(_TwoWaySync):
     """isync's mbsync against haitatsu: plaintext IMAP on loopback, a Maildir on the near side."""
 
     timeout = 60
@@ -140,7 +172,7 @@ class MbsyncTests(_Listening):
             )
         return path
 
-    async def sync(self, config):
+    async def sync_once(self, config):
         out, err, code = await utils.getProcessOutputAndValue(
             self.mbsync, ["-c", config, "-V", "sync"], env=dict(os.environ, HOME=self.maildir)
         )
@@ -148,29 +180,10 @@ class MbsyncTests(_Listening):
 
     @d
     async def test_two_way_sync_of_a_folder_tree_with_flags(self):
-        await self.store.create_folder(self.mailbox.id, "Projects/Alpha")
-        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"one"))
-        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"two"), flags=["\\Flagged"])
-        await self.deliver(MULTIPART, folder="Projects/Alpha", flags=["\\Seen"])
-        config = self.write_config(self.listen())
+        config = await self.first_sync()
+        inbox = await self.change_both_sides()
 
-        await self.sync(config)
-        self.assertEqual(self.near.messages("INBOX"), {"one": "", "two": "F"})
-        self.assertEqual(self.near.messages("Projects/Alpha"), {"Report attached": "S"})
-
-        # Near side: a new folder with a message, and flags changed on the old ones.
-        local = self.near.add_folder("Local")
-        with open(os.path.join(local, "cur", "1700000000.1.host:2,FS"), "wb") as f:
-            f.write(SIMPLE.replace(b"Lunch on Friday", b"local"))
-        self.near.set_flags("INBOX", "one", "S")
-        self.near.set_flags("Projects/Alpha", "Report attached", "RS")
-        # Far side: a flag changed and a message delivered.
-        inbox = await self.store.get_folder(self.mailbox.id, "INBOX")
-        await self.store.store_flags(inbox.id, [2], ["\\Flagged"], "-")
-        await self.store.store_flags(inbox.id, [2], ["\\Answered"], "+")
-        await self.deliver(SIMPLE.replace(b"Lunch on Friday", b"three"))
-
-        await self.sync(config)
+        await self.sync_once(config)
         folder = await self.store.get_folder(self.mailbox.id, "Local")
         self.assertIsNotNone(folder, "mbsync created the folder over IMAP")
         [(row, info)] = await self.store.get_messages(folder.id, [1])
@@ -183,6 +196,6 @@ class MbsyncTests(_Listening):
         self.assertEqual(self.near.messages("INBOX"), {"one": "S", "two": "R", "three": ""})
 
         # A third run has nothing to do and changes nothing.
-        await self.sync(config)
+        await self.sync_once(config)
         self.assertEqual(self.near.messages("INBOX"), {"one": "S", "two": "R", "three": ""})
         self.assertEqual(len(await self.store.list_folder_messages(folder.id)), 1)
