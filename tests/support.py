@@ -206,6 +206,17 @@ async def make_pg_store(testcase, root: str | None = None, max_connections: int 
     return store
 
 
+class OnPostgres:
+    """Put first in the bases of a test case whose ``open_store(root)`` makes its store: the
+    store is on PostgreSQL instead (``make_pg_store``), and the case skipped without it."""
+
+    skip = PG_SKIP
+    timeout = 120
+
+    async def open_store(self, root):
+        return await make_pg_store(self, root)
+
+
 async def changes_settled(store, timeout: float = 5.0):
     """Wait until every change committed so far has reached this node's subscribers.
 

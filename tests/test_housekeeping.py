@@ -25,7 +25,7 @@ from tests.api.test_stream import SSEClient
 from tests.config.test_loader import ConfigFileMixin
 from tests.imap.helpers import SIMPLE, IMAPTestCase
 from tests.storage.test_store_contract import MESSAGE
-from tests.support import PG_SKIP, changes_settled, deliver_bytes, make_pg_store, make_store
+from tests.support import OnPostgres, changes_settled, deliver_bytes, make_store
 
 
 class HousekeepingTests(unittest.TestCase):
@@ -342,12 +342,8 @@ class SQLiteTrashExpiryTests(TrashExpiryMixin, IMAPTestCase):
     pass
 
 
-class PostgresTrashExpiryTests(TrashExpiryMixin, IMAPTestCase):
-    skip = PG_SKIP
-    timeout = 120
-
-    async def open_store(self, root):
-        return await make_pg_store(self, root)
+class PostgresTrashExpiryTests(OnPostgres, TrashExpiryMixin, IMAPTestCase):
+    pass
 
 
 class HubRetentionTests(ConfigFileMixin, unittest.TestCase):

@@ -436,20 +436,11 @@ class RouteTable:
 
         return register
 
-    def list_route(
-        self,
-        path: str,
-        name: str,
-        failure: str,
-        fetch: Callable,
-        encode: Callable[[Any], Any],
-        filters: Sequence[str] = (),
-        spec: dict | None = None,
-    ) -> Callable:
+    def list_route(self, path: str, name: str, failure: str, fetch, encode, filters=(), spec=None):
         """Register ``GET path``, a paginated list: ``await fetch(api, limit=, before=,
         **filters)`` with each name of ``filters`` taken from the query (None when empty),
-        ``limit + 1`` rows asked for, answered with ``page_response``. ``name`` is the
-        handler's (the OpenAPI operationId's) name."""
+        ``limit + 1`` rows asked for, answered with ``page_response(..., encode)``. ``name`` is
+        the handler's (the OpenAPI operationId's) name."""
 
         async def handler(api, request):
             page = page_of(request)
@@ -457,19 +448,9 @@ class RouteTable:
             rows = await fetch(api, limit=page.limit + 1, before=page.before, **chosen)
             return page_response(request, rows, page, encode)
 
-        handler.__name__ = handler.__qualname__ = name
-        return self.route("GET", path, failure=failure, spec=spec)(handler)
+        return self._get(path, name, failure, spec, handler)
 
-    def get_route(
-        self,
-        path: str,
-        name: str,
-        failure: str,
-        fetch: Callable,
-        encode: Callable[[Any], Any],
-        not_found: tuple[str, str],
-        spec: dict | None = None,
-    ) -> Callable:
+    def get_route(self, path: str, name: str, failure: str, fetch, encode, not_found, spec=None):
         """Register ``GET path`` with one path parameter: ``await fetch(api, value)`` is the
         row, answered as ``{"data": encode(row)}``, or None: 404 with ``not_found`` (code,
         message)."""
@@ -481,6 +462,9 @@ class RouteTable:
                 raise APIError(404, *not_found)
             return data(request, encode(row))
 
+        return self._get(path, name, failure, spec, handler)
+
+    def _get(self, path, name, failure, spec, handler):
         handler.__name__ = handler.__qualname__ = name
         return self.route("GET", path, failure=failure, spec=spec)(handler)
 

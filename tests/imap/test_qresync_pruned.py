@@ -14,7 +14,7 @@ from haitatsu.imap.qresync import matched_floor, missing_spans, vanished_earlier
 from haitatsu.storage.store.sync import VanishedReport
 from tests.imap.helpers import ADDRESS, SIMPLE, IMAPTestCase
 from tests.imap.test_session import d
-from tests.support import PG_SKIP, changes_settled, make_pg_store
+from tests.support import OnPostgres, changes_settled
 
 
 async def prune_everything_vanished(store, folder_id) -> int:
@@ -182,12 +182,8 @@ class SQLitePrunedQresyncTests(PrunedQresyncMixin, IMAPTestCase):
     pass
 
 
-class PostgresPrunedQresyncTests(PrunedQresyncMixin, IMAPTestCase):
-    skip = PG_SKIP
-    timeout = 120
-
-    async def open_store(self, root):
-        return await make_pg_store(self, root)
+class PostgresPrunedQresyncTests(OnPostgres, PrunedQresyncMixin, IMAPTestCase):
+    pass
 
 
 class _View:

@@ -24,7 +24,7 @@ from tests.queue.helpers import (
 )
 from tests.smtp.helpers import make_config as make_mx_config
 from tests.smtp.helpers import temp_dir
-from tests.support import PG_SKIP, make_pg_store, make_store
+from tests.support import OnPostgres, make_store
 
 REPORT = (
     "From: MAILER-DAEMON@mx.remote.test\r\n"
@@ -297,9 +297,5 @@ class VerpBounceOutcomeTests(_BounceMX):
         )
 
 
-class PostgresVerpBounceOutcomeTests(VerpBounceOutcomeTests):
-    skip = PG_SKIP
-    timeout = 120
-
-    async def open_store(self, root):
-        return await make_pg_store(self, root)
+class PostgresVerpBounceOutcomeTests(OnPostgres, VerpBounceOutcomeTests):
+    pass

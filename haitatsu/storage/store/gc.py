@@ -65,22 +65,28 @@ class GarbageMixin(StoreBase):
             return len(targets)
 
         report = {"folders": 0, "messages": 0}
-        after = ""
-        while should_continue():
-            folders = await self.db.run("trash_candidates", candidates, after, readonly=True)
-            for row in folders:
-                if not should_continue():
+        folders = self._pages("trash_candidates", candidates, "", "id", batch, should_continue)
+        async for row in folders:
+            report["folders"] += 1
+            while should_continue():
+                done = await self._run("expire_trash", expire, row["id"])
+                report["messages"] += done
+                if done < batch:
                     break
-                report["folders"] += 1
-                while should_continue():
-                    done = await self._run("expire_trash", expire, row["id"])
-                    report["messages"] += done
-                    if done < batch:
-                        break
-            if len(folders) < batch:
-                break
-            after = folders[-1]["id"]
         return report
+
+    async def _pages(self, desc, fetch, after, key, batch, should_continue):
+        """Yield the rows of ``fetch(txn, after)`` (a read transaction a page of ``batch``),
+        continuing after the last row's ``key``, while ``should_continue()``."""
+        while should_continue():
+            rows = await self.db.run(desc, fetch, after, readonly=True)
+            for row in rows:
+                if not should_continue():
+                    return
+                yield row
+            if len(rows) < batch:
+                return
+            after = rows[-1][key]
 
     def purge_message(self, message_id):
         """Delete a message row for good once no live placement references it and no
@@ -271,18 +277,11 @@ class GarbageMixin(StoreBase):
                 )
             return True
 
-        after = ""
-        while should_continue():
-            rows = await self.db.run("gc_candidates", candidates, after, readonly=True)
-            for row in rows:
-                if not should_continue():
-                    break
-                if await collect("gc_claim", claim_row, row["blob_key"]):
-                    report["unreferenced"] += 1
-                    report["bytes"] += row["size_bytes"]
-            if len(rows) < batch:
-                break
-            after = rows[-1]["blob_key"]
+        pages = self._pages("gc_candidates", candidates, "", "blob_key", batch, should_continue)
+        async for row in pages:
+            if await collect("gc_claim", claim_row, row["blob_key"]):
+                report["unreferenced"] += 1
+                report["bytes"] += row["size_bytes"]
 
         async def known(txn, keys):
             clause, params = txn.in_clause("blob_key", keys)
