@@ -32,6 +32,7 @@ from haitatsu.filtering import (
     quarantine,
     reject,
 )
+from haitatsu.filtering.helpers import inbound_filter_data
 
 ALLOW_SCORE = -5.0
 BLOCK_SCORE = 10.0
@@ -74,10 +75,18 @@ class SenderRulesFilter:
         self.domain_scope = domain_scope
 
     async def check(self, stage, context):
-        recipients = context.envelope.recipients
-        mailbox_ids = sorted({m for r in recipients for m in r.mailbox_ids})
-        domains = sorted({r.domain for r in recipients}) if self.domain_scope else []
-        rules = await self.store.sender_rules_for(mailbox_ids, domains=domains)
+        shared = inbound_filter_data(self.store, context)
+        if shared is not None:
+            # One read with the spam_score and sieve filters' (the recipients' domains are
+            # always part of it: their rules are left out here unless ``domain_scope``).
+            rules = (await shared).sender_rules
+            if not self.domain_scope:
+                rules = [r for r in rules if r.scope != "domain"]
+        else:
+            recipients = context.envelope.recipients
+            mailbox_ids = sorted({m for r in recipients for m in r.mailbox_ids})
+            domains = sorted({r.domain for r in recipients}) if self.domain_scope else []
+            rules = await self.store.sender_rules_for(mailbox_ids, domains=domains)
         if not rules:
             return None
         from_addresses = context.message.addresses("From")

@@ -40,6 +40,7 @@ from haitatsu.filtering import (
     discard,
     reject,
 )
+from haitatsu.filtering.helpers import inbound_filter_data
 from haitatsu.sieve import FileInto, Keep, Redirect, Reject, SieveSyntaxError, Vacation
 from haitatsu.sieve.delivery import SieveRunner, one_line, runner_from_options
 
@@ -56,7 +57,12 @@ class SieveFilter:
 
     async def check(self, stage, context):
         target = context.target
-        stored = await self.store.active_sieve_script(target.mailbox_id)
+        shared = inbound_filter_data(self.store, context)
+        data = await shared if shared is not None else None
+        if data is not None and target.mailbox_id in data.mailbox_ids:
+            stored = data.sieve_scripts.get(target.mailbox_id)  # read with the others' data
+        else:
+            stored = await self.store.active_sieve_script(target.mailbox_id)
         if stored is None:
             return None
         try:

@@ -40,6 +40,7 @@ from haitatsu.filtering import (
     quarantine,
     reject,
 )
+from haitatsu.filtering.helpers import inbound_filter_data
 
 #: API.md 2.1's points for what the authentication filters found.
 SCORES = {
@@ -183,8 +184,12 @@ class SpamScoreFilter:
         if self.mailbox_thresholds:
             cache = context.notes.get(_NOTE)
             if cache is None:
-                ids = [m for r in context.envelope.recipients for m in r.mailbox_ids]
-                cache = await self.store.mailbox_spam_thresholds(ids)
+                shared = inbound_filter_data(self.store, context)
+                if shared is not None:
+                    cache = (await shared).spam_thresholds  # one read with sender_rules'
+                else:
+                    ids = [m for r in context.envelope.recipients for m in r.mailbox_ids]
+                    cache = await self.store.mailbox_spam_thresholds(ids)
                 context.notes[_NOTE] = cache
             junk = mailbox_junk_threshold(cache.get(target.mailbox_id), junk)
         target.junk_threshold = junk

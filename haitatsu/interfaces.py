@@ -282,6 +282,11 @@ class IMailStore(Interface):
     def mailbox_spam_thresholds(mailbox_ids):
         """Fire with ``{mailbox_id: spam_thresholds}`` for the mailboxes that have any."""
 
+    def inbound_filter_data(mailbox_ids, domains=()):
+        """What the default filter chain reads about a message's recipients, in one read
+        transaction: fire with an ``InboundFilterData`` (``sender_rules_for``,
+        ``mailbox_spam_thresholds`` and each mailbox's active Sieve script)."""
+
     def duplicate_check(mailbox_id, key, trace_id, now, window):
         """Whether Message-ID digest ``key`` reached the mailbox within ``window`` ns: fire
         with ``"duplicate"``, or ``"new"`` after claiming it for delivery ``trace_id`` (a

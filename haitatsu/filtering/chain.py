@@ -157,7 +157,8 @@ class FilterChain:
             answer = entry.filter.check(stage, context)
             if inspect.isawaitable(answer):
                 d = defer.ensureDeferred(answer)
-                if entry.timeout > 0 and self.clock is not None:
+                if entry.timeout > 0 and self.clock is not None and not d.called:
+                    # (A filter that answered at once needs no timer set and cancelled.)
                     d.addTimeout(entry.timeout, self.clock)
                 answer = await d
             if answer is None:

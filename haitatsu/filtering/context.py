@@ -13,6 +13,7 @@ explicit ``read(limit)`` or ``open()``.
 from __future__ import annotations
 
 import email.utils
+import io
 import os
 from collections.abc import Iterator
 
@@ -85,16 +86,29 @@ class MessageAccess:
     """The received message, as the client sent it (without the headers we prepend), in the
     spool file. Reads are small and bounded unless the filter asks for more."""
 
-    def __init__(self, path: str, size: int):
-        self.path = path
+    def __init__(self, path: str, size: int, spool=None):
+        self._path = path
         #: Size in bytes of the message as received.
         self.size = size
+        #: The MX's ``SpoolFile`` while the message is only in its buffer (a small message):
+        #: reads come from memory, and asking for ``path`` writes the file out first.
+        self._spool = spool if spool is not None and spool.in_memory else None
         self._headers: list[tuple[str, str]] | None = None
         self._header_bytes: bytes | None = None
+
+    @property
+    def path(self) -> str:
+        """The file of the whole message (written out first when it was still in memory)."""
+        if self._spool is not None:
+            spool, self._spool = self._spool, None
+            spool.flush()
+        return self._path
 
     def open(self):
         """A binary file of the whole message (the caller closes it). Read it in a thread
         (``deferToThread``) when the message may be large."""
+        if self._spool is not None and self._spool.in_memory:
+            return io.BytesIO(self._spool.buffered())
         return open(self.path, "rb")
 
     def read(self, limit: int) -> bytes:

@@ -212,7 +212,7 @@ class SessionFilters:
         ``spool`` is consumed: removed, or handed back in the decision."""
         context = self.context
         context.trace_id = trace_id
-        context.message = MessageAccess(spool.path, size)
+        context.message = MessageAccess(spool.path, size, spool)
         ok = Reply(250, "2.0.0", f"OK {trace_id}")
         try:
             result = None
@@ -248,14 +248,20 @@ class SessionFilters:
         except BaseException:
             spool.discard()
             raise
-        spool.discard()
+        if final is not spool:
+            spool.discard()
         # From here on (DELIVERY) filters see the message as it is stored: the client's file
         # is gone, and our trace headers are part of what a recipient's Sieve script sees.
-        context.message = MessageAccess(final.path, final.size)
+        context.message = MessageAccess(final.path, final.size, final)
         return DataDecision(spool=final)
 
     async def _respool(self, spool: SpoolFile, prelude: bytes, size: int) -> SpoolFile:
+        """The file to store: ``spool`` itself when the message is still all in its buffer
+        (rewritten there, no file created or read), else a new spool file."""
         hostname = self.context.session.hostname
+        if spool.in_memory:
+            spool.rewrite(stored_bytes(spool.buffered(), prelude, hostname))
+            return spool
         directory = spool.path.rsplit("/", 1)[0]
         get_pool = getattr(self.clock, "getThreadPool", None)
         if size >= THREAD_COPY_BYTES and get_pool is not None:
@@ -342,6 +348,16 @@ def _field(name: str, value: str) -> bytes:
     to RFC 5322's line lengths (``results.fold``: signatures over it, ARC's, still hold)."""
     value = " ".join(value.replace("\r", " ").replace("\n", " ").split())
     return fold(f"{name}: {value}".encode("utf-8", "replace")) + b"\r\n"
+
+
+def stored_bytes(message: bytes, prelude: bytes, hostname: str) -> bytes:
+    """``respool`` of a message held in memory: ``prelude``, then ``message`` without our
+    forged ``Authentication-Results``."""
+    head = message[:HEADER_LIMIT]
+    end = _header_end(head, whole=len(message) < HEADER_LIMIT)
+    if end is None:
+        return prelude + message
+    return prelude + _without_forged(message[:end], hostname.lower()) + message[end:]
 
 
 def respool(path: str, directory: str, prelude: bytes, hostname: str) -> SpoolFile:

@@ -781,7 +781,10 @@ class InboundESMTP(ESMTP):
     ):
         if self.filters.active:
             try:
-                spool.close()  # the DATA-stage filters read the file
+                # The DATA-stage filters read the message: from the spool's buffer when it is
+                # all there (``MessageAccess`` writes the file out if one asks for its path).
+                if not spool.in_memory:
+                    spool.close()
             except OSError:
                 self._log.failure("spool flush failed", trace_id=trace_id)
                 spool.discard()

@@ -78,6 +78,31 @@ class SpoolFile:
                 written += os.write(self._fd, view[written:])
         self._buffer.clear()
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the whole message is still in the buffer (nothing written to the file yet,
+        and the file open): ``buffered`` is all of it, and ``rewrite`` may replace it."""
+        return self._fd is not None and self.size == len(self._buffer)
+
+    def buffered(self) -> bytes:
+        """What is buffered and not written yet (the whole message when ``in_memory``)."""
+        return bytes(self._buffer)
+
+    def rewrite(self, data: bytes) -> None:
+        """Replace the message with ``data`` while it is all ``in_memory`` (the MX prepends
+        its headers this way instead of copying the file); ``ValueError`` otherwise."""
+        if not self.in_memory:
+            raise ValueError(f"{self.path}: spool file is no longer only in memory")
+        self._buffer = bytearray(data)
+        self.size = len(data)
+        if len(self._buffer) >= self.BUFFER:
+            self._flush()
+
+    def flush(self) -> None:
+        """Write what is buffered to the file and keep it open (blocking)."""
+        if self._fd is not None and self._buffer:
+            self._flush()
+
     def close(self) -> None:
         """Write what is buffered and close; the file stays for the store to read. Safe to
         call more than once."""

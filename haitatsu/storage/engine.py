@@ -15,15 +15,16 @@ writer.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import sqlite3
+import threading
 from importlib import resources
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from haitatsu.interfaces import Conflict, StorageUnavailable
 from haitatsu.storage.group import GroupCommitter, Outcome
@@ -322,7 +323,7 @@ class Database(SchemaMixin):
     def __init__(self, engine, reactor):
         self.engine = engine
         self._reactor = reactor
-        self._pool = ThreadPool(minthreads=1, maxthreads=engine.readers + 1, name="haitatsu-db")
+        self._pool = _Workers(reactor, engine.readers + 1, "haitatsu-db")
         self._writer = None
         self._write_lock = defer.DeferredLock()
         self._readers: list = []
@@ -359,7 +360,7 @@ class Database(SchemaMixin):
     def _in_thread(self, fn, *args):
         if not self._started:
             return defer.fail(StorageUnavailable("database is closed"))
-        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+        return self._pool.run(fn, *args)
 
     # -- transactions ---------------------------------------------------------------------
 
@@ -458,6 +459,72 @@ class Database(SchemaMixin):
             raise
         txn.run_after_commit()
         return result
+
+
+class _Workers:
+    """The database's threads: ``run(fn, *args)`` calls ``fn`` in one of ``size`` threads and
+    fires with its result (or failure) on the reactor thread.
+
+    Twisted's ``ThreadPool`` does the same with a coordinator, a lock worker and a context
+    per call: several times the CPU of the call itself for the short transactions of a
+    delivery (a recipient lookup, the filters' read), a few of which every message makes.
+    Here a call is one put on a queue, and results that finish while the reactor is busy are
+    handed to it together, with one ``callFromThread``.
+    """
+
+    def __init__(self, reactor, size: int, name: str):
+        self._reactor = reactor
+        self._size = max(1, size)
+        self._name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._done: list = []
+        self._handing_over = False
+
+    def start(self) -> None:
+        for i in range(self._size):
+            thread = threading.Thread(target=self._work, name=f"{self._name}-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Let the calls queued so far run, then end the threads (blocking)."""
+        threads, self._threads = self._threads, []
+        for _ in threads:
+            self._queue.put(None)
+        for thread in threads:
+            thread.join()
+
+    def run(self, fn, *args) -> defer.Deferred:
+        d = defer.Deferred()
+        self._queue.put((d, fn, args))
+        return d
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            d, fn, args = item
+            del item
+            try:
+                outcome = fn(*args)
+            except BaseException:
+                outcome = Failure()
+            with self._lock:
+                self._done.append((d, outcome))
+                if self._handing_over:
+                    continue
+                self._handing_over = True
+            self._reactor.callFromThread(self._hand_over)
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+            self._handing_over = False
+        for d, outcome in done:
+            _fire(d, outcome)
 
 
 class _ThreadWork:

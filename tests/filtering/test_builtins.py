@@ -150,6 +150,55 @@ class SenderRulesTests(LoopbackMX):
         self.assertEqual(await self.sendmail(), {})
 
 
+class SharedReadTests(LoopbackMX):
+    """The default chain's filters read what they need about the recipients in one read
+    transaction per message (``inbound_filter_data``), and each message reads afresh."""
+
+    def count_reads(self):
+        counts = {}
+        for name in (
+            "inbound_filter_data",
+            "sender_rules_for",
+            "mailbox_spam_thresholds",
+            "active_sieve_script",
+        ):
+            real = getattr(self.store, name)
+
+            def counted(*args, _real=real, _name=name, **kwargs):
+                counts[_name] = counts.get(_name, 0) + 1
+                return _real(*args, **kwargs)
+
+            setattr(self.store, name, counted)
+            self.addCleanup(delattr, self.store, name)
+        return counts
+
+    async def test_one_read_per_message_for_the_three_filters(self):
+        await self.serve(spam=SpamConfig(reject_threshold=20))
+        await self.store.update_mailbox(self.carol.id, spam_thresholds={"junk_threshold": 0})
+        await self.store.put_sieve_script(self.bob.id, "drop", "discard;", activate=True)
+        allow = await self.store.create_sender_rule(
+            "mailbox", self.carol.id, "allow", "ip", "127.0.0.1"
+        )
+        counts = self.count_reads()
+        rcpts = ["bob@example.com", "carol@example.com"]
+        self.assertEqual(await self.sendmail(rcpts), {})
+        self.assertEqual(counts, {"inbound_filter_data": 1})
+        self.assertEqual(await self.folder(self.bob), [])  # bob's script discarded it
+        [first] = await self.folder(self.carol, "Junk")  # carol's own threshold is 0
+        self.assertEqual(first.auth_results["list_kind"], "allow")
+        # The next message sees what changed in between: nothing is kept across messages.
+        await self.store.put_sieve_script(self.bob.id, "keep", "keep;", activate=True)
+        await self.store.update_mailbox(self.carol.id, spam_thresholds=None)
+        await self.store.delete_sender_rule(allow.id)
+        await self.store.create_sender_rule("global", "", "block", "ip", "127.0.0.1")
+        self.assertEqual(await self.sendmail(rcpts), {})
+        self.assertEqual(counts, {"inbound_filter_data": 2})
+        [kept] = await self.folder(self.bob, "Junk")  # kept, in Junk: 10 points >= 5
+        self.assertEqual(kept.auth_results["list_kind"], "block")
+        self.assertEqual(len(await self.folder(self.carol, "Junk")), 2)
+        self.assertEqual(await self.folder(self.carol), [])
+
+
 class SizeCheckTests(LoopbackMX):
     async def test_declared_and_actual_size(self):
         await self.serve(spec("size_check", max_bytes=200))

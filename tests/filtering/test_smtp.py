@@ -19,6 +19,7 @@ from haitatsu.filtering import (
 )
 from haitatsu.filtering.chain import EMPTY_CHAIN
 from haitatsu.filtering.null import NULL_FILTERS
+from haitatsu.smtp.spool import SpoolFile
 from tests.filtering.helpers import Scripted, make_chain
 from tests.smtp.helpers import HOST, Session, make_config, temp_dir
 from tests.smtp.test_delivery import MESSAGE, dot_stuff
@@ -34,9 +35,10 @@ class FilteredSession(unittest.TestCase):
         self.bob = await self.store.create_mailbox("bob@example.com")
         self.carol = await self.store.create_mailbox("carol@example.com")
 
-    def connect(self, *filters, chain=None):
+    def connect(self, *filters, chain=None, config=None):
         chain = chain if chain is not None else make_chain(*filters)
-        self.session = Session(self, store=self.store, config=make_config(), chain=chain)
+        config = config if config is not None else make_config()
+        self.session = Session(self, store=self.store, config=config, chain=chain)
         return self.session.lines()
 
     async def messages(self, mailbox, folder="INBOX"):
@@ -332,6 +334,38 @@ class DataStageTests(FilteredSession):
         [(_, _, raw)] = await self.messages(self.bob)
         self.assertEqual(raw.count(b"Authentication-Results:"), 2)
         self.assertIn(b"Authentication-Results: other.example; dkim=fail\r\nFrom: Alice", raw)
+        self.assertTrue(raw.endswith(MESSAGE))
+
+    async def test_forged_authentication_results_are_removed_from_a_large_message(self):
+        """Past the spool's buffer the message is copied into a new file, not rewritten in
+        memory: the same fields go."""
+        forged = b"Authentication-Results: " + HOST.encode() + b"; spf=pass\r\n"
+        body = (b"y" * 98 + b"\r\n") * (SpoolFile.BUFFER // 100 + 10)
+        config = make_config(max_message_size=4 * SpoolFile.BUFFER)
+        self.connect(Scripted("quiet", {Stage.DATA: None}), config=config)
+        lines = await self.send(message=forged + MESSAGE + body)
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(_, _, raw)] = await self.messages(self.bob)
+        self.assertEqual(raw.count(b"Authentication-Results:"), 1)
+        self.assertIn(b"; none\r\nX-Haitatsu-Trace-ID", raw)
+        self.assertTrue(raw.endswith(MESSAGE + body))
+
+    async def test_filters_reading_the_file_of_a_small_message(self):
+        """A small message stays in the spool's buffer; a filter that asks for its path (at
+        DATA, and at DELIVERY for the stored form) gets a file holding all of it."""
+        seen = {}
+
+        def read(context):
+            with open(context.message.path, "rb") as f:
+                seen[context.stage] = f.read()
+            return None
+
+        self.connect(Scripted("reader", {Stage.DATA: read, Stage.DELIVERY: read}))
+        lines = await self.send()
+        self.assertTrue(_OK.match(lines[-1]), lines)
+        [(_, _, raw)] = await self.messages(self.bob)
+        self.assertEqual(seen[Stage.DATA], MESSAGE)
+        self.assertEqual(seen[Stage.DELIVERY], raw)
         self.assertTrue(raw.endswith(MESSAGE))
 
 

@@ -48,6 +48,33 @@ class SpoolFileTests(unittest.SynchronousTestCase):
         spool.close()
         self.assertEqual(os.path.getsize(spool.path), spool.size)
 
+    def test_a_message_in_memory_is_rewritten_there(self):
+        spool = SpoolFile.create(self.dir)
+        spool.write(b"Subject: hi\r\n\r\nbody\r\n")
+        self.assertTrue(spool.in_memory)
+        self.assertEqual(spool.buffered(), b"Subject: hi\r\n\r\nbody\r\n")
+        spool.rewrite(b"Received: x\r\n" + spool.buffered())
+        self.assertEqual(spool.size, 34)
+        self.assertEqual(os.path.getsize(spool.path), 0)
+        spool.close()
+        self.assertFalse(spool.in_memory)
+        with open(spool.path, "rb") as f:
+            self.assertEqual(f.read(), b"Received: x\r\nSubject: hi\r\n\r\nbody\r\n")
+
+    def test_once_written_out_it_cannot_be_rewritten(self):
+        spool = SpoolFile.create(self.dir)
+        spool.write(b"Subject: hi\r\n\r\n")
+        spool.flush()
+        self.assertFalse(spool.in_memory)
+        with open(spool.path, "rb") as f:
+            self.assertEqual(f.read(), b"Subject: hi\r\n\r\n")
+        with self.assertRaises(ValueError):
+            spool.rewrite(b"other")
+        spool.write(b"body\r\n")
+        spool.close()
+        with open(spool.path, "rb") as f:
+            self.assertEqual(f.read(), b"Subject: hi\r\n\r\nbody\r\n")
+
     def test_discard_drops_unwritten_bytes_and_the_file(self):
         spool = SpoolFile.create(self.dir)
         spool.write(b"never written")

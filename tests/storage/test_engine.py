@@ -5,11 +5,17 @@ from __future__ import annotations
 import os
 import threading
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial import unittest
 
 from haitatsu.interfaces import Conflict, StorageUnavailable
-from haitatsu.storage.engine import Database, SQLiteEngine, schema_files, split_statements
+from haitatsu.storage.engine import (
+    Database,
+    SQLiteEngine,
+    _Workers,
+    schema_files,
+    split_statements,
+)
 
 
 class ThreadReportingEngine(SQLiteEngine):
@@ -225,3 +231,35 @@ class SchemaFileTests(unittest.SynchronousTestCase):
         self.assertEqual(versions[0], 1)
         self.assertEqual(versions, sorted(set(versions)))
         self.assertEqual(versions, [v for v, _, _ in schema_files("postgres")])
+
+
+class WorkerThreadTests(unittest.TestCase):
+    """The database's threads (``_Workers``): calls run off the reactor thread, results and
+    failures come back on it, and stopping lets the queued calls finish first."""
+
+    async def test_results_failures_and_stop(self):
+        workers = _Workers(reactor, 3, "test-db")
+        workers.start()
+        main = threading.get_ident()
+        seen = []
+
+        def call(n):
+            self.assertNotEqual(threading.get_ident(), main)
+            return n * 2
+
+        def fail():
+            raise ValueError("no")
+
+        results = await defer.gatherResults(
+            [workers.run(call, n).addCallback(lambda r: (seen.append(r), r)[1]) for n in range(50)]
+        )
+        self.assertEqual(results, [n * 2 for n in range(50)])
+        self.assertEqual(sorted(seen), results)
+        with self.assertRaises(ValueError):
+            await workers.run(fail)
+        gate = threading.Event()
+        late = workers.run(lambda: gate.wait(10) and "ran")
+        stopping = threads.deferToThread(workers.stop)
+        gate.set()
+        await stopping
+        self.assertEqual(await late, "ran")

@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from haitatsu.interfaces import OverQuota
@@ -135,6 +136,22 @@ class EventLogTests:
         self.assertTrue(await self.store.finish_event(wanted, "node-a", "delivered", 1))
         row = await self.store.get_event(wanted)
         self.assertEqual((row.status, row.attempts, row.locked_by), ("delivered", 1, ""))
+
+    async def test_claims_share_the_group_committed_transactions(self):
+        """Every delivery writes an event that wakes the webhook workers: their claims go
+        into the shared write transactions, and two claims in one still lease a row once."""
+        wanted = await self.store.record_event("x.test", {"event": "x.test"})
+        before = len(self.store.db.group.batch_sizes)
+        claims = await defer.gatherResults(
+            [
+                defer.ensureDeferred(self.store.claim_event(node, {"x.test"}))
+                for node in ("a", "b", "c")
+            ]
+        )
+        self.assertGreater(max(self.store.db.group.batch_sizes[before:]), 1)
+        [claimed] = [c for c in claims if c is not None]
+        self.assertEqual(claimed.id, wanted)
+        self.assertEqual((await self.store.get_event(wanted)).locked_by, claimed.locked_by)
 
     async def test_no_endpoint_rows_are_delivered_once_an_endpoint_appears(self):
         event_id = await self.store.record_event("late.type", {"event": "late.type"})

@@ -37,6 +37,41 @@ class FilterDataContractMixin:
         await store.update_mailbox(a.id, spam_thresholds=None)
         self.assertEqual(await store.mailbox_spam_thresholds([a.id]), {})
 
+    async def test_inbound_filter_data_is_the_three_reads_in_one(self):
+        store = await self.make()
+        a = await store.create_mailbox("a@example.com", spam_thresholds={"junk_threshold": 2})
+        b = await store.create_mailbox("b@other.example")
+        c = await store.create_mailbox("c@example.com")
+        await store.put_sieve_script(a.id, "one", "keep;", activate=True)
+        await store.put_sieve_script(a.id, "two", "discard;")
+        await store.put_sieve_script(c.id, "three", "keep;", activate=True)
+        await store.create_sender_rule("global", "", "block", "email", "x@spam.example")
+        await store.create_sender_rule("mailbox", a.id, "allow", "domain", "friend.example")
+        await store.create_sender_rule("mailbox", c.id, "block", "ip", "192.0.2.1")
+        await store.create_sender_rule("domain", "other.example", "block", "cidr", "10.0.0.0/8")
+        await store.create_sender_rule("domain", "third.example", "allow", "email", "y@z.example")
+        for ids, domains in (
+            ([a.id, b.id], ["example.com", "other.example"]),
+            ([b.id, a.id, b.id], ["other.example"]),
+            ([c.id], []),
+            ([], ["third.example"]),
+        ):
+            data = await store.inbound_filter_data(ids, domains)
+            self.assertEqual(data.mailbox_ids, frozenset(ids))
+            self.assertEqual(
+                list(data.sender_rules), await store.sender_rules_for(ids, domains=domains)
+            )
+            self.assertEqual(data.spam_thresholds, await store.mailbox_spam_thresholds(ids))
+            scripts = {}
+            for mailbox_id in set(ids):
+                script = await store.active_sieve_script(mailbox_id)
+                if script is not None:
+                    scripts[mailbox_id] = script
+            self.assertEqual(data.sieve_scripts, scripts)
+        data = await store.inbound_filter_data([a.id, b.id], ["example.com", "other.example"])
+        self.assertEqual(len(data.sender_rules), 3)
+        self.assertEqual(data.sieve_scripts[a.id].name, "one")
+
     async def test_a_stored_message_makes_duplicates(self):
         store = await self.make()
         box = await store.create_mailbox("a@example.com")

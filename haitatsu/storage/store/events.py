@@ -292,7 +292,10 @@ class EventsMixin(StoreBase):
                 )
             return None
 
-        return self._run("claim_event", txn_fn)
+        # Group committed: with every delivery writing an event that wakes the workers, a
+        # transaction of its own per claim took the write lock (and an fsync) between the
+        # deliveries' shared ones.
+        return self._run_grouped("claim_event", txn_fn)
 
     def finish_event(self, event_id, node, status, attempts, last_error=None, next_attempt_at=None):
         """Record a delivery attempt's outcome on a row ``node`` holds; fire with whether the

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 
+import attrs
 from twisted.internet import defer
 
 from haitatsu.storage.store.base import StoreBase
+from haitatsu.storage.store.senderrules import read_sender_rules
+from haitatsu.storage.store.sieve import read_active_scripts
 
 #: What ``duplicate_check`` found.
 DUPLICATE_NEW = "new"  # first copy in the window (or the first one never got stored)
@@ -25,32 +28,64 @@ DUPLICATE_SEEN = "duplicate"  # an earlier copy is in the mailbox
 CLAIM_SKEW = 600 * 10**9
 
 
+@attrs.frozen
+class InboundFilterData:
+    """``FilterDataMixin.inbound_filter_data``: one snapshot of what the ``sender_rules``,
+    ``spam_score`` and ``sieve`` filters read about a message's recipient mailbox
+    ``mailbox_ids``: the sender rules (global, those mailboxes' and the recipient domains',
+    oldest first), their spam thresholds (only those that have any) and their active Sieve
+    scripts (only those that have one)."""
+
+    mailbox_ids: frozenset
+    sender_rules: tuple = ()
+    spam_thresholds: dict = attrs.field(factory=dict, hash=False)
+    sieve_scripts: dict = attrs.field(factory=dict, hash=False)
+
+
+async def read_spam_thresholds(txn, ids) -> dict:
+    """``FilterDataMixin.mailbox_spam_thresholds`` in the caller's transaction."""
+    clause, params = txn.in_clause("id", ids)
+    rows = await txn.execute(
+        f"SELECT id, spam_thresholds FROM mailboxes WHERE {clause} AND spam_thresholds IS NOT NULL",
+        params,
+    )
+    out = {}
+    for row in rows:
+        try:
+            value = json.loads(row["spam_thresholds"])
+        except (TypeError, ValueError):
+            continue
+        if isinstance(value, dict) and value:
+            out[row["id"]] = value
+    return out
+
+
 class FilterDataMixin(StoreBase):
     def mailbox_spam_thresholds(self, mailbox_ids):
         """Fire with ``{mailbox_id: spam_thresholds}`` for those of ``mailbox_ids`` that have
         any (API.md 1.2: ``junk_threshold``, ``spam_threshold``, ``phishing_threshold``)."""
         ids = sorted(set(mailbox_ids))
-
-        async def txn_fn(txn):
-            clause, params = txn.in_clause("id", ids)
-            rows = await txn.execute(
-                f"SELECT id, spam_thresholds FROM mailboxes WHERE {clause} "
-                "AND spam_thresholds IS NOT NULL",
-                params,
-            )
-            out = {}
-            for row in rows:
-                try:
-                    value = json.loads(row["spam_thresholds"])
-                except (TypeError, ValueError):
-                    continue
-                if isinstance(value, dict) and value:
-                    out[row["id"]] = value
-            return out
-
         if not ids:
             return defer.succeed({})
-        return self._run("mailbox_spam_thresholds", txn_fn, readonly=True)
+        return self._run("mailbox_spam_thresholds", read_spam_thresholds, ids, readonly=True)
+
+    def inbound_filter_data(self, mailbox_ids, domains=()):
+        """What the default chain reads about a message's recipients, in one read transaction
+        (one thread hop instead of one per filter): fire with an ``InboundFilterData`` of
+        ``sender_rules_for(mailbox_ids, domains)``, ``mailbox_spam_thresholds(mailbox_ids)``
+        and each mailbox's active Sieve script."""
+        ids = sorted(set(mailbox_ids))
+        domains = sorted(set(domains))
+
+        async def txn_fn(txn):
+            return InboundFilterData(
+                mailbox_ids=frozenset(ids),
+                sender_rules=tuple(await read_sender_rules(txn, ids, domains)),
+                spam_thresholds=await read_spam_thresholds(txn, ids) if ids else {},
+                sieve_scripts=await read_active_scripts(txn, ids) if ids else {},
+            )
+
+        return self._run("inbound_filter_data", txn_fn, readonly=True)
 
     def duplicate_check(self, mailbox_id: str, key: str, trace_id: str, now: int, window: int):
         """Whether the message ``key`` (a digest of its Message-ID) reached ``mailbox_id``

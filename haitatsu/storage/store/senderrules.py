@@ -26,6 +26,19 @@ def _rule(row) -> SenderRule:
     return SenderRule(**{f.name: row[f.name] for f in attrs.fields(SenderRule)})
 
 
+async def read_sender_rules(txn, mailbox_ids, domains=()) -> list[SenderRule]:
+    """``SenderRulesMixin.sender_rules_for`` in the caller's transaction."""
+    sql = "SELECT * FROM sender_rules WHERE scope = 'global'"
+    params: list = []
+    for scope, refs in (("mailbox", list(mailbox_ids)), ("domain", list(domains))):
+        if refs:
+            clause, more = txn.in_clause("scope_ref", refs)
+            sql += f" OR (scope = '{scope}' AND {clause})"
+            params.extend(more)
+    rows = await txn.execute(sql + " ORDER BY created_at, id", tuple(params))
+    return [_rule(r) for r in rows]
+
+
 class SenderRulesMixin(StoreBase):
     def create_sender_rule(self, scope, scope_ref, kind, match_type, value, action="junk"):
         """Store a rule (the caller validated it); ``value`` is kept lowercased."""
@@ -67,18 +80,7 @@ class SenderRulesMixin(StoreBase):
         the mailboxes and ``domain`` ones naming one of ``domains`` (the recipients'), oldest
         first."""
 
-        async def txn_fn(txn):
-            sql = "SELECT * FROM sender_rules WHERE scope = 'global'"
-            params: list = []
-            for scope, refs in (("mailbox", list(mailbox_ids)), ("domain", list(domains))):
-                if refs:
-                    clause, more = txn.in_clause("scope_ref", refs)
-                    sql += f" OR (scope = '{scope}' AND {clause})"
-                    params.extend(more)
-            rows = await txn.execute(sql + " ORDER BY created_at, id", tuple(params))
-            return [_rule(r) for r in rows]
-
-        return self._run("sender_rules_for", txn_fn, readonly=True)
+        return self._run("sender_rules_for", read_sender_rules, mailbox_ids, domains, readonly=True)
 
     def delete_sender_rule(self, rule_id):
         """Delete a rule; fire with whether it existed."""

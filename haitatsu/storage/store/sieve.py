@@ -48,6 +48,16 @@ def _script(row) -> SieveScript:
     )
 
 
+async def read_active_scripts(txn, mailbox_ids) -> dict[str, SieveScript]:
+    """The active script of each of ``mailbox_ids`` that has one, in the caller's
+    transaction."""
+    clause, params = txn.in_clause("mailbox_id", sorted(set(mailbox_ids)))
+    rows = await txn.execute(
+        f"SELECT * FROM sieve_scripts WHERE {clause} AND active = ?", (*params, True)
+    )
+    return {row["mailbox_id"]: _script(row) for row in rows}
+
+
 class SieveMixin(StoreBase):
     def list_sieve_scripts(self, mailbox_id):
         """The mailbox's scripts, by name."""
