@@ -27,7 +27,7 @@ from haitatsu.api.conventions import (
 from haitatsu.api.conventions import query as query_param
 from haitatsu.api.labels import label_json
 from haitatsu.storage.store import MessageQuery, UnknownSearchName
-from haitatsu.storage.views import message_object
+from haitatsu.storage.views import MessageView, message_object
 
 routes = RouteTable()
 _log = Logger()
@@ -66,19 +66,20 @@ def message_json(info) -> dict:
 def message_view_json(view) -> dict:
     """``{"mailbox_message", "message", "labels"}``; ``labels`` is null when there are none.
 
-    ``view[1]`` is a ``MessageInfo``, or the ``message`` object the store read: its stored
-    JSON text (spliced into the answer as it is) or a dict."""
+    ``view`` is a ``(MailboxMessage, MessageInfo[, labels])`` tuple or a ``MessageView``, whose
+    stored ``message`` JSON is spliced into the answer as it is."""
+    if isinstance(view, MessageView):
+        message = view.message
+        return {
+            "mailbox_message": view.mailbox_message,
+            "message": orjson.Fragment(message) if isinstance(message, (bytes, str)) else message,
+            "labels": [label_json(label) for label in view.labels] or None,
+        }
     row, info = view[0], view[1]
     labels = view[2] if len(view) > 2 else []
-    if isinstance(info, str):
-        message = orjson.Fragment(info)
-    elif isinstance(info, dict):
-        message = info
-    else:
-        message = message_json(info)
     return {
         "mailbox_message": mailbox_message_json(row),
-        "message": message,
+        "message": message_json(info),
         "labels": [label_json(label) for label in labels] or None,
     }
 

@@ -19,6 +19,79 @@ import orjson
 
 from haitatsu.storage.records import rfc3339
 
+#: The mailbox_message columns of a view, in the order ``mailbox_message_object`` reads them;
+#: the message's stored object follows them in a view row.
+VIEW_MM_COLUMNS = (
+    "mm.id, mm.mailbox_id, mm.message_id, mm.folder_id, mm.uid, mm.original_rcpt, "
+    "mm.base_rcpt, mm.plus_tag, mm.resolved_route_id, mm.read, mm.flagged, mm.answered, "
+    "mm.draft, mm.imap_deleted, mm.keywords, mm.created_at, mm.updated_at, mm.deleted_at"
+)
+
+
+class MessageView:
+    """A message view as the REST list and get answer it (API.md 1.7): ``mailbox_message``
+    and ``message`` are the view's objects (``message`` as the stored JSON text, or a dict
+    where none is stored), ``labels`` the placement's ``Label`` records. ``id`` and
+    ``created_at`` are the placement's, which the list's cursor is made of."""
+
+    __slots__ = ("id", "created_at", "mailbox_message", "message", "labels")
+
+    def __init__(self, id, created_at, mailbox_message, message, labels=()):
+        self.id = id
+        self.created_at = created_at
+        self.mailbox_message = mailbox_message
+        self.message = message
+        self.labels = labels
+
+
+def mailbox_message_object(row) -> dict:
+    """The ``mailbox_message`` object of a view from a row of ``VIEW_MM_COLUMNS`` (a tuple):
+    what the API's ``mailbox_message_json`` makes of the ``MailboxMessage`` of the same row,
+    Go's ``omitempty`` written out field by field (a page has 50 of them)."""
+    out = {}
+    if row[0]:
+        out["id"] = row[0]
+    if row[1]:
+        out["mailbox_id"] = row[1]
+    if row[2]:
+        out["message_id"] = row[2]
+    if row[3]:
+        out["folder_id"] = row[3]
+    if row[4]:
+        out["uid"] = row[4]
+    if row[5]:
+        out["original_rcpt"] = row[5]
+    if row[6]:
+        out["base_rcpt"] = row[6]
+    if row[7]:
+        out["plus_tag"] = row[7]
+    if row[8]:
+        out["resolved_route_id"] = row[8]
+    if row[9]:
+        out["read"] = True
+    if row[10]:
+        out["flagged"] = True
+    if row[11]:
+        out["answered"] = True
+    if row[12]:
+        out["draft"] = True
+    if row[13]:
+        out["imap_deleted"] = True
+    keywords = row[14]
+    if keywords and keywords != "[]":
+        from haitatsu.storage.store.common import _load_json
+
+        keywords = _load_json(keywords)
+        if keywords:
+            out["keywords"] = list(keywords)
+    if row[15] is not None:
+        out["created_at"] = rfc3339(row[15])
+    if row[16] is not None:
+        out["updated_at"] = rfc3339(row[16])
+    if row[17] is not None:
+        out["deleted_at"] = rfc3339(row[17])
+    return out
+
 
 def _is_zero(value) -> bool:
     # Go's omitempty: false, 0, "", nil and empty arrays or maps (the API's ``omit_zero``).

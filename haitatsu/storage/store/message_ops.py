@@ -24,7 +24,12 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.labels import WrongMailbox
 from haitatsu.storage.store.sync import record_vanished
-from haitatsu.storage.views import message_object
+from haitatsu.storage.views import (
+    VIEW_MM_COLUMNS,
+    MessageView,
+    mailbox_message_object,
+    message_object,
+)
 
 
 class UnknownSearchName(ValueError):
@@ -252,23 +257,20 @@ class MessageOpsMixin(StoreBase):
         return self._run("get_message_entry", txn_fn, readonly=True)
 
     def get_view_entry(self, mailbox_message_id):
-        """``(MailboxMessage, message, [Label])`` of a live message, or None: ``message`` is
-        the REST ``message`` object as JSON text (``views``), or as a dict where none is
-        stored (then built from the row)."""
+        """The ``MessageView`` of a live message, or None."""
 
         async def txn_fn(txn):
-            row = await txn.execute_one(
-                f"SELECT {_MM_COLUMNS}, m.view_json AS m_view_json FROM mailbox_messages mm "
+            rows = await txn.execute_values(
+                f"SELECT {VIEW_MM_COLUMNS}, {_view_column(txn)} FROM mailbox_messages mm "
                 "JOIN messages m ON m.id = mm.message_id WHERE mm.id = ? "
                 "AND mm.deleted_at IS NULL",
                 (mailbox_message_id,),
             )
-            if row is None:
+            if not rows:
                 return None
-            found = await _with_views(txn, [row])
-            labels = await self._labels_of(txn, [mailbox_message_id])
-            mm, message = found[0]
-            return mm, message, labels.get(mailbox_message_id, [])
+            [view] = await _views(txn, rows)
+            view.labels = (await self._labels_of(txn, [view.id])).get(view.id, [])
+            return view
 
         return self._run("get_view_entry", txn_fn, readonly=True)
 
@@ -294,23 +296,24 @@ class MessageOpsMixin(StoreBase):
         return self._run("query_messages", txn_fn, readonly=True)
 
     def query_message_views(self, mailbox_id, query=None, limit=50, before=None):
-        """``query_messages`` for the REST list: the same page, as ``(MailboxMessage,
-        message, [Label])`` where ``message`` is as ``get_view_entry`` gives it. Reads each
-        message's stored JSON instead of its columns."""
+        """``query_messages`` for the REST list: the same page as ``MessageView``s, read from
+        the placements' columns and each message's stored object, not its columns."""
         query = query or MessageQuery()
 
         async def txn_fn(txn):
             where, params = await self._query_where(txn, mailbox_id, query, before)
-            rows = await txn.execute(
-                f"SELECT {_MM_COLUMNS}, m.view_json AS m_view_json FROM mailbox_messages mm "
+            rows = await txn.execute_values(
+                f"SELECT {VIEW_MM_COLUMNS}, {_view_column(txn)} FROM mailbox_messages mm "
                 "JOIN messages m ON m.id = mm.message_id WHERE "
                 + " AND ".join(where)
                 + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
                 (*params, limit),
             )
-            found = await _with_views(txn, rows)
-            labels = await self._labels_of(txn, [mm.id for mm, _ in found])
-            return [(mm, message, labels.get(mm.id, [])) for mm, message in found]
+            views = await _views(txn, rows)
+            labels = await self._labels_of(txn, [view.id for view in views])
+            for view in views:
+                view.labels = labels.get(view.id, [])
+            return views
 
         return self._run("query_message_views", txn_fn, readonly=True)
 
@@ -370,20 +373,28 @@ class MessageOpsMixin(StoreBase):
         return where, params
 
 
-async def _with_views(txn, rows) -> list[tuple]:
-    """``(MailboxMessage, message)`` for rows of ``_MM_COLUMNS`` plus ``m_view_json``: the
-    stored JSON text where there is one, else the ``message`` object built from the message's
-    columns (messages stored before schema 036), read in one more statement."""
-    missing = sorted({r["message_id"] for r in rows if r["m_view_json"] is None})
+def _view_column(txn) -> str:
+    """The stored object as the view row's last column: as bytes from SQLite (no decoding to
+    ``str`` and encoding back), as text from PostgreSQL."""
+    return "CAST(m.view_json AS BLOB)" if txn.engine.name == "sqlite" else "m.view_json"
+
+
+async def _views(txn, rows) -> list[MessageView]:
+    """``MessageView``s (without labels) of rows of ``VIEW_MM_COLUMNS`` plus the stored
+    object: that object where there is one, else the ``message`` object built from the
+    message's columns (messages stored before schema 036), read in one more statement."""
+    missing = sorted({r[2] for r in rows if r[-1] is None})
     built = {}
     for start in range(0, len(missing), 500):
         clause, params = txn.in_clause("m.id", missing[start : start + 500])
         for r in await txn.execute(f"SELECT {_MSG_COLUMNS} FROM messages m WHERE {clause}", params):
             built[r["m_id"]] = message_object(_message_info(r))
     return [
-        (
-            _mailbox_message(r),
-            r["m_view_json"] if r["m_view_json"] is not None else built[r["message_id"]],
+        MessageView(
+            r[0],
+            r[15],
+            mailbox_message_object(r),
+            r[-1] if r[-1] is not None else built[r[2]],
         )
         for r in rows
     ]
