@@ -10,10 +10,11 @@ from __future__ import annotations
 import tempfile
 
 from klein import Klein
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.web.server import Request, Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+import haitatsu.log
 from haitatsu.api import (
     acme_challenge,
     audit,
@@ -88,6 +89,17 @@ def _klein_app() -> Klein:
     for module in RESOURCES:
         module.routes.install(app)
     return app
+
+
+class QuietSite(Site):
+    """A ``Site`` whose access log line is formatted only when the live log level lets it
+    through: twisted.web logs each request at level info, and formatting the line costs as
+    much as a small request's own work (docs/benchmarks.md, REST); at ``warn`` it was formatted
+    and then dropped."""
+
+    def log(self, request):
+        if haitatsu.log.settings.predicate.logLevelForNamespace("log_legacy") <= LogLevel.info:
+            super().log(request)
 
 
 class HaitatsuAPI:
@@ -168,7 +180,7 @@ class HaitatsuAPI:
         body to a temporary file; this one discards what is over the limit as it arrives.
         """
         request_type = type("BodyLimitedRequest", (BodyLimitedRequest,), {"body_limit": body_limit})
-        return Site(self.resource(), requestFactory=request_type)
+        return QuietSite(self.resource(), requestFactory=request_type)
 
     def authenticate(self, request) -> None:
         """Raise the exact 401 envelope unless the request carries the live service token."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import orjson
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.protocols.basic import FileSender
@@ -25,8 +26,8 @@ from haitatsu.api.conventions import (
 )
 from haitatsu.api.conventions import query as query_param
 from haitatsu.api.labels import label_json
-from haitatsu.api.mailboxes import go_number
 from haitatsu.storage.store import MessageQuery, UnknownSearchName
+from haitatsu.storage.views import MessageView, message_object
 
 routes = RouteTable()
 _log = Logger()
@@ -58,35 +59,22 @@ def mailbox_message_json(row) -> dict:
 
 
 def message_json(info) -> dict:
-    return omit_zero(
-        {
-            "id": info.id,
-            "trace_id": info.trace_id,
-            "rfc_message_id": info.rfc_message_id,
-            "blob_key": info.blob_key,
-            "sha256": info.sha256,
-            "size_bytes": info.size_bytes,
-            "headers": info.headers,
-            "from_addresses": list(info.from_addresses or ()),
-            "to_addresses": list(info.to_addresses or ()),
-            "cc_addresses": list(info.cc_addresses or ()),
-            "bcc_addresses": list(info.bcc_addresses or ()),
-            "subject": info.subject,
-            "date": timestamp(info.date),
-            "text_body_extract": info.text_body_extract,
-            "html_body_extract": info.html_body_extract,
-            "attachments": list(info.attachments or ()),
-            "spam_score": go_number(info.spam_score),
-            "auth_results": info.auth_results,
-            "created_at": timestamp(info.created_at),
-            "updated_at": timestamp(info.updated_at),
-            "deleted_at": timestamp(info.deleted_at),
-        }
-    )
+    """The ``message`` object of a view (``haitatsu.storage.views``, which delivery stores)."""
+    return message_object(info)
 
 
 def message_view_json(view) -> dict:
-    """``{"mailbox_message", "message", "labels"}``; ``labels`` is null when there are none."""
+    """``{"mailbox_message", "message", "labels"}``; ``labels`` is null when there are none.
+
+    ``view`` is a ``(MailboxMessage, MessageInfo[, labels])`` tuple or a ``MessageView``, whose
+    stored ``message`` JSON is spliced into the answer as it is."""
+    if isinstance(view, MessageView):
+        message = view.message
+        return {
+            "mailbox_message": view.mailbox_message,
+            "message": orjson.Fragment(message) if isinstance(message, (bytes, str)) else message,
+            "labels": [label_json(label) for label in view.labels] or None,
+        }
     row, info = view[0], view[1]
     labels = view[2] if len(view) > 2 else []
     return {
@@ -116,7 +104,7 @@ async def list_messages(api, request, mailbox_id):
     if q.strip():
         query = search.parse(q, query)
     try:
-        rows = await api.store.query_messages(
+        rows = await api.store.query_message_views(
             mailbox_id, query, limit=page.limit + 1, before=page.before
         )
     except UnknownSearchName as e:
@@ -126,7 +114,7 @@ async def list_messages(api, request, mailbox_id):
 
 @routes.route("GET", "/api/v1/messages/<message_id>", failure="message_load_failed")
 async def get_message(api, request, message_id):
-    view = await api.store.get_message_entry(message_id)
+    view = await api.store.get_view_entry(message_id)
     if view is None:
         raise APIError(404, "message_not_found", "Message not found")
     return data(request, message_view_json(view))

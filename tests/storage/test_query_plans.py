@@ -111,3 +111,27 @@ class MessageListPlanTests(unittest.TestCase):
             plan,
         )
         self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)
+
+    async def test_the_view_list_has_the_same_plans(self):
+        # What the REST list runs (query_message_views: the placement's columns and the stored
+        # message object) walks the same index ranges as query_messages, with no sort.
+        newest = sorted(self.placed, key=lambda mm: (mm.created_at, mm.id), reverse=True)
+        self.engine.statements.clear()
+        page = await self.store.query_message_views(self.mailbox.id, limit=3)
+        self.assertEqual([view.id for view in page], [mm.id for mm in newest[:3]])
+        plan = self.plan_of_list()
+        self.assertIn("SEARCH mm USING INDEX mailbox_messages_mailbox (mailbox_id=?)", plan)
+        self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)
+        cursor = (newest[1].created_at, newest[1].id)
+        self.engine.statements.clear()
+        page = await self.store.query_message_views(self.mailbox.id, limit=2, before=cursor)
+        self.assertEqual([view.id for view in page], [mm.id for mm in newest[2:4]])
+        plan = self.plan_of_list()
+        self.assertIn(
+            "SEARCH mm USING INDEX mailbox_messages_mailbox "
+            "(mailbox_id=? AND (created_at,id)<(?,?))",
+            plan,
+        )
+        self.assertFalse([step for step in plan if "TEMP B-TREE" in step], plan)
+        # Every message has its stored object: no second statement for the columns.
+        self.assertFalse([s for s in self.engine.statements if "FROM messages m WHERE" in s])

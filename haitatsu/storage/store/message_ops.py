@@ -24,6 +24,12 @@ from haitatsu.storage.store.common import (
 )
 from haitatsu.storage.store.labels import WrongMailbox
 from haitatsu.storage.store.sync import record_vanished
+from haitatsu.storage.views import (
+    VIEW_MM_COLUMNS,
+    MessageView,
+    mailbox_message_object,
+    message_object,
+)
 
 
 class UnknownSearchName(ValueError):
@@ -250,6 +256,24 @@ class MessageOpsMixin(StoreBase):
 
         return self._run("get_message_entry", txn_fn, readonly=True)
 
+    def get_view_entry(self, mailbox_message_id):
+        """The ``MessageView`` of a live message, or None."""
+
+        async def txn_fn(txn):
+            rows = await txn.execute_values(
+                f"SELECT {VIEW_MM_COLUMNS}, {_view_column(txn)} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE mm.id = ? "
+                "AND mm.deleted_at IS NULL",
+                (mailbox_message_id,),
+            )
+            if not rows:
+                return None
+            [view] = await _views(txn, rows)
+            view.labels = (await self._labels_of(txn, [view.id])).get(view.id, [])
+            return view
+
+        return self._run("get_view_entry", txn_fn, readonly=True)
+
     def query_messages(self, mailbox_id, query=None, limit=50, before=None):
         """A page of the mailbox's live messages matching ``query`` (a ``MessageQuery``), newest
         first, as ``(MailboxMessage, MessageInfo, [Label])``. ``UnknownSearchName`` when a
@@ -257,57 +281,7 @@ class MessageOpsMixin(StoreBase):
         query = query or MessageQuery()
 
         async def txn_fn(txn):
-            where, params = _page_where("mm.", before)
-            where += ["mm.mailbox_id = ?", "mm.deleted_at IS NULL"]
-            params.append(mailbox_id)
-
-            def add(sql, *values):
-                where.append(sql)
-                params.extend(values)
-
-            if query.folder_id:
-                add("mm.folder_id = ?", query.folder_id)
-            for name in query.folder_names:
-                folder = await self._get_folder(txn, mailbox_id, name)
-                if folder is None:
-                    raise UnknownSearchName("folder not found")
-                add("mm.folder_id = ?", folder.id)
-            label_ids = [query.label_id] if query.label_id else []
-            for name in query.label_names:
-                row = await txn.execute_one(
-                    "SELECT id FROM labels WHERE mailbox_id = ? AND name = ?", (mailbox_id, name)
-                )
-                if row is None:
-                    raise UnknownSearchName("label not found")
-                label_ids.append(row["id"])
-            for label_id in label_ids:
-                add(
-                    "mm.id IN (SELECT mailbox_message_id FROM message_labels WHERE label_id = ?)",
-                    label_id,
-                )
-            for value in query.read:
-                add("mm.read = ?", value)
-            for value in query.flagged:
-                add("mm.flagged = ?", value)
-            for column, values in (
-                ("m.from_addresses", query.from_),
-                ("m.to_addresses", query.to),
-                ("m.cc_addresses", query.cc),
-                ("m.subject", query.subject),
-            ):
-                for value in values:
-                    add(f"LOWER({column}) LIKE ? ESCAPE '!'", _like(value))
-            if query.has_attachment:
-                add("m.attachments <> ?", "[]")
-            for tag in query.plus_tags:
-                add("LOWER(mm.plus_tag) = ?", tag.lower())
-            for bound in query.after:
-                add("COALESCE(m.date, mm.created_at) >= ?", bound)
-            for bound in query.before:
-                add("COALESCE(m.date, mm.created_at) <= ?", bound)
-            if query.text.strip():
-                match, match_params = txn.search_clause("m", query.text)
-                add(match, *match_params)
+            where, params = await self._query_where(txn, mailbox_id, query, before)
             rows = await txn.execute(
                 f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
                 "JOIN messages m ON m.id = mm.message_id WHERE "
@@ -320,3 +294,107 @@ class MessageOpsMixin(StoreBase):
             return [(mm, info, labels.get(mm.id, [])) for mm, info in found]
 
         return self._run("query_messages", txn_fn, readonly=True)
+
+    def query_message_views(self, mailbox_id, query=None, limit=50, before=None):
+        """``query_messages`` for the REST list: the same page as ``MessageView``s, read from
+        the placements' columns and each message's stored object, not its columns."""
+        query = query or MessageQuery()
+
+        async def txn_fn(txn):
+            where, params = await self._query_where(txn, mailbox_id, query, before)
+            rows = await txn.execute_values(
+                f"SELECT {VIEW_MM_COLUMNS}, {_view_column(txn)} FROM mailbox_messages mm "
+                "JOIN messages m ON m.id = mm.message_id WHERE "
+                + " AND ".join(where)
+                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
+                (*params, limit),
+            )
+            views = await _views(txn, rows)
+            labels = await self._labels_of(txn, [view.id for view in views])
+            for view in views:
+                view.labels = labels.get(view.id, [])
+            return views
+
+        return self._run("query_message_views", txn_fn, readonly=True)
+
+    async def _query_where(self, txn, mailbox_id, query, before):
+        """The WHERE terms and parameters of a message list (``query_messages``)."""
+        where, params = _page_where("mm.", before)
+        where += ["mm.mailbox_id = ?", "mm.deleted_at IS NULL"]
+        params.append(mailbox_id)
+
+        def add(sql, *values):
+            where.append(sql)
+            params.extend(values)
+
+        if query.folder_id:
+            add("mm.folder_id = ?", query.folder_id)
+        for name in query.folder_names:
+            folder = await self._get_folder(txn, mailbox_id, name)
+            if folder is None:
+                raise UnknownSearchName("folder not found")
+            add("mm.folder_id = ?", folder.id)
+        label_ids = [query.label_id] if query.label_id else []
+        for name in query.label_names:
+            row = await txn.execute_one(
+                "SELECT id FROM labels WHERE mailbox_id = ? AND name = ?", (mailbox_id, name)
+            )
+            if row is None:
+                raise UnknownSearchName("label not found")
+            label_ids.append(row["id"])
+        for label_id in label_ids:
+            add(
+                "mm.id IN (SELECT mailbox_message_id FROM message_labels WHERE label_id = ?)",
+                label_id,
+            )
+        for value in query.read:
+            add("mm.read = ?", value)
+        for value in query.flagged:
+            add("mm.flagged = ?", value)
+        for column, values in (
+            ("m.from_addresses", query.from_),
+            ("m.to_addresses", query.to),
+            ("m.cc_addresses", query.cc),
+            ("m.subject", query.subject),
+        ):
+            for value in values:
+                add(f"LOWER({column}) LIKE ? ESCAPE '!'", _like(value))
+        if query.has_attachment:
+            add("m.attachments <> ?", "[]")
+        for tag in query.plus_tags:
+            add("LOWER(mm.plus_tag) = ?", tag.lower())
+        for bound in query.after:
+            add("COALESCE(m.date, mm.created_at) >= ?", bound)
+        for bound in query.before:
+            add("COALESCE(m.date, mm.created_at) <= ?", bound)
+        if query.text.strip():
+            match, match_params = txn.search_clause("m", query.text)
+            add(match, *match_params)
+        return where, params
+
+
+def _view_column(txn) -> str:
+    """The stored object as the view row's last column: as bytes from SQLite (no decoding to
+    ``str`` and encoding back), as text from PostgreSQL."""
+    return "CAST(m.view_json AS BLOB)" if txn.engine.name == "sqlite" else "m.view_json"
+
+
+async def _views(txn, rows) -> list[MessageView]:
+    """``MessageView``s (without labels) of rows of ``VIEW_MM_COLUMNS`` plus the stored
+    object: that object where there is one, else the ``message`` object built from the
+    message's columns (messages stored before schema 036), read in one more statement."""
+    missing = sorted({r[2] for r in rows if r[-1] is None})
+    built = {}
+    for start in range(0, len(missing), 500):
+        clause, params = txn.in_clause("m.id", missing[start : start + 500])
+        for r in await txn.execute(f"SELECT {_MSG_COLUMNS} FROM messages m WHERE {clause}", params):
+            built[r["m_id"]] = message_object(_message_info(r))
+    return [
+        MessageView(
+            r[0],
+            r[15],
+            mailbox_message_object(r),
+            r[-1] if r[-1] is not None else built[r[2]],
+        )
+        for r in rows
+    ]

@@ -35,6 +35,7 @@ from haitatsu.storage.store.common import (
     new_id,
 )
 from haitatsu.storage.store.sync import record_vanished
+from haitatsu.storage.views import stored_view_json
 
 #: Columns whose values repeat across a folder's rows (``list_folder_messages``).
 _REPEATED_COLUMNS = (
@@ -307,8 +308,8 @@ class MessagesMixin(StoreBase):
             "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
             "date, text_body_extract, html_body_extract, attachments, spam_score, "
             "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
-            "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, updated_at, view_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 message_id,
                 trace_id,
@@ -336,6 +337,9 @@ class MessagesMixin(StoreBase):
                 _json(prepared.layout) if prepared.layout else None,
                 now,
                 now,
+                stored_view_json(
+                    message_id, prepared, parsed, trace_id, auth_results, now, spam_score
+                ),
             ),
         )
 
