@@ -1509,18 +1509,39 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
     async def _search(self, program, need_info=False) -> list[Candidate]:
         """The view's messages the program matches, in sequence order, with ``info`` loaded
         when the program (or ``need_info``: SORT, THREAD) asks for it: the whole
-        ``MessageInfo``, or light rows with the few fields the keys read."""
+        ``MessageInfo``, or light rows with the few fields the keys read. With a SUBJECT
+        string every match must contain, only the messages the store finds it may be in
+        are tested (``store.subject_candidates``)."""
         view = self.view
         found = []
         full = program.needs_info or need_info
         fields = () if full else tuple(sorted(program.fields))
         loads = full or bool(fields)
         size = self.FETCH_BATCH if program.needs_text else self.SUMMARY_BATCH
-        for start in range(0, view.exists, size):
-            batch = view.view_rows.uids_slice(start, start + size)
-            rows = view.view_rows.rows_slice(start, start + size)
+        known: dict = {}  # UID -> light row already read, when it has every field needed
+        if program.subject_prefilter is not None:
+            candidates = await self.store.subject_candidates(
+                view.folder.id, program.subject_prefilter
+            )
+            if view is not self.view:
+                return []
+            if fields == ("subject",):
+                known = {summary.uid: summary for summary in candidates}
+            where = view.view_rows.position
+            matching = sorted(p for p in (where(c.uid) for c in candidates) if p >= 0)
+            batches = (matching[k : k + size] for k in range(0, len(matching), size))
+        else:
+            batches = (range(k, min(k + size, view.exists)) for k in range(0, view.exists, size))
+        for positions in batches:
+            if isinstance(positions, range):
+                rows = view.view_rows.rows_slice(positions.start, positions.stop)
+            else:
+                rows = [view.view_rows.row_at(p) for p in positions]
+            batch = [row.uid for row in rows]
             infos = {}
-            if full:
+            if known:
+                infos = known
+            elif full:
                 pairs = await self.store.get_messages(view.folder.id, batch)
                 infos = {mm.uid: info for mm, info in pairs}
             elif fields:
@@ -1529,8 +1550,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             if view is not self.view:
                 return []
             candidates = [
-                Candidate(seq=start + k + 1, row=row, info=infos.get(row.uid))
-                for k, row in enumerate(rows)
+                Candidate(seq=p + 1, row=row, info=infos.get(row.uid))
+                for p, row in zip(positions, rows, strict=True)
                 if not loads or row.uid in infos
             ]
             if program.needs_text:

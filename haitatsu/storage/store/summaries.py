@@ -95,6 +95,33 @@ class SummariesMixin(StoreBase):
             return defer.succeed([])
         return self._run("message_summaries", txn_fn, readonly=True)
 
+    def subject_candidates(self, folder_id, needle: str, label=False):
+        """Fire with a ``MessageSummary`` carrying ``subject`` for each live placement of the
+        folder (or, ``label``, the label view) whose subject may contain ``needle`` (a
+        casefolded search string), in UID order: IMAP's SEARCH SUBJECT done by the database.
+
+        Every subject whose casefold contains ``needle`` is among them; the caller tests the
+        ones it gets. An all-ASCII subject casefolds to its ASCII lowercase, so for it the
+        database's answer is exact (and it cannot contain a non-ASCII ``needle``); a subject
+        with any other character is always returned (``ß`` casefolds to ``ss``, the Kelvin
+        sign to ``k``), which is rare enough to leave to Python."""
+
+        async def txn_fn(txn):
+            column = "m.subject"
+            if needle.isascii():
+                condition = f"({txn.ascii_contains(column)} OR {txn.non_ascii(column)})"
+                params = (needle,)
+            else:
+                condition, params = txn.non_ascii(column), ()
+            uid = "ml.uid" if label else "mm.uid"
+            rows = await txn.execute_values(
+                _select(txn, ("subject",), label) + condition + f" ORDER BY {uid}",
+                (folder_id, *params),
+            )
+            return _summaries(rows, ("subject",))
+
+        return self._run("subject_candidates", txn_fn, readonly=True)
+
     def folder_summaries(self, folder_id):
         """Fire with a ``MessageSummary`` (no message fields) for every live placement of the
         folder, in UID order: what a session's view of a selected folder holds."""
