@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import operator
 import os
 import re
 import tempfile
@@ -1044,10 +1045,14 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         if self.view is not None:
             # RFC 7162 3.2.11: the previous mailbox is closed before the new one's responses.
             self.sendPositiveResponse(None, b"[CLOSED] Previous mailbox closed")
+        # Held until the new view is made: a re-SELECT of the same folder in the same state
+        # shares the rows it already has (``Account.select``) instead of reading them again.
+        previous = self.view
         self._close_view()
         self.state = "auth"
         readonly = name == b"EXAMINE"
         view = await self.account.select(self._mailbox_arg(args[0]), not readonly)
+        del previous
         if view is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -1645,7 +1650,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         the view, as the session knows them; message fields from light rows
         (``store.message_summaries``), which leave out a message another session expunged."""
         fields = fetchmod.summary_fields(items)
-        flag_lists: dict = {}
+        flag_lists = _FlagLists()
 
         def item_bytes(item, row):
             if item == "FLAGS":
@@ -1672,11 +1677,15 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 else:
                     rows = [view.row(u) for u in batch if u in view.by_uid]
                     seqs = [view.seq(row.uid) for row in rows]
-            lines = [
-                b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item_bytes(item, row) for item in items]))
-                for seq, row in zip(seqs, rows, strict=True)
-            ]
-            self.transport.writeSequence(lines)
+            if fields:
+                lines = [
+                    b"* %d FETCH (%s)\r\n"
+                    % (seq, b" ".join([item_bytes(item, row) for item in items]))
+                    for seq, row in zip(seqs, rows, strict=True)
+                ]
+                self.transport.writeSequence(lines)
+            else:
+                self.transport.write(_row_item_lines(items, seqs, rows, flag_lists))
 
     def _fetch_modifiers(self, modifiers, uid):
         """``(CHANGEDSINCE n [VANISHED])`` (RFC 7162 3.1.4, 3.2.6): VANISHED only in UID
@@ -1893,6 +1902,46 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
 
 _EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+
+
+class _FlagLists(dict):
+    """``flags tuple -> b"(\\Seen $x)"``, made the first time a tuple is asked for."""
+
+    def __missing__(self, flags):
+        value = self[flags] = _flag_list(flags)
+        return value
+
+
+#: How each row item is written, and what of the row it writes.
+_ROW_ITEM_FORMATS = {
+    "UID": (b"UID %d", operator.attrgetter("uid")),
+    "FLAGS": (b"FLAGS %s", None),
+    "MODSEQ": (b"MODSEQ (%d)", operator.attrgetter("modseq")),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", operator.attrgetter("size_bytes")),
+    "INTERNALDATE": (b"INTERNALDATE %s", None),
+}
+_ROW_FLAGS = operator.attrgetter("flags")
+_ROW_DATE = operator.attrgetter("internal_date")
+
+
+def _row_item_lines(items, seqs, rows, flag_lists: _FlagLists) -> bytes:
+    """The FETCH responses for ``rows`` (at sequence numbers ``seqs``) of row items alone
+    (UID, FLAGS, MODSEQ, RFC822.SIZE, INTERNALDATE), as one string: a column of values per
+    item and one format for every line, so the work per message is a ``%`` and no Python
+    call (flag lists are made once per distinct set of flags)."""
+    columns = [seqs]
+    parts = []
+    for item in items:
+        part, get = _ROW_ITEM_FORMATS[item]
+        parts.append(part)
+        if item == "FLAGS":
+            columns.append(list(map(flag_lists.__getitem__, map(_ROW_FLAGS, rows))))
+        elif item == "INTERNALDATE":
+            columns.append(list(map(format_internal_date, map(_ROW_DATE, rows))))
+        else:
+            columns.append(list(map(get, rows)))
+    line = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
+    return b"".join([line % values for values in zip(*columns, strict=True)])
 
 
 def _number(token, what: str, zero=False) -> int:
