@@ -324,6 +324,12 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         )
         METRICS.imap_sessions.inc()
         self._counted = True
+        # A response written in pieces across a store call (SELECT's untagged lines, then the
+        # rest after the read) must not wait for the client's delayed ACK (Nagle: 40 ms).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):
+                set_no_delay(True)
         super().connectionMade()
 
     def connectionLost(self, reason=protocol.connectionDone):

@@ -5,6 +5,9 @@ the session's own changes and another session's once reported, on SQLite and Pos
 from __future__ import annotations
 
 import re
+import socket
+
+from twisted.internet import reactor, threads
 
 from haitatsu.imap.wire import format_internal_date
 from tests.imap.helpers import MULTIPART, SIMPLE, IMAPTestCase
@@ -221,6 +224,29 @@ class SelectFlagsTests(IMAPTestCase):
         self.assertEqual(await fresh.command(b"n NOOP"), b"n OK NOOP completed\r\n")
         answer = await fresh.command(b"h STATUS INBOX (MESSAGES UIDNEXT)")
         self.assertIn(b"(MESSAGES 5 UIDNEXT 8)", answer)
+
+
+class NoDelayTests(IMAPTestCase):
+    @d
+    async def test_sessions_on_tcp_send_without_waiting_for_acks(self):
+        """SELECT writes its untagged lines, reads the store, then writes the rest: with
+        Nagle's algorithm on, the rest waited for the client's delayed ACK (40 ms)."""
+        sessions = []
+        build = self.factory.buildProtocol
+
+        def keep(addr):
+            sessions.append(build(addr))
+            return sessions[-1]
+
+        self.factory.buildProtocol = keep
+        port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10)
+        self.addCleanup(client.close)
+        greeting = await threads.deferToThread(client.recv, 1024)
+        self.assertTrue(greeting.startswith(b"* OK"), greeting)
+        handle = sessions[0].transport.getHandle()
+        self.assertNotEqual(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)
 
 
 class PostgresRowItemFetchTests(RowItemFetchTests):
