@@ -380,6 +380,12 @@ class IMailStore(Interface):
         text_body_extract, html_body_extract, blob_key, layout, parts) for each live placement
         among ``uids``, ordered by UID: IMAP's bulk FETCH and SEARCH."""
 
+    def subject_candidates(folder_id, needle, label=False):
+        """Fire with a ``MessageSummary`` carrying ``subject`` for each live placement of the
+        folder (``label``: of the label ``folder_id``) whose subject may contain the casefolded
+        ``needle``, ordered by UID: every one that does, and possibly others (IMAP's SEARCH
+        SUBJECT tests them)."""
+
     def get_message_view(mailbox_message_id):
         """Fire with ``(MailboxMessage, MessageInfo)`` or None (soft-deleted rows are None)."""
 

@@ -8,6 +8,7 @@ changes when the session reports it (EXISTS, EXPUNGE, FETCH FLAGS).
 
 from __future__ import annotations
 
+import operator
 import re
 
 import attrs
@@ -24,8 +25,10 @@ from haitatsu.imap.viewrows import (
     SharedRowsCache,
     UidSequence,
     ViewRows,
+    updated,
 )
 from haitatsu.imap.wire import decode_mailbox
+from haitatsu.storage.records import MessageSummary
 
 
 @implementer(IRealm)
@@ -91,6 +94,8 @@ class Account:
         # A label view has no MODSEQ to tell one state of it from another: never shared.
         label = is_label_folder(folder)
         shared = None if label else self.shared_rows.get(folder)
+        if shared is None and not label:
+            folder, shared = await self._read_changes(folder)
         if shared is None:
             shared = SharedRows(await self.store.folder_summaries(folder.id))
             if not label:
@@ -98,6 +103,29 @@ class Account:
         return FolderView(
             folder=folder, readonly=not rw, rows=shared, highest_modseq=folder.highest_modseq
         )
+
+    async def _read_changes(self, folder):
+        """``(folder, SharedRows)`` from the newest read of the folder some session still
+        holds, brought up to date by what changed since (``store.folder_delta``: its cost is
+        the number of changes); ``(folder, None)`` when there is none to start from or the
+        delta is not complete (pruned past it). The folder is the delta's, read before its
+        rows, so the rows cover at least its HIGHESTMODSEQ (as a fresh read would)."""
+        base = self.shared_rows.latest(folder)
+        if base is None:
+            return folder, None
+        modseq, rows = base
+        delta = await self.store.folder_delta(folder.id, modseq)
+        if delta.folder is None or not delta.complete:
+            return folder, None
+        if delta.folder.uid_validity != folder.uid_validity:
+            return folder, None
+        folder = delta.folder
+        shared = self.shared_rows.get(folder)
+        if shared is None:
+            changed = [_summary(row) for row in delta.changed]
+            shared = updated(rows, changed, delta.vanished)
+            self.shared_rows.put(folder, shared)
+        return folder, shared
 
     def listMailboxes(self, ref, wildcard):
         ref = decode_mailbox(ref) if isinstance(ref, bytes) else ref
@@ -224,6 +252,14 @@ def _parents(names) -> set[str]:
     return parents
 
 
+_row_flags = operator.attrgetter("flags")
+
+
+def _summary(row) -> MessageSummary:
+    """A ``MailboxMessage`` of a folder delta as the light row a view holds."""
+    return MessageSummary(row.uid, row.modseq, row.flags, row.internal_date, row.size_bytes)
+
+
 @attrs.define
 class Update:
     """What changed between a session's view and the store, in the order to report it."""
@@ -307,6 +343,16 @@ class FolderView:
         return p + 1, self.view_rows.rows_slice(p, p + len(uids))
 
     def first_unseen(self) -> int | None:
+        shared = self.view_rows.plain()
+        if shared is not None:
+            # Straight after SELECT: no walk at all when every message is seen.
+            unseen = {f for f in shared.flag_sets() if "\\Seen" not in f}
+            if not unseen:
+                return None
+            for i, flags in enumerate(map(_row_flags, shared.rows)):
+                if flags in unseen:
+                    return i + 1
+            return None
         for i, row in enumerate(self.rows):
             if "\\Seen" not in row.flags:
                 return i + 1
@@ -314,7 +360,9 @@ class FolderView:
 
     def keywords(self) -> list[str]:
         seen: dict[str, None] = {}
-        for flags in {row.flags for row in self.rows}:
+        shared = self.view_rows.plain()
+        flag_sets = shared.flag_sets() if shared is not None else {row.flags for row in self.rows}
+        for flags in flag_sets:
             for flag in flags:
                 if not flag.startswith("\\"):
                     seen.setdefault(flag, None)

@@ -235,6 +235,12 @@ class ViewStore:
             return self._store.message_summaries(folder_id, uids, fields)
         return self._store.label_summaries(label_id, uids, fields)
 
+    def subject_candidates(self, folder_id, needle):
+        label_id = label_id_of(folder_id)
+        if label_id is None:
+            return self._store.subject_candidates(folder_id, needle)
+        return self._store.subject_candidates(label_id, needle, label=True)
+
     def get_messages(self, folder_id, uids):
         label_id = label_id_of(folder_id)
         if label_id is None:

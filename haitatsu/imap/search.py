@@ -115,6 +115,11 @@ class SearchProgram:
     fields: set = attrs.Factory(set)
     #: The keys include MODSEQ (RFC 7162 3.1.5): the answer reports the highest MODSEQ matched.
     uses_modseq: bool = False
+    #: A SUBJECT string every match must contain (a key of the top-level conjunction, not
+    #: under NOT or OR; the longest of them): the store narrows the candidates to the
+    #: messages whose subject may contain it (``store.subject_candidates``) before the
+    #: predicate runs.
+    subject_prefilter: str | None = None
 
 
 def compile_search(
@@ -174,13 +179,15 @@ _ADDRESS_KEYS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
 
 
 class _Parser:
-    def __init__(self, tokens, uids, program, saved, now_ns):
+    def __init__(self, tokens, uids, program, saved, now_ns, conjunct=True):
         self.tokens = tokens
         self.i = 0
         self.uids = uids
         self.program = program
         self.saved = saved
         self.now_ns = now_ns
+        #: Keys parsed now must all hold for a message to match (not under NOT or OR).
+        self.conjunct = conjunct
 
     def more(self) -> bool:
         return self.i < len(self.tokens)
@@ -212,7 +219,7 @@ class _Parser:
         if isinstance(token, list):
             if not token:
                 raise IMAPSyntaxError("empty search list")
-            inner = _Parser(token, self.uids, self.program, self.saved, self.now_ns)
+            inner = _Parser(token, self.uids, self.program, self.saved, self.now_ns, self.conjunct)
             predicates = []
             while inner.more():
                 predicates.append(inner.key())
@@ -255,6 +262,9 @@ class _Parser:
             # The Subject field as stored (decoded); MessageInfo adds every Subject header.
             self.program.fields.add("subject")
             needle = self.string()
+            current = self.program.subject_prefilter
+            if self.conjunct and (current is None or len(needle) > len(current)):
+                self.program.subject_prefilter = needle
             return lambda c: needle in _subject_text(c.info)
         if name == "HEADER":
             self.program.needs_info = True
@@ -302,12 +312,20 @@ class _Parser:
                 raise IMAPSyntaxError("UID needs a sequence set")
             return self._uid_set(token, by_uid=True)
         if name == "NOT":
-            inner = self.key()
+            inner = self._alternative()
             return lambda c: not inner(c)
         if name == "OR":
-            first, second = self.key(), self.key()
+            first, second = self._alternative(), self._alternative()
             return lambda c: first(c) or second(c)
         raise IMAPSyntaxError("unknown search key %s" % name[:40])
+
+    def _alternative(self):
+        """A key under NOT or OR: one a match need not satisfy."""
+        conjunct, self.conjunct = self.conjunct, False
+        try:
+            return self.key()
+        finally:
+            self.conjunct = conjunct
 
     def _uid_set(self, token, by_uid):
         ranges = parse_sequence_set(bytes(token))

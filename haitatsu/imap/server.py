@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import operator
 import os
 import re
 import tempfile
@@ -323,6 +324,12 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         )
         METRICS.imap_sessions.inc()
         self._counted = True
+        # A response written in pieces across a store call (SELECT's untagged lines, then the
+        # rest after the read) must not wait for the client's delayed ACK (Nagle: 40 ms).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            with contextlib.suppress(OSError):
+                set_no_delay(True)
         super().connectionMade()
 
     def connectionLost(self, reason=protocol.connectionDone):
@@ -1044,10 +1051,14 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         if self.view is not None:
             # RFC 7162 3.2.11: the previous mailbox is closed before the new one's responses.
             self.sendPositiveResponse(None, b"[CLOSED] Previous mailbox closed")
+        # Held until the new view is made: a re-SELECT of the same folder in the same state
+        # shares the rows it already has (``Account.select``) instead of reading them again.
+        previous = self.view
         self._close_view()
         self.state = "auth"
         readonly = name == b"EXAMINE"
         view = await self.account.select(self._mailbox_arg(args[0]), not readonly)
+        del previous
         if view is None:
             self.sendNegativeResponse(tag, b"[NONEXISTENT] No such mailbox")
             return
@@ -1509,18 +1520,39 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
     async def _search(self, program, need_info=False) -> list[Candidate]:
         """The view's messages the program matches, in sequence order, with ``info`` loaded
         when the program (or ``need_info``: SORT, THREAD) asks for it: the whole
-        ``MessageInfo``, or light rows with the few fields the keys read."""
+        ``MessageInfo``, or light rows with the few fields the keys read. With a SUBJECT
+        string every match must contain, only the messages the store finds it may be in
+        are tested (``store.subject_candidates``)."""
         view = self.view
         found = []
         full = program.needs_info or need_info
         fields = () if full else tuple(sorted(program.fields))
         loads = full or bool(fields)
         size = self.FETCH_BATCH if program.needs_text else self.SUMMARY_BATCH
-        for start in range(0, view.exists, size):
-            batch = view.view_rows.uids_slice(start, start + size)
-            rows = view.view_rows.rows_slice(start, start + size)
+        known: dict = {}  # UID -> light row already read, when it has every field needed
+        if program.subject_prefilter is not None:
+            candidates = await self.store.subject_candidates(
+                view.folder.id, program.subject_prefilter
+            )
+            if view is not self.view:
+                return []
+            if fields == ("subject",):
+                known = {summary.uid: summary for summary in candidates}
+            where = view.view_rows.position
+            matching = sorted(p for p in (where(c.uid) for c in candidates) if p >= 0)
+            batches = (matching[k : k + size] for k in range(0, len(matching), size))
+        else:
+            batches = (range(k, min(k + size, view.exists)) for k in range(0, view.exists, size))
+        for positions in batches:
+            if isinstance(positions, range):
+                rows = view.view_rows.rows_slice(positions.start, positions.stop)
+            else:
+                rows = [view.view_rows.row_at(p) for p in positions]
+            batch = [row.uid for row in rows]
             infos = {}
-            if full:
+            if known:
+                infos = known
+            elif full:
                 pairs = await self.store.get_messages(view.folder.id, batch)
                 infos = {mm.uid: info for mm, info in pairs}
             elif fields:
@@ -1529,8 +1561,8 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
             if view is not self.view:
                 return []
             candidates = [
-                Candidate(seq=start + k + 1, row=row, info=infos.get(row.uid))
-                for k, row in enumerate(rows)
+                Candidate(seq=p + 1, row=row, info=infos.get(row.uid))
+                for p, row in zip(positions, rows, strict=True)
                 if not loads or row.uid in infos
             ]
             if program.needs_text:
@@ -1624,7 +1656,7 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
         the view, as the session knows them; message fields from light rows
         (``store.message_summaries``), which leave out a message another session expunged."""
         fields = fetchmod.summary_fields(items)
-        flag_lists: dict = {}
+        flag_lists = _FlagLists()
 
         def item_bytes(item, row):
             if item == "FLAGS":
@@ -1651,11 +1683,15 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 else:
                     rows = [view.row(u) for u in batch if u in view.by_uid]
                     seqs = [view.seq(row.uid) for row in rows]
-            lines = [
-                b"* %d FETCH (%s)\r\n" % (seq, b" ".join([item_bytes(item, row) for item in items]))
-                for seq, row in zip(seqs, rows, strict=True)
-            ]
-            self.transport.writeSequence(lines)
+            if fields:
+                lines = [
+                    b"* %d FETCH (%s)\r\n"
+                    % (seq, b" ".join([item_bytes(item, row) for item in items]))
+                    for seq, row in zip(seqs, rows, strict=True)
+                ]
+                self.transport.writeSequence(lines)
+            else:
+                self.transport.write(_row_item_lines(items, seqs, rows, flag_lists))
 
     def _fetch_modifiers(self, modifiers, uid):
         """``(CHANGEDSINCE n [VANISHED])`` (RFC 7162 3.1.4, 3.2.6): VANISHED only in UID
@@ -1872,6 +1908,46 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
 
 _EMPTY_ENVELOPE = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
+
+
+class _FlagLists(dict):
+    """``flags tuple -> b"(\\Seen $x)"``, made the first time a tuple is asked for."""
+
+    def __missing__(self, flags):
+        value = self[flags] = _flag_list(flags)
+        return value
+
+
+#: How each row item is written, and what of the row it writes.
+_ROW_ITEM_FORMATS = {
+    "UID": (b"UID %d", operator.attrgetter("uid")),
+    "FLAGS": (b"FLAGS %s", None),
+    "MODSEQ": (b"MODSEQ (%d)", operator.attrgetter("modseq")),
+    "RFC822.SIZE": (b"RFC822.SIZE %d", operator.attrgetter("size_bytes")),
+    "INTERNALDATE": (b"INTERNALDATE %s", None),
+}
+_ROW_FLAGS = operator.attrgetter("flags")
+_ROW_DATE = operator.attrgetter("internal_date")
+
+
+def _row_item_lines(items, seqs, rows, flag_lists: _FlagLists) -> bytes:
+    """The FETCH responses for ``rows`` (at sequence numbers ``seqs``) of row items alone
+    (UID, FLAGS, MODSEQ, RFC822.SIZE, INTERNALDATE), as one string: a column of values per
+    item and one format for every line, so the work per message is a ``%`` and no Python
+    call (flag lists are made once per distinct set of flags)."""
+    columns = [seqs]
+    parts = []
+    for item in items:
+        part, get = _ROW_ITEM_FORMATS[item]
+        parts.append(part)
+        if item == "FLAGS":
+            columns.append(list(map(flag_lists.__getitem__, map(_ROW_FLAGS, rows))))
+        elif item == "INTERNALDATE":
+            columns.append(list(map(format_internal_date, map(_ROW_DATE, rows))))
+        else:
+            columns.append(list(map(get, rows)))
+    line = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
+    return b"".join([line % values for values in zip(*columns, strict=True)])
 
 
 def _number(token, what: str, zero=False) -> int:

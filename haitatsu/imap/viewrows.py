@@ -13,24 +13,40 @@ from it. ``SharedRows`` are held weakly: the read goes away with the last view u
 from __future__ import annotations
 
 import bisect
+import operator
 import weakref
 
 
 class SharedRows:
     """A folder's rows (sorted by UID) as one read returned them; never changed."""
 
-    __slots__ = ("rows", "uids", "__weakref__")
+    __slots__ = ("rows", "uids", "_flag_sets", "__weakref__")
 
     def __init__(self, rows):
         self.rows = list(rows)
         self.uids = [r.uid for r in self.rows]
+        self._flag_sets = None
+
+    def flag_sets(self) -> frozenset:
+        """The distinct flag tuples of the rows (a few, however many rows), read once."""
+        if self._flag_sets is None:
+            self._flag_sets = frozenset(map(_FLAGS, self.rows))
+        return self._flag_sets
+
+
+_FLAGS = operator.attrgetter("flags")
+_UID = operator.attrgetter("uid")
 
 
 class SharedRowsCache:
-    """``SharedRows`` by folder state, held only while some view uses them."""
+    """``SharedRows`` by folder state, held only while some view uses them; and the most
+    recent such read of each folder, which a ``SELECT`` after a change brings up to date
+    (``updated``) instead of reading the whole folder again."""
 
     def __init__(self):
         self._entries: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._latest: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+        self._latest_key: dict = {}
 
     @staticmethod
     def key(folder) -> tuple:
@@ -40,7 +56,51 @@ class SharedRowsCache:
         return self._entries.get(self.key(folder))
 
     def put(self, folder, shared: SharedRows) -> None:
-        self._entries[self.key(folder)] = shared
+        key = self.key(folder)
+        self._entries[key] = shared
+        latest = self._latest_key.get(folder.id)
+        if latest is None or self._latest.get(folder.id) is None or key[3] >= latest[3]:
+            self._latest[folder.id] = shared
+            self._latest_key[folder.id] = key
+
+    def latest(self, folder) -> tuple[int, SharedRows] | None:
+        """``(highest_modseq, rows)`` of the newest read of ``folder`` still held by a view, in
+        the same UIDVALIDITY, or None."""
+        shared = self._latest.get(folder.id)
+        key = self._latest_key.get(folder.id)
+        if shared is None or key is None:
+            self._latest_key.pop(folder.id, None)
+            return None
+        if key[1] != folder.uid_validity or key[3] > folder.highest_modseq:
+            return None
+        return key[3], shared
+
+
+def updated(shared: SharedRows, changed, vanished) -> SharedRows:
+    """New ``SharedRows``: ``shared`` less the ``vanished`` UIDs, with the ``changed`` rows
+    (a folder delta's: newer rows of its messages, and new messages) in place."""
+    gone = set(vanished)
+    rows = shared.rows
+    if gone:
+        rows = [r for r in rows if r.uid not in gone]
+    else:
+        rows = list(rows)
+    uids = [r.uid for r in rows] if gone else shared.uids
+    added = []
+    for row in changed:
+        if row.uid in gone:
+            continue
+        i = bisect.bisect_left(uids, row.uid)
+        if i < len(uids) and uids[i] == row.uid:
+            rows[i] = row
+        else:
+            added.append(row)
+    if added:
+        added.sort(key=_UID)
+        rows.extend(added)
+        if uids and added[0].uid < uids[-1]:
+            rows.sort(key=_UID)
+    return SharedRows(rows)
 
 
 class ViewRows:
@@ -134,6 +194,12 @@ class ViewRows:
             if i not in removed:
                 yield changed.get(i, row)
         yield from self._added
+
+    def plain(self) -> SharedRows | None:
+        """The shared rows when this view has no changes of its own (it is exactly them)."""
+        if self._removed or self._changed or self._added:
+            return None
+        return self._shared
 
     def uids_slice(self, start: int, stop: int) -> list[int]:
         if not self._removed and stop <= len(self._shared.uids):

@@ -80,6 +80,15 @@ class SQLiteEngine:
             return "1 = 0", []
         return f"{column} IN ({', '.join('?' * len(values))})", values
 
+    def ascii_contains(self, column: str) -> str:
+        """True where ``column`` with ASCII letters lowercased (and nothing else changed)
+        contains the one parameter (``?``): SQLite's ``lower`` folds ASCII only."""
+        return f"instr(lower({column}), ?) > 0"
+
+    def non_ascii(self, column: str) -> str:
+        """True where the text ``column`` holds a character outside ASCII."""
+        return f"length({column}) <> length(CAST({column} AS BLOB))"
+
     def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
         """Full-text match on the FTS5 table the 003 migration keeps in sync by triggers."""
         query = fts5_query(terms)
@@ -150,6 +159,12 @@ class BaseTransaction:
     def index_hint(self, index: str) -> str:
         """The engine's way to name the index a join reads ("" where there is none)."""
         return self.engine.index_hint(index)
+
+    def ascii_contains(self, column: str) -> str:
+        return self.engine.ascii_contains(column)
+
+    def non_ascii(self, column: str) -> str:
+        return self.engine.non_ascii(column)
 
     def call_after_commit(self, fn, *args):
         self._after_commit.append((fn, args))

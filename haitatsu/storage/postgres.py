@@ -83,6 +83,9 @@ def convert_placeholders(sql: str) -> str:
     return "".join(out)
 
 
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
 class PostgresEngine:
     """What PostgreSQL does differently from SQLite, and how to reach it.
 
@@ -145,6 +148,15 @@ class PostgresEngine:
         if not values:
             return "1 = 0", []
         return f"{column} = ANY(?)", [values]
+
+    def ascii_contains(self, column: str) -> str:
+        """True where ``column`` with ASCII letters lowercased contains the one parameter:
+        ``translate``, not ``lower``, whose folding depends on the database's locale."""
+        return f"strpos(translate({column}, '{_UPPER}', '{_UPPER.lower()}'), ?) > 0"
+
+    def non_ascii(self, column: str) -> str:
+        """True where the text ``column`` holds a character outside ASCII."""
+        return f"octet_length({column}) <> char_length({column})"
 
     def search_clause(self, message_alias: str, terms: str) -> tuple[str, list]:
         """Match the GIN-indexed ``search_vector`` the 003 migration adds. Addresses are indexed

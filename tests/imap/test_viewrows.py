@@ -12,7 +12,7 @@ from typing import NamedTuple
 from twisted.trial import unittest
 
 from haitatsu.imap.account import FolderView
-from haitatsu.imap.viewrows import SharedRows, SharedRowsCache, ViewRows
+from haitatsu.imap.viewrows import SharedRows, SharedRowsCache, ViewRows, updated
 
 
 class Row(NamedTuple):
@@ -134,6 +134,43 @@ class SharedRowsCacheTests(unittest.SynchronousTestCase):
         del shared, first, second
         gc.collect()
         self.assertIsNone(cache.get(folder))
+
+    def test_the_latest_read_of_a_folder_while_held(self):
+        cache = SharedRowsCache()
+        folder = Folder(highest_modseq=5)
+        old, new = SharedRows([Row(1, 1)]), SharedRows([Row(1, 1), Row(2, 7)])
+        cache.put(folder, old)
+        self.assertEqual(cache.latest(folder._replace(highest_modseq=9)), (5, old))
+        cache.put(folder._replace(highest_modseq=7), new)
+        cache.put(folder._replace(highest_modseq=6), SharedRows([]))  # older: not the latest
+        self.assertEqual(cache.latest(folder._replace(highest_modseq=9)), (7, new))
+        # Not from another UIDVALIDITY, nor newer than the folder asked about.
+        self.assertIsNone(cache.latest(folder._replace(uid_validity=2, highest_modseq=9)))
+        self.assertIsNone(cache.latest(folder._replace(highest_modseq=6)))
+        del new
+        gc.collect()
+        self.assertIsNone(cache.latest(folder._replace(highest_modseq=9)))
+
+    def test_updated_applies_a_delta_to_a_read(self):
+        shared = SharedRows([Row(u, u) for u in (1, 2, 4, 6, 8)])
+        # 4 and 9 vanished (9 arrived and left), 2 changed, 5 arrived below the last UID (a
+        # late commit), 10 arrived at the end.
+        changed = [Row(2, 11, ("\\Seen",)), Row(5, 12), Row(10, 13), Row(9, 14)]
+        result = updated(shared, changed, [4, 9])
+        expected = [
+            Row(1, 1),
+            Row(2, 11, ("\\Seen",)),
+            Row(5, 12),
+            Row(6, 6),
+            Row(8, 8),
+            Row(10, 13),
+        ]
+        self.assertEqual(result.rows, expected)
+        self.assertEqual(result.uids, [1, 2, 5, 6, 8, 10])
+        self.assertEqual(result.flag_sets(), {(), ("\\Seen",)})
+        # The read it started from is unchanged (other views share it).
+        self.assertEqual(shared.rows, [Row(u, u) for u in (1, 2, 4, 6, 8)])
+        self.assertEqual(updated(shared, [], []).rows, shared.rows)
 
     def test_a_view_with_many_changes_takes_its_own_copy(self):
         self.patch(ViewRows, "_MIN_OVERLAY", 4)
