@@ -28,8 +28,11 @@ SUMMARY_FIELDS = {
     "blob_key": "m.blob_key",
     "layout": "m.layout",
     "parts": "m.parts",
+    "header_fields": "m.header_fields",
 }
 _JSON_FIELDS = frozenset({"layout", "parts"})
+#: Binary columns (PostgreSQL's driver returns a memoryview).
+_BYTES_FIELDS = frozenset({"header_fields"})
 _ROW_COLUMNS = "mm.uid, mm.modseq, mm.internal_date, mm.size_bytes, mm.keywords, " + ", ".join(
     f"mm.{column}" for column in FLAG_COLUMNS.values()
 )
@@ -178,6 +181,7 @@ def _summaries(rows, fields) -> list[MessageSummary]:
     flag_cache: dict = {}
     positions = [MessageSummary._fields.index(f) for f in fields]
     json_positions = [p for p, f in zip(positions, fields, strict=True) if f in _JSON_FIELDS]
+    bytes_positions = [p for p, f in zip(positions, fields, strict=True) if f in _BYTES_FIELDS]
     new = tuple.__new__
     out = []
     for r in rows:
@@ -191,5 +195,8 @@ def _summaries(rows, fields) -> list[MessageSummary]:
             values[position] = value
         for position in json_positions:
             values[position] = json.loads(values[position]) if values[position] else None
+        for position in bytes_positions:
+            if values[position] is not None:
+                values[position] = bytes(values[position])
         out.append(new(MessageSummary, values))
     return out
