@@ -15,6 +15,8 @@ repeated fields, message order).
 
 from __future__ import annotations
 
+import functools
+
 #: The fields whose raw lines are stored at delivery (lowercase). The union of what common
 #: clients fetch for a message list, without the large or per-hop ones (Received,
 #: DKIM-Signature, ARC-*, Authentication-Results, BIMI-Indicator), which are left to the blob.
@@ -102,8 +104,9 @@ def header_fields(header: bytes, names, negate: bool) -> bytes:
     a line that is not a field (no colon) is named by the whole line. A continuation line
     belongs to the field above it; a last line without a line end gets CRLF.
     """
-    wanted = {n.lower() for n in names}
-    return b"".join(_lines(_split_fields(_strip_blank_line(header)), wanted, negate)) + b"\r\n"
+    return b"".join(
+        _lines(_split_fields(_strip_blank_line(header)), _wanted(tuple(names)), negate)
+    ) + (b"\r\n")
 
 
 def covered(names) -> bool:
@@ -128,15 +131,18 @@ def select(header: bytes) -> bytes | None:
 
 def _lines(fields, wanted, negate) -> list[bytes]:
     """The ``fields`` named (or not) in ``wanted``, each ending in a line end."""
-    return [
-        field if field.endswith(b"\n") else field + b"\r\n"
-        for field in fields
-        if (_name(field) in wanted) != negate
-    ]
+    out = []
+    for field in fields:
+        colon = field.find(b":")
+        name = (field if colon < 0 else field[:colon]).strip().lower()
+        if (name in wanted) != negate:
+            out.append(field if field[-1:] == b"\n" else field + b"\r\n")
+    return out
 
 
-def _name(field: bytes) -> bytes:
-    return field.split(b":", 1)[0].strip().lower()
+@functools.lru_cache(maxsize=256)
+def _wanted(names) -> frozenset:
+    return frozenset(n.lower() for n in names)
 
 
 def _strip_blank_line(header: bytes) -> bytes:
@@ -149,6 +155,10 @@ def _strip_blank_line(header: bytes) -> bytes:
 
 def _split_fields(header: bytes) -> list[bytes]:
     lines = header.splitlines(keepends=True)
+    if header[:1] not in (b" ", b"\t") and b"\n " not in header and b"\n\t" not in header:
+        if b"\r " not in header and b"\r\t" not in header:
+            # No continuation lines: every line that is not blank is a field.
+            return [line for line in lines if line.strip()]
     fields: list[bytes] = []
     for line in lines:
         if line[:1] in (b" ", b"\t") and fields:
