@@ -89,21 +89,23 @@ def memory_kib() -> tuple[int, int]:
     return rss, pss
 
 
-def own_size(obj, seen=None, depth=2) -> int:
-    """``sys.getsizeof`` of ``obj``, its ``__dict__`` and the containers and objects those
-    hold, ``depth`` levels down (not further: that reaches shared objects, the reactor, the
-    store); ``seen`` objects are not counted."""
+def own_size(obj, seen=None, top=True) -> int:
+    """``sys.getsizeof`` of ``obj``, its ``__dict__`` and the plain containers and values in
+    it (two levels); other objects it refers to are not counted (they may be shared: the
+    reactor, the store, the factory); ``seen`` objects are not counted."""
     seen = set() if seen is None else seen
-    if id(obj) in seen or isinstance(obj, (type, type(own_size))) or depth < 0:
+    if id(obj) in seen or isinstance(obj, type) or callable(obj):
+        return 0
+    if not top and hasattr(obj, "__dict__"):
         return 0
     seen.add(id(obj))
     size = sys.getsizeof(obj)
     if isinstance(obj, (list, tuple, set, frozenset)):
-        size += sum(own_size(x, seen, depth - 1) for x in obj)
+        size += sum(own_size(x, seen, False) for x in obj)
     elif isinstance(obj, dict):
-        size += sum(own_size(v, seen, depth - 1) for v in obj.values())
-    elif hasattr(obj, "__dict__"):
-        size += own_size(vars(obj), seen, depth)
+        size += sum(own_size(v, seen, False) for v in obj.values())
+    elif top and hasattr(obj, "__dict__"):
+        size += own_size(vars(obj), seen, False)
     return size
 
 
@@ -202,10 +204,17 @@ async def run(args):
                 print(f"  {stat.size_diff / n:8.0f} B/session  {where}")
         if live:
             s = live[-1]
-            print(f"one session's own objects: {own_size(s, {id(s.store), id(s.fanout)})} bytes")
-            print(f"  transport: {own_size(s.transport)} bytes")
-            if s.view is not None:
-                print(f"  view: {own_size(s.view, {id(s.view.view_rows._shared)})} bytes")
+            print("one session's own objects (sys.getsizeof, shallow):")
+            parts = {
+                "IMAPServer": s,
+                "transport": s.transport,
+                "account": getattr(s, "account", None),
+                "view": s.view,
+                "view rows": s.view.view_rows if s.view is not None else None,
+            }
+            for label, obj in parts.items():
+                if obj is not None:
+                    print(f"  {label}: {own_size(obj)} bytes")
         if not args.cold:
             shared = {id(s.view.view_rows._shared) for s in live if s.view is not None}
             print(f"distinct reads of the folder's rows held by the sessions: {len(shared)}")
