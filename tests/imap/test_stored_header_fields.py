@@ -253,6 +253,31 @@ class StoredHeaderFieldsTests(IMAPTestCase):
         self.assertTrue(self.flushLoggedErrors(KeyError))
 
     @d
+    async def test_a_label_view_serves_the_stored_lines_by_link_uid(self):
+        """In ``Labels/<name>`` (UIDs are the label's), stored and fallen-back lines alike."""
+        placed = [await self.deliver(data) for data in CORPUS[:3]]
+        label = await self.store.create_label(self.mailbox.id, "Work")
+        for mm in (placed[2], placed[0]):
+            await self.store.add_message_label(mm.id, label.id)
+        session = await self.selected(b"Labels/Work")
+        request = b"BODY.PEEK[HEADER.FIELDS (Subject)]"
+        expected = (
+            b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (SUBJECT)] {45}\r\n"
+            b"Subject : spaced\r\nsUbJeCt: second subject\r\n\r\n)\r\n"
+            b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {54}\r\n"
+            b"Subject: a subject that goes on\r\n\tand on\r\n  and on\r\n\r\n)\r\n"
+            b"a OK FETCH completed\r\n"
+        )
+        self.assertEqual(await session.command(b"a UID FETCH 1:* (" + request + b")"), expected)
+
+        async def txn_fn(txn):
+            await txn.execute("UPDATE messages SET header_fields = NULL")
+
+        await self.store.db.run("test_forget_header_fields", txn_fn)
+        answer = await session.command(b"a UID FETCH 1:* (" + request + b")")
+        self.assertEqual(answer, expected)
+
+    @d
     async def test_non_peek_fetch_sets_seen_from_the_blob_path(self):
         """``BODY[HEADER.FIELDS ...]`` without PEEK on a read-write folder sets \\Seen (and
         reports FLAGS): the per-message path, with the same bytes."""
