@@ -15,9 +15,11 @@ written directly (what its LDA would write) and indexes it on first access.
 
 Timed: each command to its tagged OK, the whole response read by a raw-socket client (literals
 included): SELECT INBOX, ``UID FETCH 1:* (FLAGS)``, ``FETCH 1:* (FLAGS ENVELOPE)``,
-``UID SEARCH SUBJECT <word>``, ``UID SEARCH BODY <word>``. The first SELECT after the load is
-reported on its own (Dovecot builds its index there: cold); then every command runs once as a
-warm-up and ``--runs`` times timed, the targets taking turns, and the median is reported.
+``UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (...)])`` (Thunderbird's
+message list), ``UID SEARCH SUBJECT <word>``, ``UID SEARCH BODY <word>``. The first SELECT
+after the load is reported on its own (Dovecot builds its index there: cold); then every
+command runs once as a warm-up and ``--runs`` times timed, the targets taking turns, and the
+median is reported.
 APPEND: ``--append-messages`` further corpus messages over ``--append-connections`` sessions
 (LITERAL+), messages per second. IDLE: each server is restarted, then ``--idle-connections``
 clients LOGIN, SELECT INBOX and IDLE; server memory is read before and with them open
@@ -61,10 +63,16 @@ LOAD_BATCH = 100
 #: Batches the loader stores at once: blob writes and fsyncs overlap, commits take turns.
 LOAD_WORKERS = 4
 
+#: What Thunderbird fetches for a folder's message list (its default header set).
+THUNDERBIRD_ITEMS = (
+    b"(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID "
+    b"Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])"
+)
 COMMANDS = (
     ("SELECT INBOX", b"SELECT INBOX"),
     ("UID FETCH 1:* (FLAGS)", b"UID FETCH 1:* (FLAGS)"),
     ("FETCH 1:* (FLAGS ENVELOPE)", b"FETCH 1:* (FLAGS ENVELOPE)"),
+    ("UID FETCH 1:* Thunderbird headers", b"UID FETCH 1:* " + THUNDERBIRD_ITEMS),
     ("UID SEARCH SUBJECT", b"UID SEARCH SUBJECT " + SUBJECT_WORD.encode()),
     ("UID SEARCH BODY", b"UID SEARCH BODY " + BODY_WORD.encode()),
 )

@@ -93,13 +93,17 @@ class Account:
             return None
         # A label view has no MODSEQ to tell one state of it from another: never shared.
         label = is_label_folder(folder)
-        shared = None if label else self.shared_rows.get(folder)
-        if shared is None and not label:
-            folder, shared = await self._read_changes(folder)
-        if shared is None:
+        if label:
             shared = SharedRows(await self.store.folder_summaries(folder.id))
-            if not label:
-                self.shared_rows.put(folder, shared)
+        else:
+            shared = self.shared_rows.get(folder)
+            if shared is None:
+                folder, shared = await self._read_changes(folder)
+            if shared is None:
+                folder_id = folder.id
+                shared = await self.shared_rows.read(
+                    folder, lambda: self.store.folder_summaries(folder_id)
+                )
         return FolderView(
             folder=folder, readonly=not rw, rows=shared, highest_modseq=folder.highest_modseq
         )

@@ -14,6 +14,8 @@ import re
 import attrs
 
 from haitatsu.imap.wire import Atom, IMAPSyntaxError
+from haitatsu.mime.stored_fields import covered
+from haitatsu.mime.stored_fields import header_fields as header_fields  # the blob path's cutter
 
 #: Items answered from the mailbox_message row alone.
 ROW_ITEMS = frozenset({"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "MODSEQ"})
@@ -29,9 +31,13 @@ _ITEM_FIELDS = {
 
 
 def summary_fields(items) -> tuple[str, ...]:
-    """The message fields a FETCH of row and metadata items (no sections) needs."""
+    """The message fields a FETCH of row and metadata items (and ``stored_section`` items)
+    needs."""
     fields: dict[str, None] = {}
     for item in items:
+        if isinstance(item, Section):
+            fields.setdefault("header_fields", None)
+            continue
         for field in _ITEM_FIELDS.get(item, ()):
             fields.setdefault(field, None)
     return tuple(fields)
@@ -195,43 +201,25 @@ def sets_seen(item) -> bool:
     return isinstance(item, Section) and not item.peek
 
 
+def stored_section(item) -> bool:
+    """True if ``item`` is answered from the header lines stored at delivery
+    (``haitatsu.mime.stored_fields``): ``BODY[HEADER.FIELDS (...)]`` of the message (not of a
+    part) naming only stored fields. ``HEADER.FIELDS.NOT`` is not: its answer holds the fields
+    that are not stored."""
+    return (
+        isinstance(item, Section)
+        and item.kind == "HEADER.FIELDS"
+        and not item.part
+        and covered(item.fields)
+    )
+
+
+def summary_items(items) -> bool:
+    """True if FETCH ``items`` are all answered from metadata rows (``message_summaries``)."""
+    return all(isinstance(i, str) or stored_section(i) for i in items)
+
+
 # -- cutting sections out of a message ---------------------------------------------------
-
-_FIELD_START = re.compile(rb"(?m)^(?![ \t])")
-
-
-def header_fields(header: bytes, names: tuple[bytes, ...], negate: bool) -> bytes:
-    """The header lines named (or, negated, not named) in ``names``, plus the blank line.
-
-    Works on bytes so raw 8-bit headers pass through untouched.
-    """
-    wanted = {n.lower() for n in names}
-    body = _strip_blank_line(header)
-    out = []
-    for field in _split_fields(body):
-        name = field.split(b":", 1)[0].strip().lower()
-        if (name in wanted) != negate:
-            out.append(field if field.endswith(b"\n") else field + b"\r\n")
-    return b"".join(out) + b"\r\n"
-
-
-def _strip_blank_line(header: bytes) -> bytes:
-    if header.endswith(b"\r\n\r\n"):
-        return header[:-2]
-    if header.endswith(b"\n\n"):
-        return header[:-1]
-    return header
-
-
-def _split_fields(header: bytes) -> list[bytes]:
-    lines = header.splitlines(keepends=True)
-    fields: list[bytes] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        elif line.strip():
-            fields.append(line)
-    return fields
 
 
 def find_header_end(data: bytes) -> int | None:

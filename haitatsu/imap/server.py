@@ -1621,7 +1621,9 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 self.sendUntaggedResponse(b"VANISHED (EARLIER) " + gone)
         if changed_since is not None:
             uids = [u for u in uids if u in view.by_uid and view.row(u).modseq > changed_since]
-        if all(isinstance(i, str) for i in items):
+        if fetchmod.summary_items(items) and (
+            view.readonly or not any(fetchmod.sets_seen(i) for i in items)
+        ):
             await self._fetch_summaries(view, uids, items)
             self.sendPositiveResponse(tag, b"FETCH completed")
             return
@@ -1652,19 +1654,18 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
 
     async def _fetch_summaries(self, view, uids, items):
         """FETCH of items answered from metadata alone (flags, UID, dates, sizes, ENVELOPE,
-        BODY, BODYSTRUCTURE), one write per ``SUMMARY_BATCH`` messages. Row items come from
-        the view, as the session knows them; message fields from light rows
-        (``store.message_summaries``), which leave out a message another session expunged."""
+        BODY, BODYSTRUCTURE, stored header fields), one write per ``SUMMARY_BATCH`` messages.
+        Row items come from the view, as the session knows them; message fields from light
+        rows (``store.message_summaries``), which leave out a message another session
+        expunged."""
         fields = fetchmod.summary_fields(items)
         flag_lists = _FlagLists()
 
         def item_bytes(item, row):
             if item == "FLAGS":
-                flags = row.flags
-                cached = flag_lists.get(flags)
-                if cached is None:
-                    cached = flag_lists[flags] = b"FLAGS " + _flag_list(flags)
-                return cached
+                return b"FLAGS " + flag_lists[row.flags]
+            if isinstance(item, fetchmod.Section):
+                return _header_fields_item(item, row.header_fields)
             return self._simple_item(item, row, row)
 
         for start in range(0, len(uids), self.SUMMARY_BATCH):
@@ -1674,6 +1675,10 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 if view is not self.view:
                     return
                 rows = [row for row in rows if row.uid in view.by_uid]
+                if "header_fields" in fields:
+                    rows = await self._stored_header_fallback(view, rows)
+                    if view is not self.view:
+                        return
                 seqs = [view.seq(row.uid) for row in rows]
             else:
                 run = view.rows_for(batch)
@@ -1692,6 +1697,30 @@ class IMAPServer(ExtensionsMixin, BinaryMixin, UTF8Mixin, SpecialUseMixin, imap4
                 self.transport.writeSequence(lines)
             else:
                 self.transport.write(_row_item_lines(items, seqs, rows, flag_lists))
+
+    async def _stored_header_fallback(self, view, rows):
+        """``rows`` where each one without stored header lines (a message stored before they
+        were kept, or one whose lines could not be) carries its whole header, read from the
+        blob store for the batch at once: ``header_fields`` cuts the same bytes from it."""
+        missing = [row.uid for row in rows if row.header_fields is None]
+        if not missing:
+            return rows
+        infos = await self.store.message_summaries(
+            view.folder.id, missing, ("header_size", "blob_key", "layout")
+        )
+        headers = await self.store.read_message_ranges(
+            [(info, [(0, info.header_size)]) for info in infos]
+        )
+        found = {info.uid: data[0] for info, data in zip(infos, headers, strict=True)}
+        out = []
+        for row in rows:
+            if row.header_fields is None:
+                header = found.get(row.uid)
+                if header is None:  # expunged meanwhile
+                    continue
+                row = row._replace(header_fields=header)
+            out.append(row)
+        return out
 
     def _fetch_modifiers(self, modifiers, uid):
         """``(CHANGEDSINCE n [VANISHED])`` (RFC 7162 3.1.4, 3.2.6): VANISHED only in UID
@@ -1948,6 +1977,17 @@ def _row_item_lines(items, seqs, rows, flag_lists: _FlagLists) -> bytes:
             columns.append(list(map(get, rows)))
     line = b"* %d FETCH (" + b" ".join(parts) + b")\r\n"
     return b"".join([line % values for values in zip(*columns, strict=True)])
+
+
+def _header_fields_item(section, header) -> bytes:
+    """``BODY[HEADER.FIELDS (...)]<origin> {n}`` and its bytes, cut from ``header`` (the
+    stored lines, or the whole header): as ``_section`` would from the blob."""
+    data = fetchmod.header_fields(header, section.fields, False)
+    label = section.label
+    if section.partial is not None:
+        label += b"<%d>" % section.partial[0]
+    offset, count = fetchmod.window(len(data), section.partial)
+    return b"%s {%d}\r\n%s" % (label, count, data[offset : offset + count])
 
 
 def _number(token, what: str, zero=False) -> int:

@@ -16,6 +16,9 @@ import bisect
 import operator
 import weakref
 
+from twisted.internet import defer
+from twisted.python import failure
+
 
 class SharedRows:
     """A folder's rows (sorted by UID) as one read returned them; never changed."""
@@ -41,12 +44,18 @@ _UID = operator.attrgetter("uid")
 class SharedRowsCache:
     """``SharedRows`` by folder state, held only while some view uses them; and the most
     recent such read of each folder, which a ``SELECT`` after a change brings up to date
-    (``updated``) instead of reading the whole folder again."""
+    (``updated``) instead of reading the whole folder again.
+
+    ``read`` makes sessions that select a folder while its rows are being read wait for that
+    read instead of each starting their own: at a burst of logins (2,000 clients opening IDLE
+    sessions) every SELECT of a large INBOX until the first read finished would otherwise hold
+    a private copy of its rows."""
 
     def __init__(self):
         self._entries: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._latest: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
         self._latest_key: dict = {}
+        self._reading: dict[tuple, list] = {}
 
     @staticmethod
     def key(folder) -> tuple:
@@ -74,6 +83,35 @@ class SharedRowsCache:
         if key[1] != folder.uid_validity or key[3] > folder.highest_modseq:
             return None
         return key[3], shared
+
+    def read(self, folder, read_rows) -> defer.Deferred:
+        """Fire with the folder's ``SharedRows`` in its current state: the cached ones, the
+        ones a read already under way returns, or those of a new read (``read_rows()``, a
+        Deferred firing with the rows)."""
+        shared = self.get(folder)
+        if shared is not None:
+            return defer.succeed(shared)
+        key = self.key(folder)
+        waiting = defer.Deferred()
+        if key in self._reading:
+            self._reading[key].append(waiting)
+            return waiting
+        self._reading[key] = [waiting]
+
+        def done(result):
+            waiters = self._reading.pop(key)
+            if isinstance(result, failure.Failure):
+                for d in waiters:
+                    d.errback(result)
+                return None
+            shared = SharedRows(result)
+            self.put(folder, shared)
+            for d in waiters:
+                d.callback(shared)
+            return None
+
+        defer.maybeDeferred(read_rows).addBoth(done)
+        return waiting
 
 
 def updated(shared: SharedRows, changed, vanished) -> SharedRows:

@@ -16,7 +16,7 @@ import binascii
 
 import attrs
 
-from haitatsu.mime import _wire
+from haitatsu.mime import _wire, stored_fields
 from haitatsu.mime._headers import (
     all_values,
     bare_addresses,
@@ -104,6 +104,9 @@ class ParsedMessage:
     text_body_extract: str
     html_body_extract: str
     attachments: list
+    #: The raw lines of the top-level header's ``stored_fields.STORED_FIELDS``, or None
+    #: (FETCH of them then reads the blob).
+    header_fields: bytes | None = None
 
 
 @attrs.frozen
@@ -341,6 +344,7 @@ class MessageParser:
             header_start=0, newlines_at_header=0, depth=0, nested=False, message_root=True
         )
         self._root_fields: list[tuple[str, bytes]] = []
+        self._root_stored: bytes | None = None
         self._stack: list[_Entity] = [self._root]
         self._active: list[tuple[bytes, _Entity]] = []
         self._part_count = 0
@@ -546,7 +550,8 @@ class MessageParser:
         """
         entity.body_start = body_start
         entity.newlines_at_body = newlines
-        fields = split_fields(b"".join(entity.block))
+        block = b"".join(entity.block)
+        fields = split_fields(block)
         entity.block = None
         cap = None if entity is self._root else FIELD_CAP
         content = _content(fields, entity.digest_child, cap)
@@ -555,6 +560,8 @@ class MessageParser:
             entity.envelope = _wire.envelope(fields, cap)
         if entity is self._root:
             self._root_fields = fields
+            if entity.block_size == len(block):  # the whole header was kept
+                self._root_stored = stored_fields.select(block)
         deep_enough = entity.depth >= MAX_DEPTH
         if content.type == "multipart" and not deep_enough:
             boundary = param_2231(content.params, "boundary", words=False)
@@ -670,6 +677,7 @@ class MessageParser:
             text_body_extract=_extract(self._text),
             html_body_extract=_extract(self._html),
             attachments=attachments,
+            header_fields=self._root_stored,
         )
 
 

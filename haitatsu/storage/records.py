@@ -346,6 +346,7 @@ class MessageSummary(NamedTuple):
     blob_key: str = ""
     layout: list | None = None
     parts: dict | None = None
+    header_fields: bytes | None = None
 
     @property
     def read(self) -> bool:

@@ -146,6 +146,23 @@ class ThousandsOfIdleTests(IMAPTestCase):
         self.assertLessEqual(fanout.reads_started - reads, 2)
         self.assertTrue(all(s.view.exists == 1 for s in self.sessions))
 
+    @d
+    async def test_sessions_selecting_at_once_share_one_read(self):
+        """Sessions that SELECT the folder while its rows are being read wait for that read:
+        every one of them holds the same rows, not a copy each (issue 5's IDLE memory)."""
+        for _ in range(50):
+            await self.deliver(SIMPLE)
+        port = self.listen()
+        clients = IdlingFactory(self.mailbox.id.encode())
+        self.addCleanup(self.disconnect_all, clients)
+        for _ in range(200):
+            reactor.connectTCP("127.0.0.1", port, clients)
+        await self.until(lambda: len(clients.clients) >= 200, "connections", 60)
+        await defer.gatherResults([c.idling for c in clients.clients], consumeErrors=True)
+        shared = {id(s.view.view_rows._shared) for s in self.sessions}
+        self.assertEqual(len(shared), 1)
+        self.assertEqual(self.sessions[0].view.exists, 50)
+
     async def disconnect_all(self, clients):
         for client in clients.clients:
             if client.transport is not None:

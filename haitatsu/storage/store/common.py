@@ -367,6 +367,7 @@ class _Unparsed:
     body: str = ""
     bodystructure: str = ""
     parts: dict = attrs.Factory(dict)
+    header_fields: bytes | None = None
 
     @classmethod
     def from_file(cls, path):

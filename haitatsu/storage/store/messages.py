@@ -308,8 +308,8 @@ class MessagesMixin(StoreBase):
             "headers, from_addresses, to_addresses, cc_addresses, bcc_addresses, subject, "
             "date, text_body_extract, html_body_extract, attachments, spam_score, "
             "auth_results, envelope, body, bodystructure, header_size, parts, layout, "
-            "created_at, updated_at, view_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "header_fields, created_at, updated_at, view_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 message_id,
                 trace_id,
@@ -335,6 +335,7 @@ class MessagesMixin(StoreBase):
                 parsed.header_size,
                 _json(parsed.parts),
                 _json(prepared.layout) if prepared.layout else None,
+                parsed.header_fields,
                 now,
                 now,
                 stored_view_json(

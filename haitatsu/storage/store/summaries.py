@@ -28,8 +28,11 @@ SUMMARY_FIELDS = {
     "blob_key": "m.blob_key",
     "layout": "m.layout",
     "parts": "m.parts",
+    "header_fields": "m.header_fields",
 }
 _JSON_FIELDS = frozenset({"layout", "parts"})
+#: Binary columns (PostgreSQL's driver returns a memoryview).
+_BYTES_FIELDS = frozenset({"header_fields"})
 #: The system flags as one number, bit ``i`` for the ``i``-th of ``FLAG_COLUMNS`` (fewer
 #: columns per row is what makes reading a folder of 100,000 rows cheaper).
 _FLAG_BITS = " + ".join(
@@ -223,6 +226,7 @@ def _summaries(rows, fields) -> list[MessageSummary]:
         ]
     positions = [MessageSummary._fields.index(f) for f in fields]
     json_positions = [p for p, f in zip(positions, fields, strict=True) if f in _JSON_FIELDS]
+    bytes_positions = [p for p, f in zip(positions, fields, strict=True) if f in _BYTES_FIELDS]
     out = []
     for r in rows:
         values = [r[0], r[1], flags_of(r[4], r[5]), r[2], r[3], *_DEFAULTS]
@@ -230,5 +234,8 @@ def _summaries(rows, fields) -> list[MessageSummary]:
             values[position] = value
         for position in json_positions:
             values[position] = json.loads(values[position]) if values[position] else None
+        for position in bytes_positions:
+            if values[position] is not None:
+                values[position] = bytes(values[position])
         out.append(new(MessageSummary, values))
     return out
