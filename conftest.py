@@ -8,7 +8,7 @@ test runs neither litter the checkout nor remove each other's files.
 worker is a process of its own with its own temporary directory, PostgreSQL template database
 and moto_server (``tests/support.py``), removed when it ends. The tests in ``HEAVY_PEERS`` start
 heavy peers (1,500 IMAP connections, pebble, Postfix, Pigeonhole's sieve-test, rspamd): they are
-one xdist group, so they run one after another on one worker and never two at once.
+one xdist work unit, so they run one after another on one worker and never two at once.
 """
 
 import os
@@ -22,7 +22,7 @@ from twisted.trial import _synctest
 _session_dir = tempfile.mkdtemp(prefix="haitatsu-tests-")
 _trial_mktemp = _synctest.SynchronousTestCase.mktemp
 
-#: Test modules (paths from the checkout's root) whose tests form the xdist group "heavy-peers".
+#: Test modules (paths from the checkout's root) whose tests form the xdist work unit "heavy-peers".
 HEAVY_PEERS = (
     "tests/imap/test_idle_scale.py",
     "tests/tls/test_acme.py",
@@ -44,12 +44,30 @@ def _mktemp(self):
 _synctest.SynchronousTestCase.mktemp = _mktemp
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    # tryfirst: before pytest-xdist reads the marks (it appends the group to the node ids).
-    for item in items:
-        if item.nodeid.split("::", 1)[0] in HEAVY_PEERS:
-            item.add_marker(pytest.mark.xdist_group("heavy-peers"))
+def _scope(nodeid: str) -> str:
+    """The xdist work unit a test belongs to: ``heavy-peers`` for the tests of ``HEAVY_PEERS``,
+    the test itself for every other test."""
+    if nodeid.split("::", 1)[0] in HEAVY_PEERS:
+        return "heavy-peers"
+    return nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    # pytest-xdist's own loadgroup groups by xdist_group marks, which it encodes by rewriting
+    # item._nodeid; pytest 9.2 no longer reads that attribute, so the marks group nothing. The
+    # groups are made here instead, from the node ids the controller gets: for --dist loadgroup,
+    # xdist's load-scope scheduler with HEAVY_PEERS as one unit (the biggest unit, so scheduled
+    # first) and every other test a unit of its own.
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class HeavyPeersScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return _scope(nodeid)
+
+    return HeavyPeersScheduling(config, log)
 
 
 def pytest_sessionfinish(session, exitstatus):
