@@ -112,10 +112,98 @@ def _drop_database(name: str):
         admin.close()
 
 
+class _DatabaseSpooler:
+    """This process's CREATE and DROP DATABASE work, done by one thread of its own.
+
+    Copying the template (CREATE DATABASE ... TEMPLATE) and dropping a database each take from a
+    tenth of a second to a second and more on a busy machine (a DROP waits for a checkpoint).
+    Tests used to wait for both. Here the next test's database is copied while the current test
+    runs (one spare, always a fresh copy of the migrated template: nothing differs from copying
+    it on demand), and a finished test's database is dropped after the test (its connections
+    are closed with FORCE, as before). ``finish`` drops the spare and waits for every drop.
+    """
+
+    def __init__(self, template: str):
+        import queue
+        import threading
+
+        self.template = template
+        self.jobs: queue.Queue = queue.Queue()
+        self.spare = None  # a concurrent.futures.Future of a database name
+        self.finished = False
+        self.thread = threading.Thread(target=self._run, name="pg-databases", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        admin = None
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                break
+            action, name, future = job
+            try:
+                if admin is None or admin.closed:
+                    admin = _pg_admin()
+                with admin.cursor() as cur:
+                    if action == "create":
+                        cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                    else:
+                        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except BaseException as e:
+                if admin is not None:
+                    admin.close()
+                    admin = None
+                if future is not None:
+                    future.set_exception(e)
+                continue
+            if future is not None:
+                future.set_result(name)
+        if admin is not None:
+            admin.close()
+
+    def _create(self):
+        import concurrent.futures
+
+        future = concurrent.futures.Future()
+        name = f"{_PG_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+        self.jobs.put(("create", name, future))
+        return future
+
+    async def take(self) -> str:
+        """A fresh copy of the template, the spare when there is one; a new spare is started."""
+        if self.finished:
+            raise RuntimeError("the test session's PostgreSQL databases are already dropped")
+        future, self.spare = self.spare or self._create(), self._create()
+        if not future.done():
+            waiting = defer.Deferred()
+            future.add_done_callback(lambda _: reactor.callFromThread(waiting.callback, None))
+            await waiting
+        return future.result()
+
+    def drop(self, name: str):
+        self.jobs.put(("drop", name, None))
+
+    def finish(self, seconds: float = 300):
+        """Drop the spare, wait for every queued drop, stop the thread."""
+        if self.finished:
+            return
+        self.finished = True
+        self.jobs.put(None)
+        self.thread.join(seconds)
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.done() and spare.exception() is None:
+            _drop_database(spare.result())
+
+
+_pg_spooler: _DatabaseSpooler | None = None
+
+
 async def _migrated_template() -> str:
-    """One migrated database per test process; each test copies it (CREATE DATABASE ...
-    TEMPLATE), which is much faster than migrating every time."""
-    global _pg_template
+    """One migrated database per test process (so per pytest-xdist worker); each test copies it
+    (CREATE DATABASE ... TEMPLATE), which is much faster than migrating every time. Database
+    names carry the process id: a process drops only its own databases and those of processes
+    that are gone (``_drop_stale_databases``), never those of a live worker or test run."""
+    global _pg_template, _pg_spooler
     if _pg_template is not None:
         return _pg_template
     import atexit
@@ -138,23 +226,34 @@ async def _migrated_template() -> str:
     finally:
         await db.close()
     _pg_template = name
+    # Registered after the template's drop, so it runs before it (atexit is last in, first out).
+    _pg_spooler = _DatabaseSpooler(name)
+    atexit.register(_pg_spooler.finish)
     return name
+
+
+def finish_session():
+    """Called when the pytest session (or xdist worker) ends: drop this process's PostgreSQL
+    databases and stop its moto_server. atexit does the same if this is not called."""
+    global _pg_template, _shared_moto
+    if _pg_spooler is not None:
+        _pg_spooler.finish()
+    if _pg_template is not None:
+        _drop_database(_pg_template)
+        _pg_template = "(dropped)"  # no new databases in this process from here on
+    if _shared_moto is not None:
+        _shared_moto.stop()
+        _shared_moto = None
 
 
 async def make_pg_database(testcase) -> str:
     """A fresh, migrated PostgreSQL database of this test's own; its DSN. Dropped (with any
-    connections still open to it) when the test ends."""
+    connections still open to it) after the test ends."""
     if PG_SKIP:
         raise unittest.SkipTest(PG_SKIP)
-    template = await _migrated_template()
-    name = f"{_PG_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
-    admin = _pg_admin()
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        admin.close()
-    testcase.addCleanup(_drop_database, name)
+    await _migrated_template()
+    name = await _pg_spooler.take()
+    testcase.addCleanup(_pg_spooler.drop, name)
     return pg_dsn_for(name)
 
 
@@ -398,19 +497,40 @@ class MotoServer:
             self._log = None
 
 
+_shared_moto: MotoServer | None = None
+
+
+def shared_moto() -> MotoServer:
+    """This process's ``MotoServer`` (so one per pytest-xdist worker), started on first use and
+    stopped when the session ends (``finish_session``, or atexit); started again if it died.
+    Tests share it the way S3 users share S3: each test makes buckets of its own
+    (``create_bucket`` names are random) and touches no other."""
+    global _shared_moto
+    if _shared_moto is None or _shared_moto.process.poll() is not None:
+        import atexit
+
+        if _shared_moto is not None:
+            _shared_moto.stop()
+        _shared_moto = MotoServer().start()
+        atexit.register(_shared_moto.stop)
+    return _shared_moto
+
+
 class MotoS3Mixin:
-    """Starts one ``MotoServer`` for the test class and stops it afterwards."""
+    """Gives the test class ``moto``: this process's shared ``MotoServer`` (``shared_moto``).
+
+    Starting moto_server (and its IAM user) takes seconds; once per process instead of once per
+    class is what keeps S3 test classes cheap when pytest-xdist spreads a class over workers."""
 
     moto: MotoServer
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.moto = MotoServer().start()
+        cls.moto = shared_moto()
 
     @classmethod
     def tearDownClass(cls):
-        cls.moto.stop()
         super().tearDownClass()
 
 
