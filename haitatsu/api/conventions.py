@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from haitatsu.interfaces import Conflict, StorageUnavailable
 from haitatsu.storage.records import rfc3339
+from haitatsu.storage.views import is_zero as _is_zero
 
 #: The HTTP body limit of the original (Fiber's ``BodyLimit``).
 BODY_LIMIT = 64 * 1024 * 1024
@@ -98,17 +99,6 @@ def respond(request, status: int, value: Any) -> bytes:
 def data(request, value: Any, status: int = 200) -> bytes:
     """The single-item envelope ``{"data": ...}``."""
     return respond(request, status, {"data": value})
-
-
-def _is_zero(value: Any) -> bool:
-    # Go's omitempty: false, 0, "", nil and empty arrays or maps.
-    if value is None or value is False:
-        return True
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value == 0
-    if isinstance(value, (str, list, tuple, dict)):
-        return len(value) == 0
-    return False
 
 
 def omit_zero(fields: dict, keep: Iterable[str] = ()) -> dict:

@@ -93,8 +93,8 @@ def mailbox_message_object(row) -> dict:
     return out
 
 
-def _is_zero(value) -> bool:
-    # Go's omitempty: false, 0, "", nil and empty arrays or maps (the API's ``omit_zero``).
+def is_zero(value) -> bool:
+    """Go's omitempty: false, 0, "", nil and empty arrays or maps (the API's ``omit_zero``)."""
     if value is None or value is False:
         return True
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -136,7 +136,7 @@ def message_object(info) -> dict:
         "updated_at": rfc3339(info.updated_at),
         "deleted_at": rfc3339(info.deleted_at),
     }
-    return {k: v for k, v in fields.items() if v or not _is_zero(v)}
+    return {k: v for k, v in fields.items() if v or not is_zero(v)}
 
 
 def encode_message_object(info) -> str | None:

@@ -283,11 +283,7 @@ class MessageOpsMixin(StoreBase):
         async def txn_fn(txn):
             where, params = await self._query_where(txn, mailbox_id, query, before)
             rows = await txn.execute(
-                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
-                "JOIN messages m ON m.id = mm.message_id WHERE "
-                + " AND ".join(where)
-                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
-                (*params, limit),
+                _page_select(f"{_MM_COLUMNS}, {_MSG_COLUMNS}", where), (*params, limit)
             )
             found = [(_mailbox_message(r), _message_info(r)) for r in rows]
             labels = await self._labels_of(txn, [mm.id for mm, _ in found])
@@ -303,11 +299,7 @@ class MessageOpsMixin(StoreBase):
         async def txn_fn(txn):
             where, params = await self._query_where(txn, mailbox_id, query, before)
             rows = await txn.execute_values(
-                f"SELECT {VIEW_MM_COLUMNS}, {_view_column(txn)} FROM mailbox_messages mm "
-                "JOIN messages m ON m.id = mm.message_id WHERE "
-                + " AND ".join(where)
-                + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?",
-                (*params, limit),
+                _page_select(f"{VIEW_MM_COLUMNS}, {_view_column(txn)}", where), (*params, limit)
             )
             views = await _views(txn, rows)
             labels = await self._labels_of(txn, [view.id for view in views])
@@ -371,6 +363,15 @@ class MessageOpsMixin(StoreBase):
             match, match_params = txn.search_clause("m", query.text)
             add(match, *match_params)
         return where, params
+
+
+def _page_select(columns: str, where: list[str]) -> str:
+    """A page of the REST message list: ``columns`` of the placements matching ``where``
+    (joined with their messages), newest first, ``LIMIT ?``."""
+    return (
+        f"SELECT {columns} FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id "
+        "WHERE " + " AND ".join(where) + " ORDER BY mm.created_at DESC, mm.id DESC LIMIT ?"
+    )
 
 
 def _view_column(txn) -> str:
