@@ -159,6 +159,15 @@ class IMailStore(Interface):
     def restore_mailbox(mailbox_id):
         """Undo a soft delete (app passwords stay revoked); fire with the Mailbox or None."""
 
+    def hard_delete_mailbox(mailbox_id, deleted_before=None):
+        """Delete the mailbox, its folders, labels and placements, and purge its messages no
+        other mailbox holds (blobs are left to garbage collection); with ``deleted_before``
+        only if it is in status ``deleted`` since before then. Fire with True if deleted."""
+
+    def purge_deleted_mailboxes(deleted_before, batch=50, should_continue=None):
+        """Hard-delete every mailbox in status ``deleted`` since before ``deleted_before``;
+        fire with ``{"purged", "kept"}``."""
+
     def resolve_recipient(address):
         """Resolve an RCPT address (API.md 5.2 steps 2-7: exact mailbox, exact route, the
         ``+tag``-less base as mailbox then route, pattern routes, the catch-all); fire with a

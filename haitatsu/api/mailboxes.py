@@ -220,6 +220,14 @@ async def restore_mailbox(api, request, mailbox_id):
     return data(request, mailbox_json(mailbox))
 
 
+@routes.route("DELETE", "/api/v1/mailboxes/<mailbox_id>/hard", failure="mailbox_hard_delete_failed")
+async def hard_delete_mailbox(api, request, mailbox_id):
+    # The same store path as the hourly purge of mailboxes deleted 30 days ago (API.md 5.7).
+    if not await api.store.hard_delete_mailbox(mailbox_id):
+        raise APIError(404, "mailbox_not_found", "Mailbox not found")
+    return data(request, {})
+
+
 @routes.route(
     "POST", "/api/v1/mailboxes/<mailbox_id>/recompute-usage", failure="mailbox_recompute_failed"
 )

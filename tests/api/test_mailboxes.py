@@ -249,6 +249,24 @@ class MailboxTests(unittest.TestCase):
         [still_revoked] = await self.store.list_app_passwords(mailbox["id"])
         self.assertIsNotNone(still_revoked.revoked_at)
 
+    async def test_hard_delete_purges_an_active_mailbox_and_its_messages(self):
+        mailbox = await self.create()
+        (placed,) = await deliver_bytes(self.store, MESSAGE, mailbox["id"])
+        answer = await self.client.delete(f"/api/v1/mailboxes/{mailbox['id']}/hard")
+        self.assertEqual((answer.status, answer.json), (200, {"data": {}}))
+        await self.assertError(
+            self.client.get(f"/api/v1/mailboxes/{mailbox['id']}"), 404, "mailbox_not_found"
+        )
+        self.assertIsNone(await self.store.get_message_view(placed.id))
+        self.assertFalse(await self.store.purge_message(placed.message_id))  # already gone
+        [event] = await self.store.list_audit_events(event_type="mailbox.hard_deleted")
+        self.assertEqual(event.entity_id, mailbox["id"])
+        await self.assertError(
+            self.client.delete(f"/api/v1/mailboxes/{mailbox['id']}/hard"),
+            404,
+            "mailbox_not_found",
+        )
+
     async def test_delete_and_restore_of_a_missing_mailbox(self):
         missing = "01JNOTTHERE0000000000000000"
         await self.assertError(

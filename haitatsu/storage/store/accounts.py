@@ -170,6 +170,48 @@ class AccountsMixin(StoreBase):
 
         return self._run("restore_mailbox", txn_fn)
 
+    def hard_delete_mailbox(self, mailbox_id, deleted_before=None):
+        """API.md 1.2 "Hard delete" and 5.7: delete the mailbox row with its placements,
+        message-label links, labels, folders, app passwords and Sieve state, and purge
+        (``_purge``) each of its messages that no other mailbox's row refers to; blobs lose a
+        reference and go later with ``collect_garbage``. One transaction. With
+        ``deleted_before`` (ns) only a mailbox in status ``deleted`` since before it, checked
+        under the mailbox row's lock (PostgreSQL ``FOR UPDATE``; SQLite's single writer), so
+        a restore that committed first keeps it. Fire with True if it was deleted."""
+
+        async def txn_fn(txn):
+            row = await txn.execute_one(
+                "SELECT status, deleted_at FROM mailboxes WHERE id = ?" + txn.for_update,
+                (mailbox_id,),
+            )
+            if row is None:
+                return False
+            if deleted_before is not None and (
+                row["status"] != "deleted"
+                or row["deleted_at"] is None
+                or row["deleted_at"] >= deleted_before
+            ):
+                return False
+            messages = await txn.execute(
+                "SELECT DISTINCT message_id FROM mailbox_messages WHERE mailbox_id = ?",
+                (mailbox_id,),
+            )
+            await txn.execute(
+                "DELETE FROM message_labels WHERE mailbox_message_id IN "
+                "(SELECT id FROM mailbox_messages WHERE mailbox_id = ?)",
+                (mailbox_id,),
+            )
+            await txn.execute("DELETE FROM mailbox_messages WHERE mailbox_id = ?", (mailbox_id,))
+            # Folders (with their expunged_uids), labels, app passwords and Sieve rows follow
+            # by ON DELETE CASCADE.
+            await txn.execute("DELETE FROM mailboxes WHERE id = ?", (mailbox_id,))
+            for message in messages:
+                await self._purge(txn, message["message_id"], unplaced=True)
+            await self._audit(txn, "mailbox.hard_deleted", "mailbox", mailbox_id, mailbox_id)
+            return True
+
+        return self._run("hard_delete_mailbox", txn_fn)
+
     @defer.inlineCallbacks
     def create_app_password(self, mailbox_id, name, scopes):
         scopes = list(dict.fromkeys(scopes))

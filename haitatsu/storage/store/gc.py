@@ -100,10 +100,13 @@ class GarbageMixin(StoreBase):
 
         return self._run("purge_message", txn_fn)
 
-    async def _purge(self, txn, message_id, deleted_before=None, created_before=None) -> bool:
+    async def _purge(
+        self, txn, message_id, deleted_before=None, created_before=None, unplaced=False
+    ) -> bool:
         """``purge_message`` in the caller's transaction; with ``deleted_before`` only when
         every placement was soft-deleted before it, with ``created_before`` only a message
-        stored before it.
+        stored before it, with ``unplaced`` only a message no placement (even soft-deleted)
+        refers to any more (after a mailbox's purge: another mailbox's rows keep it).
 
         The message row is read (and on PostgreSQL locked) first: of two nodes purging the
         same message at once, the second finds it gone and changes nothing, so no blob loses
@@ -121,7 +124,7 @@ class GarbageMixin(StoreBase):
             "MAX(deleted_at) AS last_deleted FROM mailbox_messages WHERE message_id = ?",
             (message_id,),
         )
-        if placements["live"]:
+        if placements["live"] or (unplaced and placements["n"]):
             return False
         if deleted_before is not None and (
             not placements["n"] or placements["last_deleted"] >= deleted_before
@@ -155,6 +158,34 @@ class GarbageMixin(StoreBase):
             )
         await self._audit(txn, "message.purged", "message", message_id)
         return True
+
+    def purge_deleted_mailboxes(self, deleted_before_ns, batch=50, should_continue=None):
+        """API.md 5.7: purge (``hard_delete_mailbox``) every mailbox in status ``deleted``
+        since before ``deleted_before_ns``, one transaction per mailbox, which re-checks the
+        status under the mailbox row's lock (a mailbox restored meanwhile is kept). Candidates
+        are read ``batch`` at a time; fire with ``{"purged", "kept"}``."""
+        return defer.Deferred.fromCoroutine(
+            self._purge_deleted_mailboxes(
+                int(deleted_before_ns), batch, should_continue or (lambda: True)
+            )
+        )
+
+    async def _purge_deleted_mailboxes(self, deleted_before, batch, should_continue):
+        async def candidates(txn, after):
+            return await txn.execute(
+                "SELECT id FROM mailboxes WHERE status = 'deleted' AND deleted_at < ? "
+                "AND id > ? ORDER BY id LIMIT ?",
+                (deleted_before, after, batch),
+            )
+
+        report = {"purged": 0, "kept": 0}
+        mailboxes = self._pages(
+            "deleted_mailbox_candidates", candidates, "", "id", batch, should_continue
+        )
+        async for row in mailboxes:
+            purged = await self.hard_delete_mailbox(row["id"], deleted_before=deleted_before)
+            report["purged" if purged else "kept"] += 1
+        return report
 
     def purge_expired_messages(
         self, deleted_before_ns, created_before_ns, batch=200, should_continue=None
