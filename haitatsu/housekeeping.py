@@ -1,8 +1,9 @@
 """Housekeeping: periodic background work on the store (DESIGN.md service tree).
 
 Today that is blob garbage collection, and hourly: the removal of expired exports, the soft
-deletion of messages left in Trash, the purge of messages soft-deleted long ago (API.md 5.7) and
-the pruning of old QRESYNC vanished UIDs (docs/storage.md "Retention"), with the periods of the
+deletion of messages left in Trash, the purge of messages and of mailboxes soft-deleted long ago
+(API.md 5.7), the pruning of old auth lockout rows and of old QRESYNC vanished UIDs
+(docs/storage.md "Retention"), with the periods of the
 ``retention`` config block, read at each run (a reload applies from the next one). Each job is a
 named background task: it logs when it starts, what it did and its own failures, and a failure
 never stops the schedule (the next run tries again). Runs of one job never overlap, and stopping
@@ -22,6 +23,8 @@ DAY = 86400
 #: API.md 5.7: a message is purged once every placement was soft-deleted ``deleted_days`` ago
 #: (``retention`` config block) and it was stored at least this long ago.
 PURGE_MIN_AGE_SECONDS = DAY
+#: API.md 5.7 / docs/imap.md "Login throttling": throttling rows idle this long are removed.
+LOCKOUT_MAX_AGE_SECONDS = DAY
 
 
 class BackgroundTask:
@@ -63,10 +66,11 @@ class Housekeeping(Service):
     unreferenced blobs for ``gc_grace`` seconds; every ``expiry_interval`` seconds (hourly)
     removes expired exports, soft-deletes the messages of Trash untouched for
     ``trash_days``, purges messages whose placements were all soft-deleted ``deleted_days``
-    ago (and no outbound job still has to send them), and prunes vanished UIDs older than
-    ``vanished_days``. The periods come from ``retention``, a callable that returns the
-    current ``RetentionConfig`` (the defaults when None). The first runs come one interval
-    after start, when the store has long been opened."""
+    ago (and no outbound job still has to send them), purges the mailboxes in status
+    ``deleted`` for ``deleted_days``, prunes login throttling rows idle for a day and vanished
+    UIDs older than ``vanished_days``. The periods come from ``retention``, a callable that
+    returns the current ``RetentionConfig`` (the defaults when None). The first runs come one
+    interval after start, when the store has long been opened."""
 
     name = "housekeeping"
 
@@ -89,6 +93,8 @@ class Housekeeping(Service):
         self.export_expiry = BackgroundTask("expired exports", self._expire_exports)
         self.trash_expiry = BackgroundTask("trash expiry", self._expire_trash)
         self.message_purge = BackgroundTask("message purge", self._purge_messages)
+        self.mailbox_purge = BackgroundTask("deleted mailbox purge", self._purge_mailboxes)
+        self.lockout_pruning = BackgroundTask("auth lockout pruning", self._prune_lockouts)
         self.vanished_pruning = BackgroundTask("vanished UID pruning", self._prune_vanished)
         self._loop: task.LoopingCall | None = None
         self._expiry_loop: task.LoopingCall | None = None
@@ -122,6 +128,14 @@ class Housekeeping(Service):
             should_continue=lambda: self.running,
         )
 
+    def _purge_mailboxes(self):
+        return self.store.purge_deleted_mailboxes(
+            self._ago(self.retention().deleted_days * DAY), should_continue=lambda: self.running
+        )
+
+    def _prune_lockouts(self):
+        return self.store.prune_login_failures(self._ago(LOCKOUT_MAX_AGE_SECONDS))
+
     def _prune_vanished(self):
         return self.store.prune_vanished(
             self._ago(self.retention().vanished_days * DAY), should_continue=lambda: self.running
@@ -131,7 +145,14 @@ class Housekeeping(Service):
         return defer.DeferredList([t.run() for t in self._hourly_tasks()])
 
     def _hourly_tasks(self):
-        return (self.trash_expiry, self.export_expiry, self.message_purge, self.vanished_pruning)
+        return (
+            self.trash_expiry,
+            self.export_expiry,
+            self.message_purge,
+            self.mailbox_purge,
+            self.lockout_pruning,
+            self.vanished_pruning,
+        )
 
     def startService(self):
         super().startService()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 
 from twisted.internet import defer, reactor, task
@@ -19,7 +20,7 @@ from haitatsu.config.model import RetentionConfig
 from haitatsu.housekeeping import Housekeeping
 from haitatsu.hub import HaitatsuService
 from haitatsu.interfaces import StorageUnavailable
-from haitatsu.storage.records import now_ns
+from haitatsu.storage.records import Delivery, now_ns
 from tests.api.client import APIClient
 from tests.api.test_stream import SSEClient
 from tests.config.test_loader import ConfigFileMixin
@@ -343,6 +344,184 @@ class SQLiteTrashExpiryTests(TrashExpiryMixin, IMAPTestCase):
 
 
 class PostgresTrashExpiryTests(OnPostgres, TrashExpiryMixin, IMAPTestCase):
+    pass
+
+
+async def deliver_to(store, data, mailbox_ids):
+    """One delivery of ``data`` to the INBOX of each mailbox (one shared message row)."""
+    fd, path = tempfile.mkstemp(suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return await store.deliver(
+            path, [Delivery(mailbox_id=m, folder="INBOX") for m in mailbox_ids], trace_id="T"
+        )
+    finally:
+        os.unlink(path)
+
+
+async def deleted_days_ago(store, mailbox_id, days):
+    """Soft-delete the mailbox (as REST DELETE does) and make it look done ``days`` ago."""
+    await store.delete_mailbox(mailbox_id)
+
+    async def backdate(txn):
+        await txn.execute(
+            "UPDATE mailboxes SET deleted_at = ? WHERE id = ?",
+            (now_ns() - int(days * 86400 * 1e9), mailbox_id),
+        )
+
+    await store.db.run("test_backdate_mailbox", backdate)
+
+
+class DeletedMailboxPurgeMixin:
+    """API.md 5.7: the hourly pass purges mailboxes in status ``deleted`` for more than
+    ``retention.deleted_days`` (30) days through the hard delete's store path; API.md 5.7 /
+    docs/imap.md: it prunes login throttling rows idle for 24 hours."""
+
+    async def setUp(self):
+        await self._setUp()
+        self.rest = APIClient(self.store)
+
+    async def count(self, sql, *params):
+        async def read(txn):
+            return (await txn.execute_one(sql, params))["n"]
+
+        return await self.store.db.run("test_count", read, readonly=True)
+
+    async def test_old_deleted_mailbox_is_purged_young_active_and_restored_kept(self):
+        store = self.store
+        old = await store.create_mailbox("old@example.com")
+        young = await store.create_mailbox("young@example.com")
+        restored = await store.create_mailbox("restored@example.com")
+        active = self.mailbox
+        (own,) = await deliver_to(store, MESSAGE, [old.id])
+        shared = await deliver_to(store, SIMPLE, [old.id, active.id])
+        for mailbox in (young, restored):
+            await deliver_to(store, MESSAGE, [mailbox.id])
+        label = await store.create_label(old.id, "Work")
+        await store.add_message_label(own.id, label.id)
+        await deleted_days_ago(store, old.id, 31)
+        await deleted_days_ago(store, young.id, 29)
+        await deleted_days_ago(store, restored.id, 31)
+        answer = await self.rest.post(f"/api/v1/mailboxes/{restored.id}/restore")
+        self.assertEqual(answer.status, 200)
+        blobs_before = await self.count("SELECT COUNT(*) AS n FROM blobs")
+
+        service = await hourly_pass(self, store)
+
+        answer = await self.rest.get(f"/api/v1/mailboxes/{old.id}")
+        self.assertEqual(answer.status, 404)
+        self.assertEqual(answer.json["error"]["code"], "mailbox_not_found")
+        for kept in (young, restored, active):
+            answer = await self.rest.get(f"/api/v1/mailboxes/{kept.id}")
+            self.assertEqual(answer.status, 200)
+        self.assertEqual(
+            (await self.rest.get(f"/api/v1/mailboxes/{young.id}")).json["data"]["status"],
+            "deleted",
+        )
+        for table in ("mailbox_messages", "folders", "labels", "app_passwords"):
+            n = await self.count(f"SELECT COUNT(*) AS n FROM {table} WHERE mailbox_id = ?", old.id)
+            self.assertEqual(n, 0, table)
+        self.assertEqual(
+            await self.count(
+                "SELECT COUNT(*) AS n FROM message_labels WHERE label_id = ?", label.id
+            ),
+            0,
+        )
+        # Its own message is purged; the one the active mailbox also holds stays, with its copy.
+        self.assertEqual(
+            await self.count("SELECT COUNT(*) AS n FROM messages WHERE id = ?", own.message_id), 0
+        )
+        self.assertIsNotNone(await store.get_message_view(shared[1].id))
+        # Blobs are left to garbage collection: still there, one reference fewer.
+        self.assertEqual(await self.count("SELECT COUNT(*) AS n FROM blobs"), blobs_before)
+        self.assertEqual(
+            await self.count(
+                "SELECT COUNT(*) AS n FROM blobs WHERE refcount = 0 AND blob_key IN "
+                "(SELECT blob_key FROM messages WHERE id = ?) ",
+                shared[1].message_id,
+            ),
+            0,
+        )
+        self.assertEqual(
+            await self.count(
+                "SELECT COUNT(*) AS n FROM audit_events WHERE event_type = 'mailbox.hard_deleted' "
+                "AND entity_id = ?",
+                old.id,
+            ),
+            1,
+        )
+        self.assertIsNone(service.mailbox_purge.running)
+        # A later pass finds nothing more to do.
+        report = await store.purge_deleted_mailboxes(now_ns() - 30 * 86400 * 10**9)
+        self.assertEqual(report, {"purged": 0, "kept": 0})
+
+    async def test_status_is_checked_again_in_the_purging_transaction(self):
+        """A candidate restored (or deleted again) after the listing is kept: the check is
+        repeated under the mailbox row's lock."""
+        mailbox = await self.store.create_mailbox("carol@example.com")
+        await deliver_to(self.store, MESSAGE, [mailbox.id])
+        await deleted_days_ago(self.store, mailbox.id, 31)
+        month = now_ns() - 30 * 86400 * 10**9
+        await self.store.restore_mailbox(mailbox.id)
+        self.assertFalse(await self.store.hard_delete_mailbox(mailbox.id, deleted_before=month))
+        await self.store.delete_mailbox(mailbox.id)  # deleted again, now: not old enough
+        self.assertFalse(await self.store.hard_delete_mailbox(mailbox.id, deleted_before=month))
+        answer = await self.rest.get(f"/api/v1/mailboxes/{mailbox.id}")
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(
+            await self.count(
+                "SELECT COUNT(*) AS n FROM mailbox_messages WHERE mailbox_id = ?", mailbox.id
+            ),
+            1,
+        )
+
+    async def test_many_in_batches(self):
+        ids = []
+        for i in range(5):
+            mailbox = await self.store.create_mailbox(f"gone{i}@example.com")
+            await deleted_days_ago(self.store, mailbox.id, 40)
+            ids.append(mailbox.id)
+        report = await self.store.purge_deleted_mailboxes(now_ns() - 30 * 86400 * 10**9, batch=2)
+        self.assertEqual(report, {"purged": 5, "kept": 0})
+        for mailbox_id in ids:
+            self.assertEqual((await self.rest.get(f"/api/v1/mailboxes/{mailbox_id}")).status, 404)
+
+    async def test_a_shorter_deleted_days_applies_to_mailboxes(self):
+        mailbox = await self.store.create_mailbox("dave@example.com")
+        await deleted_days_ago(self.store, mailbox.id, 3)
+        await hourly_pass(self, self.store)
+        self.assertEqual((await self.rest.get(f"/api/v1/mailboxes/{mailbox.id}")).status, 200)
+        await hourly_pass(self, self.store, retention=lambda: RetentionConfig(deleted_days=2))
+        self.assertEqual((await self.rest.get(f"/api/v1/mailboxes/{mailbox.id}")).status, 404)
+
+    async def test_old_lockout_rows_are_pruned_recent_ones_kept(self):
+        """Nine failures within a long window: a tenth locks the IP while the row is kept, and
+        counts as the first again once housekeeping pruned the row (idle for 24 h; the pass's
+        clock reads one hour ahead)."""
+        hour = 3600 * 10**9
+        window, lockout = 48 * hour, hour // 4
+        now = now_ns()
+        for ip, when in (("192.0.2.1", now - 25 * hour), ("192.0.2.2", now - 22 * hour)):
+            for _ in range(9):
+                locked = await self.store.record_login_failure(ip, when, window, 10, lockout)
+                self.assertIsNone(locked)
+        await hourly_pass(self, self.store)
+        later = now_ns()
+        self.assertIsNone(
+            await self.store.record_login_failure("192.0.2.1", later, window, 10, lockout)
+        )
+        self.assertEqual(
+            await self.store.record_login_failure("192.0.2.2", later, window, 10, lockout),
+            later + lockout,
+        )
+
+
+class SQLiteDeletedMailboxPurgeTests(DeletedMailboxPurgeMixin, IMAPTestCase):
+    pass
+
+
+class PostgresDeletedMailboxPurgeTests(OnPostgres, DeletedMailboxPurgeMixin, IMAPTestCase):
     pass
 
 

@@ -408,7 +408,8 @@ class RetentionConfig:
 
     #: A message in Trash whose row has not changed for this long is soft-deleted.
     trash_days: int = attrs.field(default=30, validator=_positive)
-    #: A message whose placements were all soft-deleted this long ago is purged.
+    #: A message whose placements were all soft-deleted this long ago is purged, and so is a
+    #: mailbox in status ``deleted`` this long (``store.purge_deleted_mailboxes``).
     deleted_days: int = attrs.field(default=30, validator=_positive)
     #: How long a UID that left a folder is remembered for QRESYNC (RFC 7162).
     vanished_days: int = attrs.field(default=30, validator=_positive)
