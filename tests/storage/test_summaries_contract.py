@@ -184,6 +184,29 @@ class SQLiteSummariesContractTests(SummariesContractMixin, unittest.TestCase):
         details = " ".join(row["detail"] for row in await store.db.run("plan", plan))
         self.assertIn("COVERING INDEX messages_id_subject", details)
 
+    @d
+    async def test_reads_of_subject_or_envelope_alone_use_their_covering_index(self):
+        """The store's own query (``_select``) for a field a covering index holds reads the
+        index, not the rows; one for other fields reads the rows."""
+        from haitatsu.storage.store.summaries import _select
+
+        store = await self.make()
+
+        def details_for(fields):
+            async def plan(txn):
+                rows = await txn.execute(
+                    "EXPLAIN QUERY PLAN " + _select(txn, fields) + "mm.uid >= ? AND mm.uid <= ?",
+                    ("x", 1, 10),
+                )
+                return " ".join(row["detail"] for row in rows)
+
+            return store.db.run("plan", plan)
+
+        self.assertIn("COVERING INDEX messages_id_envelope", await details_for(("envelope",)))
+        self.assertIn("COVERING INDEX messages_id_subject", await details_for(("subject",)))
+        other = await details_for(("envelope", "bodystructure"))
+        self.assertNotIn("COVERING INDEX messages_id", other)
+
 
 class PostgresSummariesContractTests(SummariesContractMixin, unittest.TestCase):
     skip = PG_SKIP

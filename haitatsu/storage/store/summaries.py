@@ -180,8 +180,12 @@ class SummariesMixin(StoreBase):
         return out
 
 
-#: Fields a covering index on ``messages`` holds (migration 017, SQLite).
-_SUBJECT_INDEX = frozenset({"subject"})
+#: Covering indexes on ``messages`` (SQLite: migrations 017 and 032) and the fields each holds
+#: beside the id: a read of only those fields names the index (``txn.index_hint``).
+_COVERING_INDEXES = (
+    ("messages_id_subject", frozenset({"subject"})),
+    ("messages_id_envelope", frozenset({"envelope"})),
+)
 
 
 def _select(txn, fields, label=False) -> str:
@@ -191,7 +195,9 @@ def _select(txn, fields, label=False) -> str:
     join = ""
     if fields:
         columns += ", " + ", ".join(SUMMARY_FIELDS[f] for f in fields)
-        hint = txn.index_hint("messages_id_subject") if set(fields) <= _SUBJECT_INDEX else ""
+        hint = next(
+            (txn.index_hint(name) for name, held in _COVERING_INDEXES if set(fields) <= held), ""
+        )
         join = f" JOIN messages m{hint} ON m.id = mm.message_id"
     if label:
         return (

@@ -1,0 +1,3 @@
+-- Nothing on PostgreSQL: large columns are stored out of line (TOAST), so reading a message's
+-- envelope does not read its headers or text extracts, and a B-tree over envelopes would refuse
+-- envelopes longer than about 2.7 KB. (SQLite: 032_imap_envelope_index.sqlite.sql.)
