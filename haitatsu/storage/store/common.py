@@ -395,3 +395,13 @@ def _dummy_verify(password):
     if _dummy_hash is None:
         _dummy_hash = hash_password(generate_password())
     verify_password(_dummy_hash, password)
+
+
+async def _live_entry(txn, mailbox_message_id):
+    """``(MailboxMessage, MessageInfo)`` of a live placement and its message, or None."""
+    row = await txn.execute_one(
+        f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
+        "JOIN messages m ON m.id = mm.message_id WHERE mm.id = ? AND mm.deleted_at IS NULL",
+        (mailbox_message_id,),
+    )
+    return (_mailbox_message(row), _message_info(row)) if row is not None else None

@@ -18,6 +18,7 @@ from haitatsu.storage.store.common import (
     _MSG_COLUMNS,
     _folder,
     _json,
+    _live_entry,
     _mailbox_message,
     _message_info,
     _page_where,
@@ -243,16 +244,11 @@ class MessageOpsMixin(StoreBase):
         """``(MailboxMessage, MessageInfo, [Label])`` of a live message, or None."""
 
         async def txn_fn(txn):
-            row = await txn.execute_one(
-                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
-                "JOIN messages m ON m.id = mm.message_id WHERE mm.id = ? "
-                "AND mm.deleted_at IS NULL",
-                (mailbox_message_id,),
-            )
-            if row is None:
+            entry = await _live_entry(txn, mailbox_message_id)
+            if entry is None:
                 return None
             labels = await self._labels_of(txn, [mailbox_message_id])
-            return _mailbox_message(row), _message_info(row), labels.get(mailbox_message_id, [])
+            return (*entry, labels.get(mailbox_message_id, []))
 
         return self._run("get_message_entry", txn_fn, readonly=True)
 

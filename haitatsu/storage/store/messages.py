@@ -26,6 +26,7 @@ from haitatsu.storage.store.common import (
     _folder,
     _json,
     _LeaseLost,
+    _live_entry,
     _log,
     _mailbox_message,
     _message_info,
@@ -467,13 +468,7 @@ class MessagesMixin(StoreBase):
 
     def get_message_view(self, mailbox_message_id):
         async def txn_fn(txn):
-            row = await txn.execute_one(
-                f"SELECT {_MM_COLUMNS}, {_MSG_COLUMNS} FROM mailbox_messages mm "
-                "JOIN messages m ON m.id = mm.message_id WHERE mm.id = ? "
-                "AND mm.deleted_at IS NULL",
-                (mailbox_message_id,),
-            )
-            return (_mailbox_message(row), _message_info(row)) if row else None
+            return await _live_entry(txn, mailbox_message_id)
 
         return self._run("get_message_view", txn_fn, readonly=True)
 
